@@ -1,0 +1,62 @@
+"""The per-message receive path of a connection, fed from a byte buffer (no sockets).
+
+pytest bench/micro --benchmark-enable --benchmark-only --benchmark-autosave
+pytest bench/micro --benchmark-enable --benchmark-only --benchmark-compare
+"""
+
+import os
+
+import pytest
+
+from fastws.protocol.connection import Connection
+from fastws.protocol.frames import encode_header
+from fastws.protocol.mask import unmask
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    key = os.urandom(4)
+    return encode_header(opcode, len(payload), fin=fin, mask=key) + unmask(payload, key)
+
+
+BATCH = 1000
+
+
+def _run(conn: Connection, data: memoryview) -> int:
+    conn.receive_data(data)
+    n = len(conn.events)
+    conn.events = []
+    return n
+
+
+@pytest.mark.parametrize(("kind", "size"), [("text", 64), ("binary", 64), ("binary", 1024)])
+def test_receive_batch(benchmark, kind: str, size: int) -> None:
+    """1,000 pipelined client frames in one read: cost per message = mean / 1000."""
+    opcode, payload = (1, b"x" * size) if kind == "text" else (2, os.urandom(size))
+    data = memoryview(b"".join(client_frame(opcode, payload) for _ in range(BATCH)))
+    conn = Connection()
+    assert benchmark(_run, conn, data) == BATCH
+
+
+def test_receive_one(benchmark) -> None:
+    """One 64-byte text frame per read: the request/response (latency) case."""
+    data = memoryview(client_frame(1, b"x" * 64))
+    conn = Connection()
+    assert benchmark(_run, conn, data) == 1
+
+
+def test_receive_fragmented(benchmark) -> None:
+    """A 64 KiB binary message in 64 fragments of 1 KiB."""
+    parts = [os.urandom(1024) for _ in range(64)]
+    data = memoryview(
+        b"".join(client_frame(2 if i == 0 else 0, p, i == 63) for i, p in enumerate(parts))
+    )
+    conn = Connection()
+    assert benchmark(_run, conn, data) == 1
+
+
+@pytest.mark.parametrize("size", [64, 1024, 65536])
+def test_send_binary(benchmark, size: int) -> None:
+    """Framing a server message: header lookup/pack, and join or (header, payload)."""
+    conn = Connection()
+    payload = os.urandom(size)
+    benchmark(conn.send_data, 2, payload)

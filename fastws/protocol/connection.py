@@ -1,0 +1,479 @@
+"""The WebSocket state machine after the opening handshake: bytes in, events out, bytes to send.
+
+No sockets and no event loop: the I/O layer calls `receive_data()` with what it read, then
+drains `events` and `data_to_send()`, and asks for frames to write with the `send_*` methods.
+
+Events, in arrival order:
+- a complete text message as `str`, a complete binary message as `bytes` (the common case
+  costs no wrapper object);
+- `Pong(payload)` for a pong from the peer (pings are answered here, automatically);
+- `Close(code, reason)` when the peer's Close frame arrived (and, if the peer started the
+  closing handshake, our echo is queued in `data_to_send()`);
+- `Failure(code, reason)` when the peer broke the protocol: our Close frame with that code is
+  queued and the connection is CLOSED; RFC 6455 7.1.7 says the TCP connection is to be closed.
+
+Receiving is built for two cases. Frames that are complete in the buffer are parsed in one
+tight loop and each small payload is unmasked straight into its final `bytes`. A frame whose
+payload is still arriving gets a destination sized from its declared length (see `buffers`);
+`payload_target()` exposes where the next bytes go, so a `BufferedProtocol` can have the kernel
+write them in place, and `payload_written()` unmasks them there. Only an incomplete frame
+header (at most 13 bytes) is ever kept between reads.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from enum import IntEnum
+from typing import Final
+
+from ..buffers import allocate, release
+from .frames import CloseCode, Opcode, ProtocolError, encode_close, encode_header, parse_close
+from .mask import NUMPY_MIN, unmask, unmask_inplace
+from .utf8 import TextDecoder
+
+__all__ = ["Close", "Connection", "Failure", "Pong", "State"]
+
+DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+DEFAULT_MAX_FRAGMENTS: Final = 100_000
+# A frame's remaining payload is offered for direct writes from this size on; below it one
+# read into the shared receive buffer also picks up the frames that follow.
+DIRECT_MIN: Final = 16 * 1024
+# Payloads below this are concatenated with their header into one write.
+_JOIN_MAX: Final = 4096
+
+
+class State(IntEnum):
+    OPEN = 1
+    CLOSING = 2  # we sent a Close frame and wait for the peer's
+    CLOSED = 3  # the closing handshake is over (or the connection failed)
+
+
+class Pong:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"Pong({self.payload!r})"
+
+
+class Close:
+    """The peer's Close frame: its code (1005 if it had none) and reason."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Close({self.code}, {self.reason!r})"
+
+
+class Failure(Close):
+    """We failed the connection with this code because the peer broke the protocol."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Failure({self.code}, {self.reason!r})"
+
+
+Event = str | bytes | Pong | Close
+
+
+class Connection:
+    """One WebSocket connection's protocol state, server side unless `client=True`."""
+
+    def __init__(
+        self,
+        *,
+        client: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+    ) -> None:
+        self.client = client
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_message_size if max_frame_size is None else max_frame_size
+        self.max_fragments = max_fragments
+        self.state = State.OPEN
+        self.events: list[Event] = []  # drained by the I/O layer
+        self.out: list[bytes] = []  # frames the protocol queued itself (pongs, close replies)
+        self._tail = b""  # an incomplete frame header
+        # The frame whose payload is arriving (_remaining > 0).
+        self._remaining = 0
+        self._fop = 0  # its opcode (a data frame's CONT is resolved to the message's opcode)
+        self._ffin = False
+        self._fmask: bytes | None = None
+        self._fdone = 0  # payload bytes of this frame received so far (= the mask phase)
+        self._target: bytearray | mmap.mmap | None = None  # binary payload destination
+        self._ctrl = b""  # control payload gathered so far
+        # The message being assembled from several frames (_mop != 0).
+        self._mop = 0
+        self._msize = 0
+        self._mfrags = 0
+        self._decoder: TextDecoder | None = None
+        self._parts: list[bytes | bytearray | mmap.mmap] = []
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Consume bytes from the peer. `data` may be reused by the caller afterwards."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            self._receive(data)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+        except UnicodeDecodeError:
+            self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+
+    def _receive(self, data: bytes | bytearray | memoryview) -> None:
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        end = len(data)
+        pos = 0
+        if self._remaining:
+            pos = self._consume(data, 0, end)
+            if self.state is State.CLOSED:
+                return
+        events = self.events
+        from_bytes = int.from_bytes
+        # The fast path takes a whole unfragmented message in one complete, masked frame from
+        # a client: every check _check_header would make is implied by these conditions.
+        fast = not self.client
+        fast_limit = min(self.max_frame_size, self.max_message_size)
+        while pos < end:
+            avail = end - pos
+            if avail < 2:
+                break
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            hlen = 2
+            if length == 126:
+                if avail < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                hlen = 4
+            elif length == 127:
+                if avail < 10:
+                    break
+                length = from_bytes(data[pos + 2 : pos + 10], "big")
+                hlen = 10
+            mask: bytes | None = None
+            if b1 & 0x80:
+                if avail < hlen + 4:
+                    break
+                mask = bytes(data[pos + hlen : pos + hlen + 4])
+                hlen += 4
+                if (
+                    (b0 == 0x81 or b0 == 0x82)
+                    and fast
+                    and length <= fast_limit
+                    and avail - hlen >= length
+                    and not self._mop
+                ):
+                    start = pos + hlen
+                    pos = start + length
+                    if length < NUMPY_MIN:
+                        key = from_bytes((mask * ((length >> 2) + 1))[:length], "little")
+                        payload = (from_bytes(data[start:pos], "little") ^ key).to_bytes(
+                            length, "little"
+                        )
+                    else:
+                        payload = unmask(data[start:pos], mask)
+                    events.append(payload if b0 == 0x82 else payload.decode())
+                    continue
+            opcode = self._check_header(b0, b1, length, mask)
+            pos += hlen
+            fin = b0 & 0x80
+            if end - pos < length:
+                self._start_frame(opcode, fin, length, mask)
+                pos = self._consume(data, pos, end)
+                continue
+            stop = pos + length
+            payload = unmask(data[pos:stop], mask) if mask is not None else bytes(data[pos:stop])
+            pos = stop
+            if fin and not self._mop and opcode <= Opcode.BINARY:
+                events.append(payload if opcode == Opcode.BINARY else payload.decode())
+            elif opcode >= Opcode.CLOSE:
+                self._control(opcode, payload)
+                if self.state is State.CLOSED:
+                    return
+            else:
+                self._data(opcode, fin, payload)
+        if pos < end:
+            self._tail = bytes(data[pos:end])
+
+    def _check_header(self, b0: int, b1: int, length: int, mask: bytes | None) -> int:
+        """Validate a frame header; return the opcode of the message it belongs to."""
+        opcode = b0 & 0x0F
+        if b0 & 0x70:
+            # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
+            # non-zero values. If a nonzero value is received and none of the negotiated
+            # extensions defines the meaning of such a nonzero value, the receiving endpoint
+            # MUST _Fail the WebSocket Connection_."
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+        if (mask is None) is not self.client:
+            # 5.1: "The server MUST close the connection upon receiving a frame that is not
+            # masked" / "A client MUST close a connection if it detects a masked frame."
+            raise ProtocolError(
+                CloseCode.PROTOCOL_ERROR,
+                "masked frame from server" if self.client else "unmasked frame from client",
+            )
+        if length >> 63:
+            # 5.2: "the most significant bit MUST be 0"
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "invalid payload length")
+        if opcode >= Opcode.CLOSE:
+            if opcode > Opcode.PONG:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+            # 5.5: "All control frames MUST have a payload length of 125 bytes or less and
+            # MUST NOT be fragmented."
+            if length > 125:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame too long")
+            if not b0 & 0x80:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
+            return opcode
+        if length > self.max_frame_size:
+            raise ProtocolError(
+                CloseCode.MESSAGE_TOO_BIG, f"frame of {length} bytes exceeds the frame limit"
+            )
+        if opcode == Opcode.CONT:
+            if not self._mop:
+                # 5.4: fragments are "a single frame with the FIN bit clear and an opcode
+                # other than 0, followed by zero or more frames with the FIN bit clear and
+                # the opcode set to 0".
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation without a message")
+            self._mfrags += 1
+            if self._mfrags > self.max_fragments:
+                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+            opcode = self._mop
+        elif opcode > Opcode.BINARY:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+        elif self._mop:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+        else:
+            self._msize = 0
+        if self._msize + length > self.max_message_size:
+            # Checked against the declared length, before any payload byte is buffered.
+            raise ProtocolError(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"message of {self._msize + length}+ bytes exceeds the message limit",
+            )
+        self._msize += length
+        return opcode
+
+    def _start_frame(self, opcode: int, fin: int, length: int, mask: bytes | None) -> None:
+        """A frame whose payload is not all here yet: prepare its destination."""
+        self._remaining = length
+        self._fop = opcode
+        self._ffin = bool(fin)
+        self._fmask = mask
+        self._fdone = 0
+        if opcode == Opcode.BINARY:
+            self._target = allocate(length)
+            if not self._mop:
+                self._begin_message(opcode)
+        elif opcode == Opcode.TEXT:
+            if not self._mop:
+                self._begin_message(opcode)
+        else:
+            self._ctrl = b""
+
+    def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
+        """Take payload bytes of the frame in progress from `data[pos:end]`."""
+        n = min(self._remaining, end - pos)
+        chunk = data[pos : pos + n]
+        if self._target is not None:
+            view = memoryview(self._target)[self._fdone : self._fdone + n]
+            view[:] = chunk
+            if self._fmask is not None:
+                unmask_inplace(view, self._fmask, self._fdone)
+        else:
+            if self._fmask is not None:
+                chunk = unmask(chunk, self._fmask, self._fdone)
+            if self._fop >= Opcode.CLOSE:
+                self._ctrl += chunk
+            else:
+                assert self._decoder is not None
+                self._decoder.decode(chunk)  # fail fast, even inside a frame
+        self._advance(n)
+        return pos + n
+
+    def payload_target(self) -> memoryview | None:
+        """Where the next payload bytes may be written directly, if that is worth it."""
+        if self._target is None or self._remaining < DIRECT_MIN or self.state is State.CLOSED:
+            return None
+        return memoryview(self._target)[self._fdone :]
+
+    def payload_written(self, n: int) -> None:
+        """`n` bytes were written at `payload_target()`: unmask them where they are."""
+        assert self._target is not None and 0 < n <= self._remaining
+        if self._fmask is not None:
+            view = memoryview(self._target)[self._fdone : self._fdone + n]
+            unmask_inplace(view, self._fmask, self._fdone)
+        try:
+            self._advance(n)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+
+    def _advance(self, n: int) -> None:
+        self._fdone += n
+        self._remaining -= n
+        if self._remaining:
+            return
+        opcode = self._fop
+        if opcode >= Opcode.CLOSE:
+            self._control(opcode, self._ctrl)
+            self._ctrl = b""
+        elif opcode == Opcode.BINARY:
+            target = self._target
+            assert target is not None
+            self._target = None
+            self._parts.append(target)
+            if self._ffin:
+                self._end_message()
+        elif self._ffin:
+            self._end_message()
+
+    def _begin_message(self, opcode: int) -> None:
+        self._mop = opcode
+        self._mfrags = 1
+        if opcode == Opcode.TEXT:
+            self._decoder = TextDecoder()
+
+    def _data(self, opcode: int, fin: int, payload: bytes) -> None:
+        """A complete data frame that is part of a fragmented message."""
+        if not self._mop:
+            self._begin_message(opcode)
+        if opcode == Opcode.TEXT:
+            assert self._decoder is not None
+            self._decoder.decode(payload)
+        else:
+            self._parts.append(payload)
+        if fin:
+            self._end_message()
+
+    def _end_message(self) -> None:
+        if self._mop == Opcode.TEXT:
+            assert self._decoder is not None
+            message: str | bytes = self._decoder.finish()
+            self._decoder = None
+        else:
+            parts = self._parts
+            message = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
+            for part in parts:
+                release(part)
+            self._parts = []
+        self._mop = 0
+        self._msize = 0
+        self.events.append(message)
+
+    def _control(self, opcode: int, payload: bytes) -> None:
+        if opcode == Opcode.PING:
+            # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+            # response, unless it already received a Close frame." ... "A Pong frame sent in
+            # response to a Ping frame must have identical 'Application data'".
+            if self.state is State.OPEN:
+                self.out.append(self._frame(Opcode.PONG, payload))
+        elif opcode == Opcode.PONG:
+            # 5.5.3: "A response to an unsolicited Pong frame is not expected."
+            self.events.append(Pong(payload))
+        else:
+            code, reason = parse_close(payload)
+            if self.state is State.OPEN:
+                # 5.5.1: "If an endpoint receives a Close frame and did not previously send a
+                # Close frame, the endpoint MUST send a Close frame in response. (When sending
+                # a Close frame in response, the endpoint typically echos the status code it
+                # received.)"
+                echo = b"" if code == CloseCode.NO_STATUS else code.to_bytes(2, "big")
+                self.out.append(self._frame(Opcode.CLOSE, echo))
+            self.state = State.CLOSED
+            self._reset()
+            self.events.append(Close(code, reason))
+
+    def _fail(self, code: int, reason: str) -> None:
+        """7.1.7 _Fail the WebSocket Connection_: send a Close frame (if we still may)."""
+        if self.state is State.OPEN:
+            self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason[:123])))
+        self.state = State.CLOSED
+        self._reset()
+        self.events.append(Failure(code, reason))
+
+    def _reset(self) -> None:
+        """Drop any partial frame or message: nothing more will be received."""
+        self._remaining = 0
+        self._tail = b""
+        self._decoder = None
+        self._ctrl = b""
+        for part in (*self._parts, self._target):
+            release(part)
+        self._target = None
+        self._parts = []
+        self._mop = 0
+
+    def receive_eof(self) -> None:
+        """The peer closed TCP. Without a closing handshake that is close code 1006."""
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._reset()
+            self.events.append(Close(CloseCode.ABNORMAL, ""))
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """Frames the protocol itself produced (pongs, close replies) since the last call."""
+        out = self.out
+        self.out = []
+        return out
+
+    def _frame(
+        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True
+    ) -> bytes:
+        """One frame as a single bytes object (control frames and small data frames)."""
+        if self.client:
+            mask = os.urandom(4)
+            return encode_header(opcode, len(payload), fin=fin, mask=mask) + unmask(payload, mask)
+        return encode_header(opcode, len(payload), fin=fin) + payload
+
+    def send_data(
+        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True
+    ) -> bytes | tuple[bytes, bytes | bytearray | memoryview]:
+        """Frame a data payload: one bytes object, or (header, payload) to write without a copy.
+
+        `payload` must not change until it has been written. The server's frames are unmasked
+        (5.1: "A server MUST NOT mask any frames"), so a large payload goes out as it is.
+        """
+        if self.state is not State.OPEN:
+            raise RuntimeError(f"cannot send data: connection is {self.state.name}")
+        n = len(payload)
+        if n <= _JOIN_MAX or self.client:
+            return self._frame(opcode, payload, fin)
+        return encode_header(opcode, n, fin=fin), payload
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        if len(payload) > 125:
+            raise ValueError("ping payload is longer than 125 bytes")
+        if self.state is not State.OPEN:
+            raise RuntimeError(f"cannot ping: connection is {self.state.name}")
+        return self._frame(Opcode.PING, payload)
+
+    def send_pong(self, payload: bytes = b"") -> bytes:
+        if len(payload) > 125:
+            raise ValueError("pong payload is longer than 125 bytes")
+        if self.state is not State.OPEN:
+            raise RuntimeError(f"cannot pong: connection is {self.state.name}")
+        return self._frame(Opcode.PONG, payload)
+
+    def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
+        """Start the closing handshake; the connection waits for the peer's Close frame."""
+        payload = encode_close(code, reason)
+        if self.state is not State.OPEN:
+            raise RuntimeError(f"cannot close: connection is {self.state.name}")
+        self.state = State.CLOSING
+        return self._frame(Opcode.CLOSE, payload)
