@@ -1,0 +1,704 @@
+"""Every fastws setting, declared once.
+
+Each field of :class:`Config` is a knob with one name and three spellings: the
+Python keyword argument (``max_message_size=``), the command-line flag
+(``--max-message-size``) and the environment variable
+(``FASTWS_MAX_MESSAGE_SIZE``). A field's metadata says how to parse the knob from
+a string, how to validate it and how to document it; the CLI flags, the
+environment lookup, the error messages and the README options table are all
+generated from it. Adding a knob means adding a field, nothing else.
+"""
+
+import argparse
+import difflib
+import importlib
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from typing import Any, Self
+
+__all__ = [
+    "ENV_PREFIX",
+    "MAX_SIZE",
+    "Config",
+    "ConfigError",
+    "Option",
+    "import_object",
+    "parse_duration",
+    "parse_size",
+]
+
+logger = logging.getLogger("fastws.config")
+
+#: Environment variables are this prefix followed by the field name in upper case.
+ENV_PREFIX = "FASTWS_"
+
+#: Largest accepted size: sizes are compared with 64-bit frame lengths.
+MAX_SIZE = 2**63 - 1
+
+
+class ConfigError(ValueError):
+    """A setting has the wrong type or value, or does not exist.
+
+    The message names the knob in every spelling it may have come from, because
+    the user may have set it as a keyword, a flag or an environment variable.
+    """
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        #: Field name of the offending knob (``None`` for an unknown knob).
+        self.option = option
+
+
+# --- parsing helpers ---------------------------------------------------------
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    **{p: 1024**n for n, p in enumerate("kmgt", 1)},
+    **{p + "ib": 1024**n for n, p in enumerate("kmgt", 1)},
+    **{p + "b": 1000**n for n, p in enumerate("kmgt", 1)},
+}
+_SIZE_RE = re.compile(r"\s*(\d+(?:_\d+)*(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+_SIZE_EXAMPLES = "examples: 1048576, 64KiB, 16MiB, 2GiB"
+
+
+def parse_size(value: str | int) -> int:
+    """Return a number of bytes from an int or a string such as ``"16MiB"``.
+
+    ``k``/``KiB``, ``M``/``MiB``, ``G``/``GiB``, ``T``/``TiB`` are powers of 1024;
+    ``KB``, ``MB``, ``GB``, ``TB`` are powers of 1000, as the units are defined.
+    Case and spaces don't matter and fractions are fine if the result is a whole
+    number of bytes (``"1.5MiB"``). Raises :exc:`ValueError` otherwise.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a size (sizes can't be negative)")
+        return value
+    if isinstance(value, str) and (match := _SIZE_RE.fullmatch(value)):
+        unit = _SIZE_UNITS.get(match[2].lower())
+        if unit is not None:
+            size = Fraction(match[1].replace("_", "")) * unit
+            if size.denominator != 1:
+                raise ValueError(f"{value!r} is not a whole number of bytes")
+            return int(size)
+    raise ValueError(f"{value!r} is not a size ({_SIZE_EXAMPLES})")
+
+
+_DURATION_UNITS = {
+    "": Fraction(1),
+    "s": Fraction(1),
+    "ms": Fraction(1, 1000),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+_DURATION_EXAMPLES = "examples: 10, 10s, 500ms, 2m"
+
+
+def parse_duration(value: str | float) -> float:
+    """Return seconds from a number or a string such as ``"10s"``, ``"500ms"``, ``"2m"``.
+
+    A bare number is seconds; ``h`` is also accepted. The result is finite and
+    not negative; raises :exc:`ValueError` otherwise.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value >= 0:
+            return float(value)
+    elif isinstance(value, str) and (match := _DURATION_RE.fullmatch(value)):
+        unit = _DURATION_UNITS.get(match[2].lower())
+        if unit is not None:
+            return float(Fraction(match[1]) * unit)
+    raise ValueError(f"{value!r} is not a duration ({_DURATION_EXAMPLES})")
+
+
+def import_object(path: str) -> Any:
+    """Import ``"module:attribute"`` (the attribute may be dotted) and return it.
+
+    Raises :exc:`ImportError` with a one-line reason, which callers prefix with
+    what they were importing.
+    """
+    module_name, _, attribute = path.partition(":")
+    names = attribute.split(".")
+    if not all(part.isidentifier() for part in [*module_name.split("."), *names]):
+        raise ImportError("expected 'module:attribute', e.g. 'myapp:handler'")
+    obj = importlib.import_module(module_name)
+    for depth, name in enumerate(names):
+        try:
+            obj = getattr(obj, name)
+        except AttributeError:
+            owner = ".".join([module_name, *names[:depth]])
+            raise ImportError(f"{owner!r} has no attribute {name!r}") from None
+    return obj
+
+
+# --- kinds of knobs ------------------------------------------------------------
+# A kind turns whatever the user gave (a string from the CLI or the environment,
+# or a Python value) into the field's value, or raises ValueError saying why not.
+
+
+def _check_range(given: object, number: float, low: float, high: float | None = None) -> None:
+    if number < low:
+        raise ValueError(f"{given!r} is below the minimum of {low}")
+    if high is not None and number > high:
+        raise ValueError(f"{given!r} is above the maximum of {high}")
+
+
+def _format_size(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+class _Kind:
+    metavar = "VALUE"
+
+    def __call__(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def show(self, value: Any) -> str:
+        return str(value)
+
+
+class _Text(_Kind):
+    """A non-empty word without spaces, like a host name."""
+
+    def __init__(self, metavar: str) -> None:
+        self.metavar = metavar
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a string")
+        text = value.strip()
+        if not text or any(char.isspace() for char in text):
+            raise ValueError(f"{value!r} must be one non-empty word")
+        return text
+
+
+class _Int(_Kind):
+    """A whole number in a range, like a port or a count."""
+
+    def __init__(self, low: int, high: int | None = None, metavar: str = "N") -> None:
+        self.low, self.high, self.metavar = low, high, metavar
+
+    def __call__(self, value: Any) -> int:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:
+                raise ValueError(f"{value!r} is not an integer") from None
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not an integer")
+        _check_range(value, number, self.low, self.high)
+        return number
+
+
+class _Size(_Kind):
+    """A number of bytes (see parse_size); optional sizes also accept none."""
+
+    metavar = "SIZE"
+
+    def __init__(self, low: int, optional: bool = False) -> None:
+        self.low, self.optional = low, optional
+
+    def __call__(self, value: Any) -> int | None:
+        if self.optional and (value is None or _is_word(value, "none")):
+            return None
+        size = parse_size(value)
+        _check_range(value, size, self.low, MAX_SIZE)
+        return size
+
+    def show(self, value: Any) -> str:
+        return "none" if value is None else _format_size(value)
+
+
+class _Duration(_Kind):
+    """Seconds (see parse_duration); optional durations are disabled by off or 0."""
+
+    metavar = "DURATION"
+
+    def __init__(self, optional: bool = False) -> None:
+        self.optional = optional
+
+    def __call__(self, value: Any) -> float | None:
+        if self.optional and (value is None or _is_word(value, "off", "none")):
+            return None
+        seconds = parse_duration(value)
+        if seconds == 0:
+            if self.optional:
+                return None
+            raise ValueError(f"{value!r} must be greater than 0")
+        return seconds
+
+    def show(self, value: Any) -> str:
+        return "off" if value is None else _format_duration(value)
+
+
+class _Choice(_Kind):
+    """One of a few words, case-insensitive."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+        self.metavar = "{" + ",".join(choices) + "}"
+
+    def __call__(self, value: Any) -> str:
+        if isinstance(value, str) and value.strip().lower() in self.choices:
+            return value.strip().lower()
+        raise ValueError(f"{value!r} is not one of {', '.join(self.choices)}")
+
+
+class _Names(_Kind):
+    """A list of words; comma-separated when given as a string."""
+
+    def __init__(
+        self,
+        pattern: re.Pattern[str],
+        what: str,
+        metavar: str,
+        *,
+        optional: bool = False,
+        keep_empty: bool = False,
+    ) -> None:
+        self.pattern, self.what = pattern, what
+        self.optional, self.keep_empty = optional, keep_empty
+        self.metavar = f"{metavar}[,{metavar}...]"
+
+    def __call__(self, value: Any) -> tuple[str, ...] | None:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, str):
+            if not value.strip():
+                # An empty FASTWS_ORIGINS= means "not set", never "deny everyone".
+                if self.optional:
+                    return None
+                return ()
+            items = [item.strip() for item in value.split(",")]
+            if not self.keep_empty:
+                items = [item for item in items if item]
+        elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            items = list(value)
+        else:
+            raise ValueError(f"{value!r} is not a list of strings")
+        for item in items:
+            if not self.pattern.fullmatch(item):
+                raise ValueError(f"{item!r} is not a valid {self.what}")
+        return tuple(items)
+
+    def show(self, value: Any) -> str:
+        return ",".join(value)
+
+
+class _ImportPath(_Kind):
+    """A callable, or a "module:callable" string imported when the Config is built."""
+
+    metavar = "MODULE:CALLABLE"
+
+    def __call__(self, value: Any) -> Callable[..., Any] | None:
+        obj = value
+        if isinstance(value, str):
+            try:
+                obj = import_object(value.strip())
+            except ImportError as exc:
+                raise ValueError(f"cannot import {value!r}: {exc}") from None
+        if obj is not None and not callable(obj):
+            raise ValueError(f"{value!r} is not callable")
+        return obj
+
+
+def _is_word(value: object, *words: str) -> bool:
+    return isinstance(value, str) and value.strip().lower() in words
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_ORIGIN_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]*")  # printable ASCII but comma; "" = no Origin
+
+
+# --- declaring knobs -------------------------------------------------------------
+
+_SPEC = "fastws"
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    kind: _Kind
+    help: str
+    example: str
+    unset: str | None
+
+
+def _knob(kind: _Kind, help: str, *, example: str, unset: str | None = None) -> dict[str, Any]:
+    """Field metadata that makes a dataclass field a knob: drives CLI, env, docs and checks.
+
+    ``example`` is a valid, non-default string value; the tests feed it through the
+    flag and the environment variable so every new knob is covered automatically.
+    ``unset`` describes a default that is an absence rather than a value one could
+    type (``"any"`` for origins), so the docs don't suggest typing it.
+    """
+    return {_SPEC: _Spec(kind, help, example, unset)}
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One knob as the outside world sees it: its spellings, default and help."""
+
+    name: str
+    help: str
+    default: Any
+    #: The default as documented: a value you could type, unless default_literal is false.
+    default_text: str
+    default_literal: bool
+    metavar: str
+    example: str
+    convert: Callable[[Any], Any]
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. ``--max-message-size``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable, e.g. ``FASTWS_MAX_MESSAGE_SIZE``."""
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def spellings(self) -> str:
+        """All three spellings, for error messages."""
+        return f"{self.name} ({self.flag} / {self.env})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Server settings, validated when built.
+
+    Keyword arguments may be given as Python values or as the strings the CLI
+    and the environment accept (``max_message_size="1MiB"``); either way they are
+    parsed and checked here, so every Config in existence is one the server can
+    use, and a bad value fails early with a :exc:`ConfigError`. Use
+    :meth:`load` to merge in ``FASTWS_*`` environment variables and CLI flags.
+    """
+
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_knob(
+            _Text("HOST"),
+            "Interface to listen on: an IP address or host name; 0.0.0.0 or :: listens on all interfaces.",
+            example="0.0.0.0",
+        ),
+    )
+    port: int = field(
+        default=8000,
+        metadata=_knob(
+            _Int(0, 65535, metavar="PORT"),
+            "TCP port to listen on (0-65535); 0 lets the OS pick a free port.",
+            example="9001",
+        ),
+    )
+    backlog: int = field(
+        default=2048,
+        metadata=_knob(
+            _Int(1),
+            "Connections the kernel may queue before the server accepts them (listen() backlog).",
+            example="128",
+        ),
+    )
+    subprotocols: tuple[str, ...] = field(
+        default=(),
+        metadata=_knob(
+            _Names(_TOKEN_RE, "subprotocol name", "NAME"),
+            "Subprotocols the server supports, most preferred first; the first one the client also"
+            " offers is selected. Comma-separated on the command line and in the environment.",
+            example="chat,superchat",
+            unset="none",
+        ),
+    )
+    origins: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_knob(
+            _Names(_ORIGIN_RE, "Origin value", "ORIGIN", optional=True, keep_empty=True),
+            "Allow-list of Origin header values (e.g. https://example.com), compared"
+            " case-insensitively; other origins get 403. Clients sending no Origin (non-browser"
+            " clients) are refused too unless the list has an empty entry (e.g. a trailing comma)."
+            " Unset accepts any origin. Comma-separated on the command line and in the environment.",
+            example="https://example.com,https://www.example.com",
+            unset="any",
+        ),
+    )
+    process_request: Callable[..., Any] | None = field(
+        default=None,
+        metadata=_knob(
+            _ImportPath(),
+            "Hook called with each handshake request before upgrading (authentication, health"
+            " checks): returning a response sends it instead of upgrading. A module:callable"
+            " import path on the command line and in the environment.",
+            example="fastws.apps.echo:echo",
+            unset="none",
+        ),
+    )
+    max_message_size: int = field(
+        default=16 * 1024**2,
+        metadata=_knob(
+            _Size(1),
+            "Largest message accepted, in bytes, once its fragments are reassembled; a bigger"
+            " message closes the connection with 1009 (message too big).",
+            example="1MiB",
+        ),
+    )
+    max_frame_size: int | None = field(
+        default=None,
+        metadata=_knob(
+            _Size(1, optional=True),
+            "Largest single frame accepted, in bytes; unset means max_message_size, and larger"
+            " values are capped to it.",
+            example="64KiB",
+            unset="max_message_size",
+        ),
+    )
+    max_fragments: int = field(
+        default=100_000,
+        metadata=_knob(
+            _Int(1),
+            "Most frames one message may be split into; bounds the work a flood of tiny"
+            " fragments can cause.",
+            example="1000",
+        ),
+    )
+    max_queue: int = field(
+        default=16,
+        metadata=_knob(
+            _Int(1),
+            "Messages received but not yet read by the handler; when that many are waiting,"
+            " the server stops reading from the socket until the handler catches up.",
+            example="4",
+        ),
+    )
+    write_limit: int = field(
+        default=64 * 1024,
+        metadata=_knob(
+            _Size(0),
+            "Bytes the outgoing buffer may hold: send() waits while more than this is buffered,"
+            " so a slow client can't make the server hoard memory.",
+            example="1MiB",
+        ),
+    )
+    max_request_line: int = field(
+        default=8 * 1024,
+        metadata=_knob(
+            _Size(1),
+            "Longest HTTP request line accepted in the opening handshake, in bytes.",
+            example="4KiB",
+        ),
+    )
+    max_headers: int = field(
+        default=128,
+        metadata=_knob(
+            _Int(1),
+            "Most header fields accepted in the opening handshake.",
+            example="64",
+        ),
+    )
+    max_header_size: int = field(
+        default=16 * 1024,
+        metadata=_knob(
+            _Size(1),
+            "Largest opening-handshake request head (request line and all headers) accepted, in bytes.",
+            example="8KiB",
+        ),
+    )
+    handshake_timeout: float = field(
+        default=10.0,
+        metadata=_knob(
+            _Duration(),
+            "Time a client has to complete the opening handshake after connecting"
+            " (seconds, or e.g. 500ms, 2m).",
+            example="5s",
+        ),
+    )
+    close_timeout: float = field(
+        default=10.0,
+        metadata=_knob(
+            _Duration(),
+            "Time to wait for the peer to answer a close frame and close TCP before the"
+            " connection is dropped.",
+            example="2s",
+        ),
+    )
+    ping_interval: float | None = field(
+        default=20.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "Send a keepalive ping this often to detect dead connections; off (or 0) disables"
+            " keepalive pings.",
+            example="30s",
+        ),
+    )
+    ping_timeout: float | None = field(
+        default=20.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "Close the connection if a keepalive ping gets no pong within this time; off (or 0)"
+            " waits forever.",
+            example="500ms",
+        ),
+    )
+    loop: str = field(
+        default="auto",
+        metadata=_knob(
+            _Choice("auto", "uvloop", "asyncio"),
+            "Event loop: uvloop, asyncio, or auto (uvloop when it is installed, else asyncio).",
+            example="asyncio",
+        ),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_knob(
+            _Choice("debug", "info", "warning", "error"),
+            "Level of the log messages written to stderr by the fastws logger.",
+            example="debug",
+        ),
+    )
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Reject unknown knobs here rather than with the dataclass's TypeError, so
+        # the error is a ConfigError like every other bad setting.
+        _check_names(kwargs, cls.options())
+        return object.__new__(cls)
+
+    def __post_init__(self) -> None:
+        for option in self.options():
+            value = getattr(self, option.name)
+            try:
+                converted = option.convert(value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"invalid value for {option.spellings}: {exc}", option.name
+                ) from None
+            object.__setattr__(self, option.name, converted)
+
+    @property
+    def effective_max_frame_size(self) -> int:
+        """The frame size limit actually enforced: never above max_message_size."""
+        if self.max_frame_size is None:
+            return self.max_message_size
+        return min(self.max_frame_size, self.max_message_size)
+
+    @classmethod
+    def options(cls) -> tuple[Option, ...]:
+        """Describe every knob, in declaration order."""
+        return _options(cls)
+
+    @classmethod
+    def load(
+        cls,
+        cli: argparse.Namespace | Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """Build a Config from keyword overrides, CLI flags, ``FASTWS_*`` variables and defaults.
+
+        Earlier sources win. ``cli`` is the namespace from a parser set up with
+        :meth:`add_arguments` (only flags actually given are in it); ``environ``
+        defaults to :data:`os.environ`. Empty variables count as unset, and
+        unknown ``FASTWS_*`` variables are logged as a warning because they are
+        most likely typos.
+        """
+        options = {option.name: option for option in cls.options()}
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        by_env = {option.env: option for option in options.values()}
+        for key in sorted(environ):
+            if not key.startswith(ENV_PREFIX):
+                continue
+            if key not in by_env:
+                hint = _did_you_mean(key, by_env)
+                logger.warning("ignoring unknown environment variable %s%s", key, hint)
+            elif environ[key].strip():
+                values[by_env[key].name] = environ[key]
+        if cli is not None:
+            given = vars(cli) if isinstance(cli, argparse.Namespace) else cli
+            values.update((name, value) for name, value in given.items() if name in options)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add one flag per knob to ``parser``; values stay strings for :meth:`load`.
+
+        Defaults are suppressed so the namespace only holds flags actually given,
+        which is what lets them win over the environment without hiding it.
+        """
+        group = parser.add_argument_group(
+            "server options",
+            f"Each option can also be set with its {ENV_PREFIX}* environment variable;"
+            " command-line flags win over environment variables.",
+        )
+        for option in cls.options():
+            help_text = f"{option.help} (default: {option.default_text}; env: {option.env})"
+            group.add_argument(
+                option.flag,
+                dest=option.name,
+                metavar=option.metavar,
+                default=argparse.SUPPRESS,
+                help=help_text.replace("%", "%%"),
+            )
+
+    @classmethod
+    def fields_table(cls) -> str:
+        """Return the options as a markdown table, for the README."""
+        rows = [
+            "| option | CLI | env | default | meaning |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for option in cls.options():
+            cells = [
+                f"`{option.name}`",
+                f"`{option.flag} {option.metavar}`",
+                f"`{option.env}`",
+                f"`{option.default_text}`" if option.default_literal else option.default_text,
+                option.help,
+            ]
+            rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        return "\n".join(rows) + "\n"
+
+
+def _options(cls: type) -> tuple[Option, ...]:
+    options = []
+    for knob in fields(cls):
+        spec: _Spec = knob.metadata[_SPEC]
+        options.append(
+            Option(
+                name=knob.name,
+                help=spec.help,
+                default=knob.default,
+                default_text=spec.unset or spec.kind.show(knob.default),
+                default_literal=spec.unset is None,
+                metavar=spec.kind.metavar,
+                example=spec.example,
+                convert=spec.kind,
+            )
+        )
+    return tuple(options)
+
+
+def _did_you_mean(name: str, candidates: Mapping[str, object]) -> str:
+    matches = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {matches[0]}?)" if matches else ""
+
+
+def _check_names(kwargs: Mapping[str, Any], options: tuple[Option, ...]) -> None:
+    known = {option.name: option for option in options}
+    for name in kwargs:
+        if name not in known:
+            raise ConfigError(f"unknown option {name!r}{_did_you_mean(name, known)}")
