@@ -1,0 +1,41 @@
+"""fastws: a multi-process, high-performance WebSocket server (RFC 6455) on uvloop.
+
+import fastws
+
+async def handler(ws: fastws.WebSocket) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+fastws.run(handler, port=8000)
+"""
+
+from .client import connect
+from .config import Config, ConfigError
+from .protocol.frames import CloseCode
+from .protocol.handshake import Headers, Request, Response
+from .server import Server, run, serve
+from .websocket import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, WebSocket
+
+__all__ = [
+    "CloseCode",
+    "Config",
+    "ConfigError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "Headers",
+    "Request",
+    "Response",
+    "Server",
+    "WebSocket",
+    "connect",
+    "run",
+    "serve",
+]
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("fastws")
+except Exception:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0+unknown"

@@ -1,0 +1,181 @@
+"""The server side of one connection: the opening handshake, then the application's handler.
+
+The handshake is parsed by the sans-I/O `protocol.handshake` module; this class only moves
+bytes, enforces the handshake timeout, runs the `process_request` hook and starts the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.frames import CloseCode
+from ..protocol.handshake import (
+    HandshakeError,
+    Request,
+    RequestParser,
+    Response,
+    accept_response,
+    check_origin,
+    check_upgrade,
+    negotiate_subprotocol,
+)
+from ..websocket import ConnectionClosed, WebSocket
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["ServerProtocol"]
+
+logger = logging.getLogger("fastws")
+
+
+class ServerProtocol(WebSocket):
+    """A connection accepted by a `Server`; the handler sees it as a `WebSocket`."""
+
+    def __init__(self, server: Server) -> None:
+        config = server.config
+        super().__init__(
+            max_message_size=config.max_message_size,
+            max_frame_size=config.effective_max_frame_size,
+            max_fragments=config.max_fragments,
+            max_queue=config.max_queue,
+            write_limit=config.write_limit,
+            close_timeout=config.close_timeout,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            client=False,
+        )
+        self._server = server
+        self._parser: RequestParser | None = RequestParser(
+            max_request_line=config.max_request_line,
+            max_headers=config.max_headers,
+            max_header_size=config.max_header_size,
+        )
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._handler_task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server._connections.add(self)
+        self._handshake_timer = self._loop.call_later(
+            self._server.config.handshake_timeout, self._handshake_expired
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        super().connection_lost(exc)
+        self._server._connections.discard(self)
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if not self._open and self._transport is not None:
+            logger.info("handshake from %s timed out", self._peer())
+            self._transport.abort()
+
+    def _handshake_data(self, data: memoryview) -> None:
+        parser = self._parser
+        if parser is None:  # waiting for process_request; a client must not send more yet
+            return
+        try:
+            request = parser.feed(data)
+        except HandshakeError as exc:
+            self._reject(exc.response(), f"{exc.status} {exc.reason}")
+            return
+        if request is None:
+            return
+        self._parser = None
+        self.request = request
+        try:
+            key = check_upgrade(request)
+            check_origin(request, self._server.config.origins)
+        except HandshakeError as exc:
+            self._reject(exc.response(), f"{exc.status} {exc.reason}")
+            return
+        hook = self._server.config.process_request
+        if hook is None:
+            self._accept(request, key, parser.leftover)
+            return
+        try:
+            answer = hook(request)
+        except Exception:
+            logger.exception("process_request failed for %s", request.path)
+            self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
+            return
+        if inspect.isawaitable(answer):
+            self._transport.pause_reading()  # type: ignore[union-attr]
+            task = self._loop.create_task(self._await_hook(answer, request, key, parser.leftover))
+            self._handler_task = task
+        else:
+            self._answer_hook(answer, request, key, parser.leftover)
+
+    async def _await_hook(self, answer: Any, request: Request, key: str, leftover: bytes) -> None:
+        try:
+            response = await answer
+        except Exception:
+            logger.exception("process_request failed for %s", request.path)
+            self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
+            return
+        if self._transport is None:
+            return
+        self._transport.resume_reading()
+        self._answer_hook(response, request, key, leftover)
+
+    def _answer_hook(
+        self, response: Response | None, request: Request, key: str, leftover: bytes
+    ) -> None:
+        if response is None:
+            self._accept(request, key, leftover)
+        else:
+            self._reject(response, f"{response.status} from process_request")
+
+    def _reject(self, response: Response, why: str) -> None:
+        """Answer with an HTTP error instead of upgrading, then close."""
+        self._parser = None
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        logger.info("handshake from %s refused: %s", self._peer(), why)
+        transport = self._transport
+        if transport is not None:
+            transport.write(response.serialize())
+            transport.close()
+
+    def _accept(self, request: Request, key: str, leftover: bytes) -> None:
+        if self._transport is None:
+            return
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self.subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
+        self._transport.write(accept_response(key, self.subprotocol).serialize())
+        self._handler_task = self._loop.create_task(self._run_handler())
+        self._opened(leftover)
+
+    async def _run_handler(self) -> None:
+        try:
+            await self._server.handler(self)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("handler failed for %s from %s", self.request_path, self._peer())
+            await self.close(CloseCode.INTERNAL_ERROR)
+            return
+        await self.close()
+
+    @property
+    def request_path(self) -> str:
+        return self.request.path if self.request is not None else "?"
+
+    def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Start closing for a server stop: Close `code` to open connections, drop the rest."""
+        if self._transport is None:
+            return
+        if not self._open:
+            self._transport.abort()
+        else:
+            self._loop.create_task(self.close(code, reason))

@@ -1,0 +1,173 @@
+"""Listening for connections, tracking them, and stopping gracefully.
+
+`serve()` is the asyncio entry point (an async context manager, like `websockets.serve`);
+`run()` is the blocking one the CLI uses: it picks the event loop (uvloop unless told
+otherwise), installs signal handlers and turns SIGINT/SIGTERM into a graceful stop in which
+every client receives Close 1001 and gets `close_timeout` to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..config import Config
+from ..protocol.frames import CloseCode
+from .protocol import ServerProtocol
+
+__all__ = ["Handler", "Server", "run", "serve"]
+
+logger = logging.getLogger("fastws")
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class Server:
+    """A listening WebSocket server running `handler(ws)` for each connection."""
+
+    def __init__(self, handler: Handler, config: Config, sock: socket.socket | None = None) -> None:
+        self.handler = handler
+        self.config = config
+        self._sock = sock
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[ServerProtocol] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                self._new_protocol, sock=self._sock, backlog=config.backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                self._new_protocol,
+                config.host,
+                config.port,
+                backlog=config.backlog,
+                reuse_address=True,
+            )
+        for sock in self._server.sockets:
+            logger.info("listening on ws://%s", _format_address(sock.getsockname()))
+
+    def _new_protocol(self) -> ServerProtocol:
+        return ServerProtocol(self)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        """The port of the first listening socket (useful with port 0)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def connections(self) -> frozenset[ServerProtocol]:
+        return frozenset(self._connections)
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "start() the server first"
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._server.serve_forever()
+
+    async def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Stop accepting, close every connection with `code`, wait up to close_timeout."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections)
+        if connections:
+            logger.info("closing %d connections", len(connections))
+        for ws in connections:
+            ws.shutdown(code, reason)
+        waiters = [ws.wait_closed() for ws in connections]
+        if waiters:
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(w) for w in waiters], timeout=self.config.close_timeout + 1
+            )
+            for ws in self._connections:
+                if ws._transport is not None:
+                    ws._transport.abort()
+            for task in pending:
+                task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+def serve(handler: Handler, config: Config | None = None, **options: Any) -> Server:
+    """`async with serve(handler, port=8765) as server: await server.serve_forever()`."""
+    if config is None:
+        config = Config(**options)
+    elif options:
+        raise TypeError("pass either a Config or options, not both")
+    return Server(handler, config)
+
+
+def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """uvloop unless `kind` is "asyncio" (or uvloop is missing and `kind` is "auto")."""
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(handler: Handler, config: Config | None = None, **options: Any) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully (Close 1001 to every client).
+
+    Like the command line, `run` reads `FASTWS_*` environment variables for the options not
+    given here.
+    """
+    if config is None:
+        config = Config.load(**options)
+    elif options:
+        raise TypeError("pass either a Config or options, not both")
+    loop = new_event_loop(config.loop)
+    try:
+        loop.run_until_complete(_serve_until_signal(handler, config))
+    finally:
+        loop.close()
+
+
+async def _serve_until_signal(handler: Handler, config: Config) -> None:
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[int] = loop.create_future()
+
+    def on_signal(signum: int) -> None:
+        if not stop.done():
+            stop.set_result(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    server = Server(handler, config)
+    await server.start()
+    received = await stop
+    logger.info("received %s, shutting down", signal.Signals(received).name)
+    await server.shutdown(CloseCode.GOING_AWAY, "server shutting down")

@@ -1,0 +1,487 @@
+"""The WebSocket object applications use, on top of asyncio's BufferedProtocol.
+
+Server and client connections share everything after the opening handshake, which is what
+lives here: receiving into a shared buffer (or straight into a large payload's destination),
+dispatching the protocol core's events without a task per message, backpressure both ways,
+keepalive pings, and the closing handshake with its timeout.
+
+Backpressure: `send()` waits while the transport holds more than `write_limit` bytes; reading
+pauses while more than `max_queue` messages wait for the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING, Any
+
+from .protocol.connection import Close, Connection, Failure, Pong, State
+from .protocol.frames import CloseCode, Opcode
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from .protocol.handshake import Request
+
+__all__ = ["ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "WebSocket"]
+
+logger = logging.getLogger("fastws")
+
+# One receive buffer per event loop, shared by its connections: a read is parsed before the
+# next one starts, and only an incomplete frame header outlives it, so an idle connection
+# holds no buffer of its own.
+RECEIVE_BUFFER_SIZE = 256 * 1024
+_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def receive_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+    view = _buffers.get(loop)
+    if view is None:
+        view = _buffers[loop] = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
+    return view
+
+
+class ConnectionClosed(Exception):
+    """The connection is closed; `code` and `reason` say how (1006: no closing handshake)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """Closed normally: 1000, 1001, or a Close frame without a code."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """Closed with an error code, or without a closing handshake."""
+
+
+_OK_CODES = frozenset((CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS))
+
+
+def _closed(code: int, reason: str) -> ConnectionClosed:
+    cls = ConnectionClosedOK if code in _OK_CODES else ConnectionClosedError
+    return cls(code, reason)
+
+
+def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
+    """The opcode and bytes of anything `send()` accepts, without copying binary data."""
+    t = type(message)
+    if t is str:
+        return Opcode.TEXT, message.encode()
+    if t is bytes or t is bytearray:
+        return Opcode.BINARY, message
+    try:
+        view = memoryview(message)  # memoryview, numpy arrays, mmap, array.array...
+    except TypeError:
+        raise TypeError(f"cannot send {t.__name__}: expected str or a bytes-like object") from None
+    if not view.c_contiguous:
+        raise ValueError("cannot send a non-contiguous buffer; copy it first")
+    return Opcode.BINARY, view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+async def _aiterate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+class WebSocket(asyncio.BufferedProtocol):
+    """An open WebSocket connection: `recv`/`send`/`ping`/`close`, and `async for`."""
+
+    # Set by the side that made the connection before it is open.
+    request: Request | None = None
+    subprotocol: str | None = None
+    remote_address: Any = None
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int,
+        max_frame_size: int | None,
+        max_fragments: int,
+        max_queue: int,
+        write_limit: int,
+        close_timeout: float,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        client: bool,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._conn = Connection(
+            client=client,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+            max_fragments=max_fragments,
+        )
+        self._max_queue = max_queue
+        self._write_limit = write_limit
+        self._close_timeout = close_timeout
+        self._ping_interval = ping_interval or None
+        self._ping_timeout = ping_timeout or None
+        self._transport: asyncio.Transport | None = None
+        self._rbuf = receive_buffer(self._loop)
+        self._direct = False  # the last get_buffer() handed out a payload destination
+        self._open = False  # the opening handshake is done
+        self._queue: deque[str | bytes] = deque()
+        self._waiter: asyncio.Future[Any] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._lost = self._loop.create_future()
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+
+    # -- asyncio.BufferedProtocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=self._write_limit)
+        self.remote_address = transport.get_extra_info("peername")
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        conn = self._conn
+        if conn._remaining:
+            target = conn.payload_target()
+            if target is not None:
+                self._direct = True
+                return target
+        self._direct = False
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not self._open:
+            self._handshake_data(self._rbuf[:nbytes])
+            return
+        conn = self._conn
+        if self._direct:
+            conn.payload_written(nbytes)
+        else:
+            conn.receive_data(self._rbuf[:nbytes])
+        if conn.events or conn.out:
+            self._dispatch()
+
+    def eof_received(self) -> bool | None:
+        if self._open:
+            self._conn.receive_eof()
+            self._dispatch()
+        return None  # let the transport close itself
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.close_code is None:
+            self.close_code = CloseCode.ABNORMAL
+            self.close_reason = ""
+        for timer in (self._keepalive, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._conn.state = State.CLOSED
+        closed = _closed(self.close_code, self.close_reason or "")
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(closed)
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(closed)
+        for fut, _ in self._pings.values():
+            if not fut.done():
+                fut.set_exception(closed)
+        self._pings.clear()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self._transport = None
+
+    # -- after the handshake ----------------------------------------------------------------
+
+    def _handshake_data(self, data: memoryview) -> None:
+        raise NotImplementedError  # the server and client sides do their own handshake
+
+    def _opened(self, leftover: bytes) -> None:
+        """The handshake succeeded: frames from now on (`leftover` came with the handshake)."""
+        self._open = True
+        if self._ping_interval is not None:
+            self._keepalive = self._loop.call_later(self._ping_interval, self._send_keepalive)
+        if leftover:
+            self._conn.receive_data(leftover)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand the protocol core's events to the application, write what it queued."""
+        conn = self._conn
+        events = conn.events
+        conn.events = []
+        queue = self._queue
+        for event in events:
+            kind = type(event)
+            if kind is str or kind is bytes:
+                waiter = self._waiter
+                if waiter is not None and not queue:
+                    self._waiter = None
+                    if not waiter.done():  # not cancelled
+                        waiter.set_result(event)
+                        continue
+                queue.append(event)  # type: ignore[arg-type]
+            elif kind is Pong:
+                self._pong(event.payload)  # type: ignore[union-attr]
+            else:
+                self._peer_closed(event)  # type: ignore[arg-type]
+        if conn.out:
+            transport = self._transport
+            if transport is not None:
+                transport.writelines(conn.data_to_send())
+        if len(queue) >= self._max_queue and not self._reading_paused:
+            transport = self._transport
+            if transport is not None:
+                self._reading_paused = True
+                transport.pause_reading()
+        if conn.state is State.CLOSED and self._transport is not None:
+            self._transport.close()  # our side of TCP: 7.1.1, the server closes first
+
+    def _peer_closed(self, event: Close) -> None:
+        self.close_code = event.code
+        self.close_reason = event.reason
+        if type(event) is Failure:
+            logger.info("connection from %s failed: %d %s", self._peer(), event.code, event.reason)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and not self._queue:
+            self._waiter = None
+            waiter.set_exception(_closed(event.code, event.reason))
+
+    def _peer(self) -> str:
+        addr = self.remote_address
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return f"{addr[0]}:{addr[1]}"
+        return str(addr)
+
+    # -- application API ------------------------------------------------------------------
+
+    async def recv(self) -> str | bytes:
+        """The next message: `str` for text, `bytes` for binary.
+
+        Raises ConnectionClosedOK / ConnectionClosedError once the connection is closed and
+        every message received before has been read.
+        """
+        queue = self._queue
+        if queue:
+            message = queue.popleft()
+            if self._reading_paused and len(queue) <= self._max_queue >> 1:
+                self._resume_reading()
+            return message
+        if self._conn.state is State.CLOSED or self._transport is None:
+            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        if self._waiter is not None:
+            raise RuntimeError("another coroutine is already waiting for the next message")
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            return await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        """Iterate over messages until the connection closes; an error close raises."""
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: str | bytes | bytearray | memoryview | Any) -> None:
+        """Send a text (`str`) or binary (any contiguous bytes-like object) message.
+
+        Binary payloads above a few KiB are written without a copy: the buffer must not change
+        until it has been sent, that is until `drain()` returns.
+        """
+        opcode, payload = _as_payload(message)
+        transport = self._transport
+        conn = self._conn
+        if transport is None or conn.state is not State.OPEN:
+            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        frame = conn.send_data(opcode, payload)
+        if type(frame) is bytes:
+            transport.write(frame)
+        else:
+            transport.writelines(frame)  # type: ignore[arg-type]
+        if self._writing_paused:
+            await self._wait_drain()
+
+    async def send_fragments(self, fragments: Iterable[Any] | AsyncIterable[Any]) -> None:
+        """Send one message as several frames, from an (async) iterable of str or bytes.
+
+        Each fragment is sent as soon as the next one is known (the last carries FIN). If the
+        iterable fails half-way, the message cannot be completed: the connection is closed
+        with 1011.
+        """
+        opcode = 0
+        pending: Any = None
+        sent = 0
+        try:
+            async for item in _aiterate(fragments):
+                kind, payload = _as_payload(item)
+                if not opcode:
+                    opcode = kind
+                elif kind != opcode:
+                    raise TypeError("all fragments of a message must be of the same type")
+                if pending is not None:
+                    await self._send_frame(opcode if not sent else Opcode.CONT, pending, False)
+                    sent += 1
+                pending = payload
+            if pending is None:
+                raise ValueError("a message needs at least one fragment")
+            await self._send_frame(opcode if not sent else Opcode.CONT, pending, True)
+        except ConnectionClosed:
+            raise
+        except BaseException:
+            if sent:
+                self._fail_locally(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
+            raise
+
+    async def _send_frame(self, opcode: int, payload: Any, fin: bool) -> None:
+        transport = self._transport
+        if transport is None or self._conn.state is not State.OPEN:
+            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        frame = self._conn.send_data(opcode, payload, fin)
+        if type(frame) is bytes:
+            transport.write(frame)
+        else:
+            transport.writelines(frame)  # type: ignore[arg-type]
+        if self._writing_paused:
+            await self._wait_drain()
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its limit."""
+        if self._writing_paused:
+            await self._wait_drain()
+
+    async def _wait_drain(self) -> None:
+        if self._transport is None:
+            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        waiter = self._drain_waiter
+        if waiter is None or waiter.done():
+            waiter = self._drain_waiter = self._loop.create_future()
+        await asyncio.shield(waiter)
+
+    async def ping(self, data: bytes = b"") -> float:
+        """Send a ping and wait for its pong; return the round trip in seconds."""
+        conn = self._conn
+        transport = self._transport
+        if transport is None or conn.state is not State.OPEN:
+            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        data = bytes(data)
+        if data in self._pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        frame = conn.send_ping(data)
+        fut: asyncio.Future[float] = self._loop.create_future()
+        self._pings[data] = (fut, time.monotonic())
+        transport.write(frame)
+        return await fut
+
+    def _pong(self, payload: bytes) -> None:
+        entry = self._pings.pop(payload, None)
+        if entry is None:
+            return  # 5.5.3: an unsolicited pong needs no answer
+        fut, sent = entry
+        # 5.5.3: a pong answers its ping "and all earlier pings", so resolve those too.
+        now = time.monotonic()
+        for key, (other, other_sent) in list(self._pings.items()):
+            if other_sent <= sent:
+                del self._pings[key]
+                if not other.done():
+                    other.set_result(now - other_sent)
+        if not fut.done():
+            fut.set_result(now - sent)
+
+    def _send_keepalive(self) -> None:
+        """Ping the peer; no pong within ping_timeout means a dead peer: close 1011."""
+        self._keepalive = None
+        if self._conn.state is not State.OPEN or self._transport is None:
+            return
+        payload = int(time.monotonic() * 1e6).to_bytes(8, "big")
+        self._transport.write(self._conn.send_ping(payload))
+        fut: asyncio.Future[float] = self._loop.create_future()
+        self._pings[payload] = (fut, time.monotonic())
+        timeout = self._ping_timeout
+        if timeout is not None:
+            timer = self._loop.call_later(timeout, self._keepalive_expired, fut)
+            fut.add_done_callback(lambda _: timer.cancel())
+        assert self._ping_interval is not None
+        self._keepalive = self._loop.call_later(self._ping_interval, self._send_keepalive)
+
+    def _keepalive_expired(self, fut: asyncio.Future[float]) -> None:
+        if fut.done() or self._transport is None:
+            return
+        fut.cancel()
+        logger.info("connection from %s: no pong to a keepalive ping, closing", self._peer())
+        self._fail_locally(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+    def _fail_locally(self, code: int, reason: str) -> None:
+        """Close with `code` now, without waiting for the peer's answer."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        transport = self._transport
+        if transport is None:
+            return
+        if self._conn.state is State.OPEN:
+            transport.write(self._conn.send_close(code, reason))
+        self._conn.state = State.CLOSED
+        transport.close()
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Run the closing handshake: send Close, wait for the peer's, then close TCP.
+
+        Waits at most `close_timeout` for the peer, then drops the connection.
+        """
+        transport = self._transport
+        if transport is not None and self._conn.state is State.OPEN:
+            transport.write(self._conn.send_close(code, reason))
+            self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
+            if self.close_code is None:
+                self.close_code, self.close_reason = code, reason
+        await asyncio.shield(self._lost)
+
+    def _close_expired(self) -> None:
+        if self._transport is not None:
+            logger.info("connection from %s: no close reply, dropping it", self._peer())
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self._lost)
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None or self._conn.state is State.CLOSED
+
+    @property
+    def state(self) -> State:
+        return self._conn.state
