@@ -1,0 +1,112 @@
+"""Test-only handler apps, loaded by the server process as ``tests.apps:NAME``.
+
+Written against the handler API of docs/API_DRAFT.md only. They report what the server showed
+them back to the client as JSON text messages, so the tests can check it from outside.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+#: Put in the message of the exception `raise_on_message` raises, so the test can find it in
+#: the server log (and check it does not leak to the client).
+FAILURE_MARKER = "deliberate-test-failure-7f3a"
+#: Payload of the ping `ping_then_echo` sends.
+PING_PAYLOAD = b"fastws-ping"
+
+
+async def echo(ws: Any) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+async def ping_then_echo(ws: Any) -> None:
+    """Ping the client first; once its pong is back, send {"rtt": seconds}; then echo."""
+    rtt = await ws.ping(PING_PAYLOAD)
+    await ws.send(json.dumps({"rtt": rtt}))
+    await echo(ws)
+
+
+async def report_subprotocol(ws: Any) -> None:
+    """Send json.dumps(ws.subprotocol), then echo."""
+    await ws.send(json.dumps(ws.subprotocol))
+    await echo(ws)
+
+
+def _query_string(request: Any) -> str:
+    """The query as a string, whether Request.query is a string or a mapping."""
+    query = getattr(request, "query", None)
+    if query is None:
+        path = str(getattr(request, "path", ""))
+        return path.partition("?")[2]
+    if isinstance(query, str | bytes):
+        return query.decode() if isinstance(query, bytes) else query
+    if isinstance(query, Mapping):
+        pairs = []
+        for key, value in query.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            pairs += [(key, v) for v in values]
+        return urlencode(pairs)
+    return str(query)
+
+
+async def report_request(ws: Any) -> None:
+    """Send {"path", "query" (as a string), "header" (X-Fastws-Test, asked in another case)}."""
+    request = ws.request
+    await ws.send(
+        json.dumps(
+            {
+                "path": request.path,
+                "query": _query_string(request),
+                "header": request.headers.get("X-FASTWS-TEST"),
+            }
+        )
+    )
+    await echo(ws)
+
+
+async def report_remote_address(ws: Any) -> None:
+    """Send [host, port] of ws.remote_address."""
+    host, port = ws.remote_address[:2]
+    await ws.send(json.dumps([host, port]))
+    await echo(ws)
+
+
+async def return_immediately(ws: Any) -> None:
+    """Return at once: the server closes with 1000."""
+    return
+
+
+async def raise_on_message(ws: Any) -> None:
+    """Echo, except that the message "raise" makes the handler raise (the server closes 1011)."""
+    async for message in ws:
+        if message == "raise":
+            raise RuntimeError(f"{FAILURE_MARKER}: the test asked this handler to fail")
+        await ws.send(message)
+
+
+async def close_4000_bye(ws: Any) -> None:
+    """Close with code 4000 and reason "bye" as soon as the connection is open."""
+    await ws.close(4000, "bye")
+
+
+async def close_immediately(ws: Any) -> None:
+    """Server-initiated normal close as soon as the connection is open."""
+    await ws.close()
+
+
+def deny_unless_token(request: Any) -> Any:
+    """process_request hook: 403 "forbidden" unless the query has token=ok."""
+    import fastws  # deferred: the server process imports fastws anyway
+
+    if ("token", "ok") in parse_qsl(_query_string(request)):
+        return None
+    return fastws.Response(403, body=b"forbidden")
+
+
+async def deny_unless_token_async(request: Any) -> Any:
+    """The same hook, as a coroutine function (the contract allows both)."""
+    return deny_unless_token(request)
