@@ -244,6 +244,8 @@ class WebSocket(asyncio.BufferedProtocol):
                     if not waiter.done():  # not cancelled
                         waiter.set_result(event)
                         continue
+                if len(queue) >= self._max_queue and conn.state is not State.OPEN:
+                    continue  # closing: nobody will read past a full queue, and we must read
                 queue.append(event)  # type: ignore[arg-type]
             elif kind is Pong:
                 self._pong(event.payload)  # type: ignore[union-attr]
@@ -253,7 +255,7 @@ class WebSocket(asyncio.BufferedProtocol):
             transport = self._transport
             if transport is not None:
                 transport.writelines(conn.data_to_send())
-        if len(queue) >= self._max_queue and not self._reading_paused:
+        if len(queue) >= self._max_queue and not self._reading_paused and conn.state is State.OPEN:
             transport = self._transport
             if transport is not None:
                 self._reading_paused = True
@@ -326,7 +328,9 @@ class WebSocket(asyncio.BufferedProtocol):
         opcode, payload = _as_payload(message)
         transport = self._transport
         conn = self._conn
-        if transport is None or conn.state is not State.OPEN:
+        # is_closing(): a write already failed (peer reset); connection_lost is only queued, and
+        # a handler that never has to wait would otherwise keep sending into the void.
+        if transport is None or conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         frame = conn.send_data(opcode, payload)
         if type(frame) is bytes:
@@ -369,7 +373,7 @@ class WebSocket(asyncio.BufferedProtocol):
 
     async def _send_frame(self, opcode: int, payload: Any, fin: bool) -> None:
         transport = self._transport
-        if transport is None or self._conn.state is not State.OPEN:
+        if transport is None or self._conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         frame = self._conn.send_data(opcode, payload, fin)
         if type(frame) is bytes:
@@ -466,6 +470,8 @@ class WebSocket(asyncio.BufferedProtocol):
         if transport is not None and self._conn.state is State.OPEN:
             transport.write(self._conn.send_close(code, reason))
             self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
+            if self._reading_paused:  # the peer's Close may be behind messages nobody reads
+                self._resume_reading()
             if self.close_code is None:
                 self.close_code, self.close_reason = code, reason
         await asyncio.shield(self._lost)

@@ -110,3 +110,63 @@ def deny_unless_token(request: Any) -> Any:
 async def deny_unless_token_async(request: Any) -> Any:
     """The same hook, as a coroutine function (the contract allows both)."""
     return deny_unless_token(request)
+
+
+#: Size of each message `flood` sends.
+FLOOD_MESSAGE = 1 << 20
+
+
+async def flood(ws: Any) -> None:
+    """Send 1 MiB binary messages forever, each starting with its 8-byte sequence number."""
+    payload = bytearray(FLOOD_MESSAGE)
+    seq = 0
+    while True:
+        payload[:8] = seq.to_bytes(8, "big")
+        await ws.send(bytes(payload))
+        seq += 1
+
+
+async def never_reads(ws: Any) -> None:
+    """Accept the connection and never read a message (the client fills the receive queue)."""
+    await ws.wait_closed()
+
+
+async def log_close(ws: Any) -> None:
+    """Echo; when the client closes, print "client closed: CODE REASON" (repr'd reason) to
+    stderr, where the test reads what close code and reason reached the handler."""
+    import sys
+
+    import fastws
+
+    try:
+        await echo(ws)
+    except fastws.ConnectionClosed:
+        pass
+    print(f"client closed: {ws.close_code} {ws.close_reason!r}", file=sys.stderr, flush=True)
+
+
+_released: dict[str, Any] = {}
+
+
+async def hold_until_released(ws: Any) -> None:
+    """Backpressure. On /hold/KEY: read nothing until a connection is made to /release/KEY (so
+    the server stops reading once max_queue messages wait), then read binary messages until
+    the text "done" and send {"messages": n, "bytes": total}. /release/KEY closes at once.
+    Keeps its state in this process: use with a single-process server."""
+    import asyncio
+
+    kind, _, key = ws.request.path.partition("?")[0].strip("/").partition("/")
+    event = _released.setdefault(key, asyncio.Event())
+    if kind == "release":
+        event.set()
+        return
+    await event.wait()
+    del _released[key]
+    messages = size = 0
+    async for message in ws:
+        if message == "done":
+            break
+        messages += 1
+        size += len(message)
+    await ws.send(json.dumps({"messages": messages, "bytes": size}))
+    await echo(ws)
