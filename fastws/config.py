@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -300,6 +301,41 @@ class _Names(_Kind):
         return ",".join(value)
 
 
+class _Path(_Kind):
+    """A file path; optional paths also accept none. Existence is checked when it is used."""
+
+    metavar = "PATH"
+
+    def __call__(self, value: Any) -> str | None:
+        if value is None or _is_word(value, "none"):
+            return None
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{value!r} is not a file path")
+        return value.strip()
+
+    def show(self, value: Any) -> str:
+        return "none" if value is None else str(value)
+
+
+class _ImportPath(_Kind):
+    """A callable, or a "module:callable" string imported when the Config is built."""
+
+    metavar = "MODULE:CALLABLE"
+
+    def __call__(self, value: Any) -> Callable[..., Any] | None:
+        obj = value
+        if isinstance(value, str):
+            try:
+                obj = import_object(value.strip())
+            except ImportError as exc:
+                raise ValueError(f"cannot import {value!r}: {exc}") from None
+        if obj is not None and not callable(obj):
+            raise ValueError(f"{value!r} is not callable")
+        return obj
+
+
 class _ImportPath(_Kind):
     """A callable, or a "module:callable" string imported when the Config is built."""
 
@@ -444,6 +480,25 @@ class Config:
             " checks): returning a response sends it instead of upgrading. A module:callable"
             " import path on the command line and in the environment.",
             example="fastws.apps.echo:echo",
+            unset="none",
+        ),
+    )
+    certfile: str | None = field(
+        default=None,
+        metadata=_knob(
+            _Path(),
+            "PEM file with the server's certificate chain (and its private key, unless keyfile"
+            " is given): the server then speaks TLS only (wss://).",
+            example="/etc/fastws/cert.pem",
+            unset="none (no TLS)",
+        ),
+    )
+    keyfile: str | None = field(
+        default=None,
+        metadata=_knob(
+            _Path(),
+            "PEM file with the private key of certfile, when the key is not in certfile.",
+            example="/etc/fastws/key.pem",
             unset="none",
         ),
     )
@@ -593,6 +648,27 @@ class Config:
         if self.max_frame_size is None:
             return self.max_message_size
         return min(self.max_frame_size, self.max_message_size)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A server TLS context from certfile/keyfile, or None when TLS is off.
+
+        Raises ConfigError for a keyfile without certfile, or files that can't be loaded.
+        """
+        if self.certfile is None:
+            if self.keyfile is not None:
+                raise ConfigError("keyfile (--keyfile / FASTWS_KEYFILE) needs certfile", "keyfile")
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # TLS 1.2+ by default
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            files = self.certfile if self.keyfile is None else f"{self.certfile}, {self.keyfile}"
+            raise ConfigError(
+                f"cannot load TLS certificate/key ({files}): {exc}", "certfile"
+            ) from None
+        # RFC 6455 is HTTP/1.1; browsers negotiate it by ALPN when they offer it.
+        context.set_alpn_protocols(["http/1.1"])
+        return context
 
     @classmethod
     def options(cls) -> tuple[Option, ...]:

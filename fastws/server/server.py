@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,9 +31,20 @@ Handler = Callable[[Any], Awaitable[None]]
 class Server:
     """A listening WebSocket server running `handler(ws)` for each connection."""
 
-    def __init__(self, handler: Handler, config: Config, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        config: Config,
+        sock: socket.socket | None = None,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
         self.handler = handler
         self.config = config
+        if ssl is not None and config.certfile is not None:
+            raise ValueError("pass either ssl= or certfile/keyfile, not both")
+        # TLS: an SSLContext given in Python, else one built from certfile/keyfile (or None).
+        self.ssl = ssl if ssl is not None else config.ssl_context()
         self._sock = sock
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[ServerProtocol] = set()
@@ -41,9 +53,13 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        # The TLS handshake comes before connection_made(), so it needs its own bound.
+        tls: dict[str, Any] = {}
+        if self.ssl is not None:
+            tls = {"ssl": self.ssl, "ssl_handshake_timeout": config.handshake_timeout}
         if self._sock is not None:
             self._server = await loop.create_server(
-                self._new_protocol, sock=self._sock, backlog=config.backlog
+                self._new_protocol, sock=self._sock, backlog=config.backlog, **tls
             )
         else:
             self._server = await loop.create_server(
@@ -52,9 +68,11 @@ class Server:
                 config.port,
                 backlog=config.backlog,
                 reuse_address=True,
+                **tls,
             )
+        scheme = "ws" if self.ssl is None else "wss"
         for sock in self._server.sockets:
-            logger.info("listening on ws://%s", _format_address(sock.getsockname()))
+            logger.info("listening on %s://%s", scheme, _format_address(sock.getsockname()))
 
     def _new_protocol(self) -> ServerProtocol:
         return ServerProtocol(self)
@@ -117,13 +135,22 @@ def _format_address(address: Any) -> str:
     return str(address)
 
 
-def serve(handler: Handler, config: Config | None = None, **options: Any) -> Server:
-    """`async with serve(handler, port=8765) as server: await server.serve_forever()`."""
+def serve(
+    handler: Handler,
+    config: Config | None = None,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    **options: Any,
+) -> Server:
+    """`async with serve(handler, port=8765) as server: await server.serve_forever()`.
+
+    `ssl` (an `ssl.SSLContext` for the server side) serves wss://, like certfile/keyfile.
+    """
     if config is None:
         config = Config(**options)
     elif options:
         raise TypeError("pass either a Config or options, not both")
-    return Server(handler, config)
+    return Server(handler, config, ssl=ssl)
 
 
 def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
@@ -139,7 +166,13 @@ def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run(handler: Handler, config: Config | None = None, **options: Any) -> None:
+def run(
+    handler: Handler,
+    config: Config | None = None,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    **options: Any,
+) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully (Close 1001 to every client).
 
     Like the command line, `run` reads `FASTWS_*` environment variables for the options not
@@ -151,12 +184,14 @@ def run(handler: Handler, config: Config | None = None, **options: Any) -> None:
         raise TypeError("pass either a Config or options, not both")
     loop = new_event_loop(config.loop)
     try:
-        loop.run_until_complete(_serve_until_signal(handler, config))
+        loop.run_until_complete(_serve_until_signal(handler, config, ssl))
     finally:
         loop.close()
 
 
-async def _serve_until_signal(handler: Handler, config: Config) -> None:
+async def _serve_until_signal(
+    handler: Handler, config: Config, ssl: _ssl.SSLContext | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[int] = loop.create_future()
 
@@ -166,7 +201,7 @@ async def _serve_until_signal(handler: Handler, config: Config) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    server = Server(handler, config)
+    server = Server(handler, config, ssl=ssl)
     await server.start()
     received = await stop
     logger.info("received %s, shutting down", signal.Signals(received).name)
