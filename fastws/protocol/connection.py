@@ -28,6 +28,7 @@ from enum import IntEnum
 from typing import Final
 
 from ..buffers import allocate, release
+from .deflate import PerMessageDeflate, compressed_bound
 from .frames import CloseCode, Opcode, ProtocolError, encode_close, encode_header, parse_close
 from .mask import NUMPY_MIN, unmask, unmask_inplace
 from .utf8 import TextDecoder
@@ -94,6 +95,7 @@ class Connection:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+        deflate: PerMessageDeflate | None = None,
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
@@ -117,6 +119,11 @@ class Connection:
         self._mfrags = 0
         self._decoder: TextDecoder | None = None
         self._parts: list[bytes | bytearray | mmap.mmap] = []
+        # permessage-deflate (RFC 7692), when negotiated: see the "compression" section.
+        self.deflate = deflate
+        self._mdeflate = False  # the message being received is compressed
+        self._dsize = 0  # its decompressed size so far
+        self._sdeflate = False  # the fragmented message being sent is compressed
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -199,7 +206,7 @@ class Connection:
             stop = pos + length
             payload = unmask(data[pos:stop], mask) if mask is not None else bytes(data[pos:stop])
             pos = stop
-            if fin and not self._mop and opcode <= Opcode.BINARY:
+            if fin and not self._mop and opcode <= Opcode.BINARY and not self._mdeflate:
                 events.append(payload if opcode == Opcode.BINARY else payload.decode())
             elif opcode >= Opcode.CLOSE:
                 self._control(opcode, payload)
@@ -213,7 +220,7 @@ class Connection:
     def _check_header(self, b0: int, b1: int, length: int, mask: bytes | None) -> int:
         """Validate a frame header; return the opcode of the message it belongs to."""
         opcode = b0 & 0x0F
-        if b0 & 0x70:
+        if b0 & 0x70 and not self._rsv1_allowed(b0):
             # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
             # non-zero values. If a nonzero value is received and none of the negotiated
             # extensions defines the meaning of such a nonzero value, the receiving endpoint
@@ -239,7 +246,9 @@ class Connection:
             if not b0 & 0x80:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
             return opcode
-        if length > self.max_frame_size:
+        if length > self.max_frame_size and not self._compressed_within(
+            b0, length, self.max_frame_size
+        ):
             raise ProtocolError(
                 CloseCode.MESSAGE_TOO_BIG, f"frame of {length} bytes exceeds the frame limit"
             )
@@ -259,7 +268,10 @@ class Connection:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
         else:
             self._msize = 0
-        if self._msize + length > self.max_message_size:
+            self._mdeflate = bool(b0 & 0x40)
+        if self._msize + length > self.max_message_size and not self._compressed_within(
+            b0, self._msize + length, self.max_message_size
+        ):
             # Checked against the declared length, before any payload byte is buffered.
             raise ProtocolError(
                 CloseCode.MESSAGE_TOO_BIG,
@@ -276,7 +288,8 @@ class Connection:
         self._fmask = mask
         self._fdone = 0
         if opcode == Opcode.BINARY:
-            self._target = allocate(length)
+            if not self._mdeflate:  # compressed payloads stream into the inflater instead
+                self._target = allocate(length)
             if not self._mop:
                 self._begin_message(opcode)
         elif opcode == Opcode.TEXT:
@@ -299,6 +312,8 @@ class Connection:
                 chunk = unmask(chunk, self._fmask, self._fdone)
             if self._fop >= Opcode.CLOSE:
                 self._ctrl += chunk
+            elif self._mdeflate:
+                self._inflate(chunk, False)
             else:
                 assert self._decoder is not None
                 self._decoder.decode(chunk)  # fail fast, even inside a frame
@@ -331,7 +346,7 @@ class Connection:
         if opcode >= Opcode.CLOSE:
             self._control(opcode, self._ctrl)
             self._ctrl = b""
-        elif opcode == Opcode.BINARY:
+        elif opcode == Opcode.BINARY and not self._mdeflate:
             target = self._target
             assert target is not None
             self._target = None
@@ -339,19 +354,24 @@ class Connection:
             if self._ffin:
                 self._end_message()
         elif self._ffin:
+            if self._mdeflate:
+                self._inflate(b"", True)
             self._end_message()
 
     def _begin_message(self, opcode: int) -> None:
         self._mop = opcode
         self._mfrags = 1
+        self._dsize = 0
         if opcode == Opcode.TEXT:
             self._decoder = TextDecoder()
 
     def _data(self, opcode: int, fin: int, payload: bytes) -> None:
-        """A complete data frame that is part of a fragmented message."""
+        """A complete data frame that is part of a fragmented or a compressed message."""
         if not self._mop:
             self._begin_message(opcode)
-        if opcode == Opcode.TEXT:
+        if self._mdeflate:
+            self._inflate(payload, bool(fin))
+        elif opcode == Opcode.TEXT:
             assert self._decoder is not None
             self._decoder.decode(payload)
         else:
@@ -372,6 +392,7 @@ class Connection:
             self._parts = []
         self._mop = 0
         self._msize = 0
+        self._mdeflate = False
         self.events.append(message)
 
     def _control(self, opcode: int, payload: bytes) -> None:
@@ -416,6 +437,9 @@ class Connection:
         self._target = None
         self._parts = []
         self._mop = 0
+        self._mdeflate = False
+        if self.deflate is not None:
+            self.deflate.abort()
 
     def receive_eof(self) -> None:
         """The peer closed TCP. Without a closing handshake that is close code 1006."""
@@ -423,6 +447,72 @@ class Connection:
             self.state = State.CLOSED
             self._reset()
             self.events.append(Close(CloseCode.ABNORMAL, ""))
+
+    # -- compression (RFC 7692), only when permessage-deflate was negotiated -----------------
+
+    def _rsv1_allowed(self, b0: int) -> bool:
+        """RSV1 alone, on the first frame of a data message, with deflate negotiated."""
+        # RFC 7692 6: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
+        # frames and non-first fragments of a data message. An endpoint receiving such a
+        # frame MUST _Fail the WebSocket Connection_." (A first frame inside a fragmented
+        # message is refused by the checks that follow.)
+        return (
+            self.deflate is not None
+            and b0 & 0x70 == 0x40
+            and Opcode.TEXT <= b0 & 0x0F <= Opcode.BINARY
+        )
+
+    def _compressed_within(self, b0: int, size: int, limit: int) -> bool:
+        """A compressed message's wire size may exceed `limit` by DEFLATE's overhead.
+
+        The limits apply to the decompressed size (checked while inflating); on the wire an
+        incompressible message of exactly `limit` bytes is a little longer.
+        """
+        compressed = b0 & 0x40 if b0 & 0x0F else self._mdeflate
+        return bool(compressed) and size <= compressed_bound(limit)
+
+    def _inflate(self, data: bytes | bytearray | memoryview, fin: bool) -> None:
+        """Compressed payload bytes of the current message, into the message."""
+        assert self.deflate is not None
+        out = self.deflate.decompress(data, self.max_message_size - self._dsize, fin)
+        if not out:
+            return
+        self._dsize += len(out)
+        if self._mop == Opcode.TEXT:
+            assert self._decoder is not None
+            self._decoder.decode(out)  # fail fast on invalid UTF-8, even mid-message
+        else:
+            self._parts.append(out)
+
+    def _send_compressed(
+        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool
+    ) -> bytes | tuple[bytes, bytes] | None:
+        """A compressed frame, or None to send this one uncompressed.
+
+        RFC 7692 allows each message to be compressed or not: messages shorter than
+        `min_size` go out as they are. A fragmented message is compressed as a whole (RSV1
+        on its first frame only) whatever its first fragment's size.
+        """
+        assert self.deflate is not None
+        n = len(payload)
+        if opcode == Opcode.CONT:
+            if not self._sdeflate:
+                return None
+        elif fin and n < self.deflate.min_size:
+            return None
+        data = self.deflate.compress_fragment(payload, fin)
+        if fin and opcode != Opcode.CONT and not self.deflate.send_takeover and len(data) >= n:
+            return None  # incompressible: send it as it is, save the peer the inflating
+        self._sdeflate = not fin
+        rsv1 = opcode != Opcode.CONT
+        if self.client:
+            mask = os.urandom(4)
+            header = encode_header(opcode, len(data), fin=fin, rsv1=rsv1, mask=mask)
+            return header + unmask(data, mask)
+        header = encode_header(opcode, len(data), fin=fin, rsv1=rsv1)
+        if len(data) <= _JOIN_MAX:
+            return header + data
+        return header, data
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -451,6 +541,10 @@ class Connection:
         """
         if self.state is not State.OPEN:
             raise RuntimeError(f"cannot send data: connection is {self.state.name}")
+        if self.deflate is not None:
+            frame = self._send_compressed(opcode, payload, fin)
+            if frame is not None:
+                return frame
         n = len(payload)
         if n <= _JOIN_MAX or self.client:
             return self._frame(opcode, payload, fin)

@@ -75,7 +75,7 @@ def is_valid_close_code(code: int) -> bool:
 # Pre-rendered two-byte headers of unmasked final frames with 7-bit lengths: the server sends
 # mostly small frames, and a table lookup beats struct.pack on the per-message path.
 _SMALL_HEADERS: dict[int, tuple[bytes, ...]] = {
-    op: tuple(bytes((0x80 | op, n)) for n in range(126)) for op in (0x1, 0x2, 0x8, 0x9, 0xA)
+    op: tuple(bytes((0x80 | op, n)) for n in range(126)) for op in (0x0, 0x1, 0x2, 0x8, 0x9, 0xA)
 }
 _PACK16 = struct.Struct("!BBH").pack
 _PACK64 = struct.Struct("!BBQ").pack
