@@ -17,12 +17,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .protocol.connection import DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_MESSAGE_SIZE
+from .protocol.deflate import (
+    EXTENSION_NAME,
+    DeflateOptions,
+    NegotiationError,
+    PerMessageDeflate,
+    accept_agreement,
+    client_offer,
+)
 from .protocol.handshake import (
     InvalidHandshake,
     ResponseParser,
     check_response,
     client_request,
     generate_key,
+    parse_extensions,
 )
 from .websocket import WebSocket
 
@@ -33,9 +42,15 @@ class ClientProtocol(WebSocket):
     """The client side of a connection: sends the upgrade request, checks the response."""
 
     def __init__(
-        self, request: bytes, key: str, subprotocols: Sequence[str], **options: Any
+        self,
+        request: bytes,
+        key: str,
+        subprotocols: Sequence[str],
+        deflate: DeflateOptions | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(client=True, **options)
+        self._deflate_options = deflate  # what we offered, if anything
         self._request_bytes = request
         self._key = key
         self._subprotocols = tuple(subprotocols)
@@ -56,7 +71,12 @@ class ClientProtocol(WebSocket):
             if response is None:
                 return
             self._parser = None
-            self.subprotocol = check_response(response, self._key, self._subprotocols)
+            offered = (EXTENSION_NAME,) if self._deflate_options is not None else ()
+            self.subprotocol = check_response(
+                response, self._key, self._subprotocols, extensions=offered
+            )
+            if self._deflate_options is not None:
+                self._accept_compression(response.headers.get_all("Sec-WebSocket-Extensions"))
         except Exception as exc:
             self._parser = None
             if not self._handshake.done():
@@ -68,6 +88,19 @@ class ClientProtocol(WebSocket):
             return
         self._handshake.set_result(None)
         self._opened(parser.leftover)
+
+    def _accept_compression(self, values: list[str]) -> None:
+        assert self._deflate_options is not None
+        try:
+            agreement = accept_agreement(parse_extensions(values), self._deflate_options)
+        except NegotiationError as exc:
+            # RFC 7692 5: "A client MUST _Fail the WebSocket Connection_ if the peer server
+            # accepted an extension negotiation offer for this extension with an extension
+            # negotiation response meeting any of the following conditions" (see
+            # accept_agreement).
+            raise InvalidHandshake(f"invalid permessage-deflate response: {exc}") from None
+        if agreement is not None:
+            self._conn.deflate = PerMessageDeflate(agreement, self._deflate_options, client=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._handshake.done():
@@ -97,7 +130,15 @@ class connect:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         local_addr: tuple[str, int] | None = None,
+        compression: str | DeflateOptions | None = None,
     ) -> None:
+        if compression == "deflate":
+            compression = DeflateOptions()
+        elif compression is not None and not isinstance(compression, DeflateOptions):
+            raise ValueError(
+                f"compression must be 'deflate', DeflateOptions or None: {compression!r}"
+            )
+        self.compression = compression
         self.url = url
         self.subprotocols = tuple(subprotocols)
         self.headers = tuple(headers)
@@ -129,13 +170,16 @@ class connect:
         if not default_port:
             host_header = f"{host_header}:{port}"
         key = generate_key()
-        request = client_request(host_header, path, key, self.subprotocols, None, self.headers)
+        offer = client_offer(self.compression) if self.compression is not None else None
+        request = client_request(host_header, path, key, self.subprotocols, offer, self.headers)
         ssl_context = self.ssl
         if secure and ssl_context is None:
             ssl_context = True
         loop = asyncio.get_running_loop()
         transport, ws = await loop.create_connection(
-            lambda: ClientProtocol(request, key, self.subprotocols, **self.options),
+            lambda: ClientProtocol(
+                request, key, self.subprotocols, self.compression, **self.options
+            ),
             host,
             port,
             ssl=ssl_context or None,

@@ -336,21 +336,19 @@ class _ImportPath(_Kind):
         return obj
 
 
-class _ImportPath(_Kind):
-    """A callable, or a "module:callable" string imported when the Config is built."""
+class _Optional(_Kind):
+    """Another kind, or unset: none (or an empty string) means the knob is off."""
 
-    metavar = "MODULE:CALLABLE"
+    def __init__(self, kind: _Kind) -> None:
+        self.kind, self.metavar = kind, kind.metavar
 
-    def __call__(self, value: Any) -> Callable[..., Any] | None:
-        obj = value
-        if isinstance(value, str):
-            try:
-                obj = import_object(value.strip())
-            except ImportError as exc:
-                raise ValueError(f"cannot import {value!r}: {exc}") from None
-        if obj is not None and not callable(obj):
-            raise ValueError(f"{value!r} is not callable")
-        return obj
+    def __call__(self, value: Any) -> Any:
+        if value is None or _is_word(value, "none", ""):
+            return None
+        return self.kind(value)
+
+    def show(self, value: Any) -> str:
+        return "none" if value is None else self.kind.show(value)
 
 
 def _is_word(value: object, *words: str) -> bool:
@@ -530,6 +528,62 @@ class Config:
             example="1000",
         ),
     )
+    compression: str = field(
+        default="off",
+        metadata=_knob(
+            _Choice("off", "deflate"),
+            "Per-message compression: deflate accepts a client's permessage-deflate offer"
+            " (RFC 7692; browsers offer it), off leaves offers unanswered. max_message_size then"
+            " limits the decompressed size.",
+            example="deflate",
+        ),
+    )
+    compression_window_bits: int = field(
+        default=15,
+        metadata=_knob(
+            _Int(9, 15, metavar="BITS"),
+            "Largest LZ77 window (log2 bytes) the server compresses with and, when the client"
+            " allows it, asks the client to use; smaller windows cost less memory per"
+            " connection with context takeover.",
+            example="12",
+        ),
+    )
+    compression_memory_level: int = field(
+        default=8,
+        metadata=_knob(
+            _Int(1, 9),
+            "Memory level (zlib memLevel, 1-9) of the server's compressor: memory for speed and ratio.",
+            example="5",
+        ),
+    )
+    compression_level: int = field(
+        default=6,
+        metadata=_knob(
+            _Int(0, 9),
+            "Compression level (zlib, 0-9): 1 is fastest, 9 compresses most.",
+            example="1",
+        ),
+    )
+    compression_min_size: int = field(
+        default=256,
+        metadata=_knob(
+            _Size(0),
+            "Messages shorter than this are sent uncompressed (compressing them costs more"
+            " CPU than it saves bytes).",
+            example="1KiB",
+        ),
+    )
+    compression_context_takeover: str = field(
+        default="none",
+        metadata=_knob(
+            _Choice("none", "server", "client", "both"),
+            "Which side may keep its compression window between messages: better ratio on"
+            " streams of similar messages, but that side's zlib context (up to ~300 KiB per"
+            " connection at 15 window bits) then lives as long as the connection. none keeps"
+            " idle compressed connections as cheap as uncompressed ones.",
+            example="both",
+        ),
+    )
     max_queue: int = field(
         default=16,
         metadata=_knob(
@@ -546,6 +600,16 @@ class Config:
             "Bytes the outgoing buffer may hold: send() waits while more than this is buffered,"
             " so a slow client can't make the server hoard memory.",
             example="1MiB",
+        ),
+    )
+    write_timeout: float | None = field(
+        default=60.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "Close a connection with 1008 when its outgoing buffer is over write_limit and the"
+            " peer has read none of it for this long (a client that never reads); off (or 0)"
+            " waits forever. Meanwhile the server also stops reading from that peer.",
+            example="5s",
         ),
     )
     max_request_line: int = field(
@@ -622,6 +686,71 @@ class Config:
             _Choice("debug", "info", "warning", "error"),
             "Level of the log messages written to stderr by the fastws logger.",
             example="debug",
+        ),
+    )
+    workers: int = field(
+        default=os.cpu_count() or 1,
+        metadata=_knob(
+            _Int(0),
+            "Worker processes forked by a master that binds the socket, supervises them and"
+            " handles TERM/INT/QUIT/HUP/TTIN/TTOU; 1 keeps the master with one worker, 0 serves"
+            " in a single process without a master.",
+            example="13",
+            unset="number of CPUs",
+        ),
+    )
+    socket_mode: str = field(
+        default="reuseport",
+        metadata=_knob(
+            _Choice("reuseport", "shared"),
+            "How workers share the TCP port: reuseport gives each worker slot its own"
+            " SO_REUSEPORT socket (the kernel spreads connections evenly), shared has every"
+            " worker accept from one socket. The master creates the sockets either way.",
+            example="shared",
+        ),
+    )
+    uds: str | None = field(
+        default=None,
+        metadata=_knob(
+            _Optional(_Text("PATH")),
+            "Listen on this Unix domain socket path instead of host and port.",
+            example="/tmp/fastws.sock",
+        ),
+    )
+    fd: int | None = field(
+        default=None,
+        metadata=_knob(
+            _Optional(_Int(0, metavar="FD")),
+            "Listen on an already-bound socket inherited as this file descriptor (from systemd"
+            " or a parent process) instead of host and port.",
+            example="3",
+        ),
+    )
+    worker_timeout: float | None = field(
+        default=30.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "A worker whose event loop writes no heartbeat for this long is killed and"
+            " replaced; off (or 0) disables the check.",
+            example="10s",
+        ),
+    )
+    graceful_timeout: float = field(
+        default=30.0,
+        metadata=_knob(
+            _Duration(),
+            "On TERM/INT or a reload, time workers have to finish the close handshakes (Close"
+            " 1001) with their clients before they are stopped.",
+            example="5s",
+        ),
+    )
+    max_connections: int | None = field(
+        default=None,
+        metadata=_knob(
+            _Optional(_Int(1)),
+            "Connections one worker holds at most; further handshakes get 503 with Retry-After."
+            " none means no limit but the open-file limit.",
+            example="1000",
         ),
     )
 

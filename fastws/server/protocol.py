@@ -11,6 +11,8 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..process import counters
+from ..protocol.deflate import DeflateOptions, PerMessageDeflate, negotiate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
     HandshakeError,
@@ -21,6 +23,7 @@ from ..protocol.handshake import (
     check_origin,
     check_upgrade,
     negotiate_subprotocol,
+    parse_extensions,
 )
 from ..websocket import ConnectionClosed, WebSocket
 
@@ -30,6 +33,11 @@ if TYPE_CHECKING:
 __all__ = ["ServerProtocol"]
 
 logger = logging.getLogger("fastws")
+
+#: Plain HTTP GET routes answered on the WebSocket port (a request without Upgrade).
+_HTTP_ROUTES = frozenset({"/healthz", "/metrics"})
+#: A worker at max_connections: try again soon, probably on another worker.
+_BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable\n")
 
 
 class ServerProtocol(WebSocket):
@@ -47,6 +55,7 @@ class ServerProtocol(WebSocket):
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
             client=False,
+            write_timeout=config.write_timeout,
         )
         self._server = server
         self._parser: RequestParser | None = RequestParser(
@@ -70,6 +79,9 @@ class ServerProtocol(WebSocket):
             self._handshake_timer = None
         super().connection_lost(exc)
         self._server._connections.discard(self)
+        if self._open:
+            counters.values[counters.CONNECTIONS_OPEN] -= 1
+            counters.values[counters.close_index(self.close_code or CloseCode.ABNORMAL)] += 1
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
@@ -90,11 +102,19 @@ class ServerProtocol(WebSocket):
             return
         self._parser = None
         self.request = request
+        if request.path in _HTTP_ROUTES and "Upgrade" not in request.headers:
+            self._answer_http(request.path)
+            return
         try:
             key = check_upgrade(request)
             check_origin(request, self._server.config.origins)
         except HandshakeError as exc:
             self._reject(exc.response(), f"{exc.status} {exc.reason}")
+            return
+        limit = self._server.config.max_connections
+        if limit is not None and counters.values[counters.CONNECTIONS_OPEN] >= limit:
+            counters.values[counters.BUSY] += 1
+            self._reject(_BUSY, f"503 max_connections ({limit}) reached")
             return
         hook = self._server.config.process_request
         if hook is None:
@@ -103,6 +123,7 @@ class ServerProtocol(WebSocket):
         try:
             answer = hook(request)
         except Exception:
+            counters.values[counters.ERRORS] += 1
             logger.exception("process_request failed for %s", request.path)
             self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
             return
@@ -117,6 +138,7 @@ class ServerProtocol(WebSocket):
         try:
             response = await answer
         except Exception:
+            counters.values[counters.ERRORS] += 1
             logger.exception("process_request failed for %s", request.path)
             self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
             return
@@ -133,6 +155,28 @@ class ServerProtocol(WebSocket):
         else:
             self._reject(response, f"{response.status} from process_request")
 
+    def _answer_http(self, path: str) -> None:
+        """Plain HTTP GET /healthz or /metrics (no Upgrade header): the whole server's state."""
+        from ..process import metrics  # only the monitoring path needs it
+
+        self._parser = None
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        counters.values[counters.HTTP_REQUESTS] += 1
+        board = self._server.scoreboard
+        if board is not None:
+            board.beat(self._server.scoreboard_slot)  # this worker's own counts: up to date
+        snap = metrics.snapshot(board)
+        if path == "/metrics":
+            body, kind = metrics.prometheus(snap), metrics.CONTENT_TYPE
+        else:
+            body, kind = metrics.healthz(snap), "application/json"
+        response = Response(200, headers=[("Content-Type", kind)], body=body.encode())
+        if self._transport is not None:
+            self._transport.write(response.serialize())
+            self._transport.close()
+
     def _reject(self, response: Response, why: str) -> None:
         """Answer with an HTTP error instead of upgrading, then close."""
         self._parser = None
@@ -140,6 +184,7 @@ class ServerProtocol(WebSocket):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         logger.info("handshake from %s refused: %s", self._peer(), why)
+        counters.values[counters.HANDSHAKES_REFUSED] += 1
         transport = self._transport
         if transport is not None:
             transport.write(response.serialize())
@@ -152,9 +197,40 @@ class ServerProtocol(WebSocket):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
-        self._transport.write(accept_response(key, self.subprotocol).serialize())
+        extensions = self._negotiate_compression(request)
+        self._transport.write(accept_response(key, self.subprotocol, extensions).serialize())
+        counters.values[counters.HANDSHAKES] += 1
+        counters.values[counters.CONNECTIONS_OPEN] += 1
         self._handler_task = self._loop.create_task(self._run_handler())
         self._opened(leftover)
+
+    def _negotiate_compression(self, request: Request) -> str | None:
+        """Accept the client's first valid permessage-deflate offer, if compression is on."""
+        config = self._server.config
+        if config.compression == "off":
+            return None
+        values = request.headers.get_all("Sec-WebSocket-Extensions")
+        if not values:
+            return None
+        takeover = config.compression_context_takeover
+        options = DeflateOptions(
+            window_bits=config.compression_window_bits,
+            memory_level=config.compression_memory_level,
+            level=config.compression_level,
+            min_size=config.compression_min_size,
+            server_context_takeover=takeover in ("server", "both"),
+            client_context_takeover=takeover in ("client", "both"),
+        )
+        # check_upgrade() validated the header's grammar already.
+        agreement, declined = negotiate(parse_extensions(values), options)
+        if agreement is None:
+            if declined:
+                logger.info(
+                    "permessage-deflate offer from %s declined: %s", self._peer(), declined[0]
+                )
+            return None
+        self._conn.deflate = PerMessageDeflate(agreement, options, client=False)
+        return agreement.header()
 
     async def _run_handler(self) -> None:
         try:
@@ -162,6 +238,7 @@ class ServerProtocol(WebSocket):
         except ConnectionClosed:
             pass
         except Exception:
+            counters.values[counters.ERRORS] += 1
             logger.exception("handler failed for %s from %s", self.request_path, self._peer())
             await self.close(CloseCode.INTERNAL_ERROR)
             return
