@@ -336,19 +336,21 @@ class _ImportPath(_Kind):
         return obj
 
 
-class _Optional(_Kind):
-    """Another kind, or unset: none (or an empty string) means the knob is off."""
+class _ImportPath(_Kind):
+    """A callable, or a "module:callable" string imported when the Config is built."""
 
-    def __init__(self, kind: _Kind) -> None:
-        self.kind, self.metavar = kind, kind.metavar
+    metavar = "MODULE:CALLABLE"
 
-    def __call__(self, value: Any) -> Any:
-        if value is None or _is_word(value, "none", ""):
-            return None
-        return self.kind(value)
-
-    def show(self, value: Any) -> str:
-        return "none" if value is None else self.kind.show(value)
+    def __call__(self, value: Any) -> Callable[..., Any] | None:
+        obj = value
+        if isinstance(value, str):
+            try:
+                obj = import_object(value.strip())
+            except ImportError as exc:
+                raise ValueError(f"cannot import {value!r}: {exc}") from None
+        if obj is not None and not callable(obj):
+            raise ValueError(f"{value!r} is not callable")
+        return obj
 
 
 def _is_word(value: object, *words: str) -> bool:
@@ -602,16 +604,6 @@ class Config:
             example="1MiB",
         ),
     )
-    write_timeout: float | None = field(
-        default=60.0,
-        metadata=_knob(
-            _Duration(optional=True),
-            "Close a connection with 1008 when its outgoing buffer is over write_limit and the"
-            " peer has read none of it for this long (a client that never reads); off (or 0)"
-            " waits forever. Meanwhile the server also stops reading from that peer.",
-            example="5s",
-        ),
-    )
     max_request_line: int = field(
         default=8 * 1024,
         metadata=_knob(
@@ -686,71 +678,6 @@ class Config:
             _Choice("debug", "info", "warning", "error"),
             "Level of the log messages written to stderr by the fastws logger.",
             example="debug",
-        ),
-    )
-    workers: int = field(
-        default=os.cpu_count() or 1,
-        metadata=_knob(
-            _Int(0),
-            "Worker processes forked by a master that binds the socket, supervises them and"
-            " handles TERM/INT/QUIT/HUP/TTIN/TTOU; 1 keeps the master with one worker, 0 serves"
-            " in a single process without a master.",
-            example="13",
-            unset="number of CPUs",
-        ),
-    )
-    socket_mode: str = field(
-        default="reuseport",
-        metadata=_knob(
-            _Choice("reuseport", "shared"),
-            "How workers share the TCP port: reuseport gives each worker slot its own"
-            " SO_REUSEPORT socket (the kernel spreads connections evenly), shared has every"
-            " worker accept from one socket. The master creates the sockets either way.",
-            example="shared",
-        ),
-    )
-    uds: str | None = field(
-        default=None,
-        metadata=_knob(
-            _Optional(_Text("PATH")),
-            "Listen on this Unix domain socket path instead of host and port.",
-            example="/tmp/fastws.sock",
-        ),
-    )
-    fd: int | None = field(
-        default=None,
-        metadata=_knob(
-            _Optional(_Int(0, metavar="FD")),
-            "Listen on an already-bound socket inherited as this file descriptor (from systemd"
-            " or a parent process) instead of host and port.",
-            example="3",
-        ),
-    )
-    worker_timeout: float | None = field(
-        default=30.0,
-        metadata=_knob(
-            _Duration(optional=True),
-            "A worker whose event loop writes no heartbeat for this long is killed and"
-            " replaced; off (or 0) disables the check.",
-            example="10s",
-        ),
-    )
-    graceful_timeout: float = field(
-        default=30.0,
-        metadata=_knob(
-            _Duration(),
-            "On TERM/INT or a reload, time workers have to finish the close handshakes (Close"
-            " 1001) with their clients before they are stopped.",
-            example="5s",
-        ),
-    )
-    max_connections: int | None = field(
-        default=None,
-        metadata=_knob(
-            _Optional(_Int(1)),
-            "Connections one worker holds at most; further handshakes get 503 with Retry-After."
-            " none means no limit but the open-file limit.",
-            example="1000",
         ),
     )
 
