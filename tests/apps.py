@@ -170,3 +170,10 @@ async def hold_until_released(ws: Any) -> None:
         size += len(message)
     await ws.send(json.dumps({"messages": messages, "bytes": size}))
     await echo(ws)
+
+
+async def close_1011_on_message(ws: Any) -> None:
+    """Close with 1011 "backend down" on the first message, as a server whose backend failed."""
+    async for _ in ws:
+        await ws.close(1011, "backend down")
+        return

@@ -1,0 +1,450 @@
+"""A blocking-socket WebSocket client on fastws' protocol core.
+
+    from fastws.sync import connect
+
+    with connect("ws://127.0.0.1:8000/") as ws:
+        ws.send("hello")
+        print(ws.recv())
+
+Why it exists: load generators such as locust run users as gevent greenlets, where an asyncio
+client cannot run (`asyncio.run()` inside a running loop) and a client with a helper thread
+per connection costs too much. This client has no thread and no event loop of its own: it
+calls plain `socket` methods, which gevent's monkey-patching turns cooperative, and the same
+code works unpatched in ordinary threads.
+
+Concurrency: one reader at a time (`recv`, or a `ping`/`close` that has to read), any number
+of senders. A `ping()` or `close()` made while another thread/greenlet is reading waits for
+that reader to see the pong or the Close frame instead of reading itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import ssl as _ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from .protocol.connection import (
+    DEFAULT_MAX_FRAGMENTS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Close,
+    Connection,
+    Failure,
+    Pong,
+    State,
+)
+from .protocol.frames import CloseCode, Opcode
+from .protocol.handshake import (
+    ClientResponse,
+    InvalidHandshake,
+    ResponseParser,
+    check_response,
+    client_request,
+    generate_key,
+)
+from .websocket import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+
+__all__ = [
+    "ClientConnection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "InvalidHandshake",
+    "connect",
+]
+
+RECEIVE_BUFFER_SIZE = 256 * 1024
+_OK_CODES = frozenset((CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS))
+
+
+def _closed(code: int, reason: str) -> ConnectionClosed:
+    cls = ConnectionClosedOK if code in _OK_CODES else ConnectionClosedError
+    return cls(code, reason)
+
+
+def _payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
+    if isinstance(message, str):
+        return Opcode.TEXT, message.encode()
+    if isinstance(message, bytes | bytearray):
+        return Opcode.BINARY, message
+    try:
+        view = memoryview(message)
+    except TypeError:
+        raise TypeError(
+            f"cannot send {type(message).__name__}: expected str or a bytes-like object"
+        ) from None
+    if not view.c_contiguous:
+        raise ValueError("cannot send a non-contiguous buffer; copy it first")
+    return Opcode.BINARY, view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+class _PingWaiter:
+    __slots__ = ("done", "rtt", "sent")
+
+    def __init__(self) -> None:
+        self.sent = time.monotonic()
+        self.rtt: float | None = None
+        self.done = threading.Event()
+
+
+class ClientConnection:
+    """An open client connection: `send`, `recv`, `ping`, `close`, and iteration."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        subprotocol: str | None,
+        response: ClientResponse,
+        leftover: bytes = b"",
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self.socket = sock
+        self.subprotocol = subprotocol
+        self.response = response
+        self.close_timeout = close_timeout
+        self.local_address: Any = sock.getsockname()
+        self.remote_address: Any = sock.getpeername()
+        #: The close code and reason once known: the peer's, or ours if we closed first.
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        #: True when the peer started the closing handshake (or failed the connection).
+        self.closed_by_peer = False
+        self._conn = Connection(
+            client=True,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+            max_fragments=max_fragments,
+        )
+        self._messages: deque[str | bytes] = deque()
+        self._rbuf = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
+        self._read_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._closed = threading.Event()  # TCP is closed (or about to be): nothing more comes
+        self._pings: dict[bytes, _PingWaiter] = {}
+        self._poll: Any = None
+        if leftover:
+            self._receive(leftover)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _wait_readable(self, deadline: float) -> bool:
+        """Wait for the socket to be readable until `deadline`; False on timeout.
+
+        poll() rather than a socket timeout: the timeout is shared with concurrent senders,
+        and a long sendall must not fail because a reader wanted to give up early.
+        """
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.socket, select.POLLIN)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        return bool(self._poll.poll(remaining * 1000))
+
+    def _read_once(self, deadline: float | None) -> bool:
+        """One read from the socket into the protocol; False if `deadline` passed first."""
+        if deadline is not None and not self._wait_readable(deadline):
+            return False
+        conn = self._conn
+        target = conn.payload_target()
+        try:
+            if target is not None:
+                # A large payload in progress: the kernel writes straight into its buffer.
+                n = self.socket.recv_into(target)
+                if n:
+                    conn.payload_written(n)
+            else:
+                n = self.socket.recv_into(self._rbuf)
+                if n:
+                    conn.receive_data(self._rbuf[:n])
+        except OSError:
+            n = 0  # reset by the peer, or closed by another thread: same as EOF here
+        if not n:
+            conn.receive_eof()
+        self._process()
+        if not n:
+            self._shutdown()
+        return True
+
+    def _receive(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+        self._process()
+
+    def _process(self) -> None:
+        conn = self._conn
+        events = conn.events
+        conn.events = []
+        for event in events:
+            if isinstance(event, str | bytes):
+                self._messages.append(event)
+            elif isinstance(event, Pong):
+                self._pong(event.payload)
+            else:
+                self._peer_closed(event)
+        if conn.out:
+            self._write(conn.data_to_send())
+
+    def _pong(self, payload: bytes) -> None:
+        waiter = self._pings.pop(payload, None)
+        if waiter is None:
+            return  # 5.5.3: "A response to an unsolicited Pong frame is not expected."
+        now = time.monotonic()
+        # 5.5.3: a pong answers its ping and the earlier ones.
+        for key, other in list(self._pings.items()):
+            if other.sent <= waiter.sent:
+                del self._pings[key]
+                other.rtt = now - other.sent
+                other.done.set()
+        waiter.rtt = now - waiter.sent
+        waiter.done.set()
+
+    def _peer_closed(self, event: Close) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = event.code, event.reason
+            self.closed_by_peer = True
+        if isinstance(event, Failure):
+            # We failed the connection (the server broke the protocol): report our code.
+            self.close_code, self.close_reason = event.code, event.reason
+            self.closed_by_peer = True
+
+    def _shutdown(self) -> None:
+        """Close TCP, wake every waiter."""
+        self._conn.state = State.CLOSED
+        if self.close_code is None:
+            self.close_code, self.close_reason = CloseCode.ABNORMAL, ""
+            self.closed_by_peer = True
+        self._closed.set()
+        for waiter in self._pings.values():
+            waiter.done.set()
+        self._pings.clear()
+        with contextlib.suppress(OSError):
+            self.socket.close()
+
+    def _finish_closing(self, deadline: float) -> None:
+        """After the Close frames crossed: 7.1.1, the server closes TCP first; wait for it."""
+        while not self._closed.is_set():
+            if not self._read_once(deadline):
+                self._shutdown()
+
+    def recv(self, timeout: float | None = None) -> str | bytes:
+        """The next message: `str` for text, `bytes` for binary.
+
+        Raises TimeoutError after `timeout` seconds, ConnectionClosedOK/ConnectionClosedError
+        once the connection is closed and every message received before has been read.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._read_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("timed out waiting for another reader")
+        try:
+            while True:
+                if self._messages:
+                    return self._messages.popleft()
+                if self._conn.state is State.CLOSED:
+                    if not self._closed.is_set():
+                        self._finish_closing(time.monotonic() + self.close_timeout)
+                    raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+                if self._closed.is_set():
+                    raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+                if not self._read_once(deadline):
+                    raise TimeoutError("timed out waiting for a message")
+        finally:
+            self._read_lock.release()
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Messages until the connection closes; a close with an error code raises."""
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedOK:
+                return
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write(self, frames: Sequence[bytes]) -> None:
+        with self._send_lock:
+            try:
+                for frame in frames:
+                    self.socket.sendall(frame)
+            except OSError:
+                pass  # the reader will see EOF and report how the connection ended
+
+    def _check_open(self) -> None:
+        if self._conn.state is not State.OPEN or self._closed.is_set():
+            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+
+    def send(self, message: str | bytes | bytearray | memoryview | Any) -> None:
+        """Send one message: `str` as text, anything bytes-like as binary."""
+        opcode, payload = _payload(message)
+        with self._send_lock:
+            self._check_open()
+            frame = self._conn.send_data(opcode, payload)
+            # Client frames are masked into a new bytes object: always a single frame.
+            assert isinstance(frame, bytes)
+            try:
+                self.socket.sendall(frame)
+            except OSError as exc:
+                raise _closed(self.close_code or CloseCode.ABNORMAL, str(exc)) from exc
+
+    def send_ping(self, data: bytes | None = None) -> bytes:
+        """Send a ping without waiting; return its payload (random when not given)."""
+        payload = os.urandom(4) if data is None else bytes(data)
+        with self._send_lock:
+            self._check_open()
+            if payload in self._pings:
+                raise ValueError("a ping with this payload is already waiting for its pong")
+            self._pings[payload] = _PingWaiter()
+            self.socket.sendall(self._conn.send_ping(payload))
+        return payload
+
+    def ping(self, data: bytes | None = None, timeout: float | None = None) -> float:
+        """Send a ping, wait for its pong, return the round trip in seconds.
+
+        Messages that arrive meanwhile are kept for `recv()`. Raises TimeoutError, or
+        ConnectionClosed if the connection closes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        payload = self.send_ping(data)
+        waiter = self._pings[payload]
+        while not waiter.done.is_set():
+            if self._read_lock.acquire(blocking=False):
+                try:
+                    while not waiter.done.is_set() and not self._closed.is_set():
+                        if not self._read_once(deadline):
+                            break
+                finally:
+                    self._read_lock.release()
+                if not waiter.done.is_set() and not self._closed.is_set():
+                    self._pings.pop(payload, None)
+                    raise TimeoutError("no pong within the timeout")
+            else:
+                # Someone else is reading: it will set the event when the pong arrives.
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not waiter.done.wait(remaining):
+                    self._pings.pop(payload, None)
+                    raise TimeoutError("no pong within the timeout")
+        if waiter.rtt is None:
+            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        return waiter.rtt
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Run the closing handshake (at most `close_timeout` seconds), then close TCP.
+
+        Messages still unread are dropped. Safe to call more than once and from another
+        thread/greenlet than the reader.
+        """
+        with self._send_lock:
+            if self._conn.state is State.OPEN and not self._closed.is_set():
+                frame = self._conn.send_close(code, reason)
+                if self.close_code is None:
+                    self.close_code, self.close_reason = code, reason
+                with contextlib.suppress(OSError):
+                    self.socket.sendall(frame)
+        deadline = time.monotonic() + self.close_timeout
+        if self._read_lock.acquire(blocking=False):
+            try:
+                self._finish_closing(deadline)
+            finally:
+                self._read_lock.release()
+        elif not self._closed.wait(self.close_timeout):
+            self._shutdown()  # the reader is stuck: drop the connection, which wakes it
+
+    def abort(self) -> None:
+        """Close TCP at once, without a closing handshake."""
+        self._shutdown()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def state(self) -> State:
+        return self._conn.state
+
+    def __enter__(self) -> ClientConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def connect(
+    url: str,
+    *,
+    subprotocols: Sequence[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
+    ssl: _ssl.SSLContext | None = None,
+    open_timeout: float | None = 10.0,
+    source_address: tuple[str, int] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_frame_size: int | None = None,
+    max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+    close_timeout: float = 10.0,
+) -> ClientConnection:
+    """Open a connection and run the opening handshake; return the open connection.
+
+    Raises OSError when TCP fails (refused, unreachable, timeout) and InvalidHandshake when
+    the server refuses the upgrade (`exc.response.status` holds its HTTP status) or answers
+    wrongly.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URL: {url!r}")
+    secure = parts.scheme == "wss"
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if secure else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = host if ":" not in host else f"[{host}]"
+    if port != (443 if secure else 80):
+        host_header = f"{host_header}:{port}"
+    key = generate_key()
+    request = client_request(host_header, path, key, tuple(subprotocols), None, headers)
+
+    deadline = None if open_timeout is None else time.monotonic() + open_timeout
+    sock = socket.create_connection((host, port), open_timeout, source_address)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if secure:
+            context = ssl or _ssl.create_default_context()
+            sock = context.wrap_socket(sock, server_hostname=host)
+        sock.sendall(request)
+        parser = ResponseParser()
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out during the opening handshake")
+                sock.settimeout(remaining)
+            data = sock.recv(65536)
+            if not data:
+                raise InvalidHandshake("connection closed during the opening handshake")
+            response = parser.feed(data)
+            if response is not None:
+                break
+        subprotocol = check_response(response, key, tuple(subprotocols))
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return ClientConnection(
+        sock,
+        subprotocol=subprotocol,
+        response=response,
+        leftover=parser.leftover,
+        max_message_size=max_message_size,
+        max_frame_size=max_frame_size,
+        max_fragments=max_fragments,
+        close_timeout=close_timeout,
+    )
