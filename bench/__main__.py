@@ -92,6 +92,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="connection counts at which f reads RSS (default N/10,N/4,N/2,N)")  # fmt: skip
     run.add_argument("--hs-concurrency", type=int, default=100, help="f: handshakes at once")
     run.add_argument("--sources", type=int, default=8, help="f: source addresses 127.0.0.2...")
+    run.add_argument("--settle", type=float, default=0.5, help="f: seconds before reading RSS")
     run.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     run.add_argument("--server-cpus", type=_cpuset, default=None, help="e.g. 0")
     run.add_argument("--client-cpus", type=_cpuset, default=None, help="e.g. 1")
@@ -129,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         idle_steps=args.idle_steps,
         hs_concurrency=args.hs_concurrency,
         sources=args.sources,
+        settle=args.settle,
         client_procs=args.client_procs,
         server_cpus=args.server_cpus or server_cpus,
         client_cpus=args.client_cpus or client_cpus,
