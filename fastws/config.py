@@ -336,23 +336,6 @@ class _ImportPath(_Kind):
         return obj
 
 
-class _ImportPath(_Kind):
-    """A callable, or a "module:callable" string imported when the Config is built."""
-
-    metavar = "MODULE:CALLABLE"
-
-    def __call__(self, value: Any) -> Callable[..., Any] | None:
-        obj = value
-        if isinstance(value, str):
-            try:
-                obj = import_object(value.strip())
-            except ImportError as exc:
-                raise ValueError(f"cannot import {value!r}: {exc}") from None
-        if obj is not None and not callable(obj):
-            raise ValueError(f"{value!r} is not callable")
-        return obj
-
-
 def _is_word(value: object, *words: str) -> bool:
     return isinstance(value, str) and value.strip().lower() in words
 
@@ -602,6 +585,16 @@ class Config:
             "Bytes the outgoing buffer may hold: send() waits while more than this is buffered,"
             " so a slow client can't make the server hoard memory.",
             example="1MiB",
+        ),
+    )
+    write_timeout: float | None = field(
+        default=60.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "Close a connection with 1008 when its outgoing buffer is over write_limit and the"
+            " peer has read none of it for this long (a client that never reads); off (or 0)"
+            " waits forever. Meanwhile the server also stops reading from that peer.",
+            example="5s",
         ),
     )
     max_request_line: int = field(

@@ -12,7 +12,9 @@ pauses while more than `max_queue` messages wait for the application.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 import time
 import weakref
 from collections import deque
@@ -30,6 +32,14 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "WebSocket"]
 
 logger = logging.getLogger("fastws")
+
+try:  # the kernel's count of unsent bytes on a socket (Linux: SIOCOUTQ == TIOCOUTQ)
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - not on this platform
+    _TIOCOUTQ = None
 
 # One receive buffer per event loop, shared by its connections: a read is parsed before the
 # next one starts, and only an incomplete frame header outlives it, so an idle connection
@@ -117,6 +127,7 @@ class WebSocket(asyncio.BufferedProtocol):
         ping_interval: float | None,
         ping_timeout: float | None,
         client: bool,
+        write_timeout: float | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._conn = Connection(
@@ -130,6 +141,9 @@ class WebSocket(asyncio.BufferedProtocol):
         self._close_timeout = close_timeout
         self._ping_interval = ping_interval or None
         self._ping_timeout = ping_timeout or None
+        self._write_timeout = write_timeout or None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_size = 0  # outgoing bytes buffered when the stall timer was armed
         self._transport: asyncio.Transport | None = None
         self._rbuf = receive_buffer(self._loop)
         self._direct = False  # the last get_buffer() handed out a payload destination
@@ -183,20 +197,84 @@ class WebSocket(asyncio.BufferedProtocol):
             self._dispatch()
         return None  # let the transport close itself
 
+    # -- slow readers: pause_writing .. _write_stalled ----------------------------------------
+    # A peer that does not read what we write must not make us buffer without bound. send()
+    # already waits (see _wait_drain); the peer's own frames may need answers too (a pong per
+    # ping), so reading stops as well until the peer catches up. A peer that reads nothing at
+    # all for write_timeout is disconnected with 1008.
+
     def pause_writing(self) -> None:
         self._writing_paused = True
+        transport = self._transport
+        if transport is not None:
+            if not self._reading_paused:
+                transport.pause_reading()
+            if self._write_timeout is not None and self._stall_timer is None:
+                # Measured once the write that paused us is complete (writelines may pause
+                # between a frame's header and its payload).
+                self._loop.call_soon(self._measure_stall)
+                self._stall_timer = self._loop.call_later(self._write_timeout, self._write_stalled)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if not self._reading_paused and self._transport is not None:
+            self._transport.resume_reading()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _measure_stall(self) -> None:
+        self._stall_size = self._unsent()
+
+    def _unsent(self) -> int:
+        """Bytes written but not yet taken by the peer: ours plus the kernel's send queue (a
+        large kernel queue drains while ours stays put, so ours alone hides a slow reader)."""
+        transport = self._transport
+        if transport is None:
+            return 0
+        unsent = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if _TIOCOUTQ is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0" * 4))[0]
+        return unsent
+
+    def _write_stalled(self) -> None:
+        """write_timeout passed with writing paused: close unless the peer read something."""
+        self._stall_timer = None
+        transport = self._transport
+        if transport is None or not self._writing_paused:
+            return
+        size = self._unsent()
+        if size < self._stall_size:  # slow but reading: check again later
+            self._stall_size = size
+            assert self._write_timeout is not None
+            self._stall_timer = self._loop.call_later(self._write_timeout, self._write_stalled)
+            return
+        logger.info(
+            "connection from %s: peer read nothing for %gs (%d bytes waiting), closing 1008",
+            self._peer(),
+            self._write_timeout,
+            size,
+        )
+        if self.close_code is None:
+            # 7.4.1: 1008 "indicates that an endpoint is terminating the connection because it
+            # has received a message that violates its policy". Our Close frame could only
+            # queue behind what the peer does not read: drop the connection instead.
+            self.close_code, self.close_reason = CloseCode.POLICY_VIOLATION, "peer not reading"
+        self._conn.state = State.CLOSED
+        transport.abort()
+
+    # -- end of slow readers ---------------------------------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_code is None:
             self.close_code = CloseCode.ABNORMAL
             self.close_reason = ""
-        for timer in (self._keepalive, self._close_timer):
+        for timer in (self._keepalive, self._close_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
         self._conn.state = State.CLOSED
@@ -306,7 +384,7 @@ class WebSocket(asyncio.BufferedProtocol):
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
-        if self._transport is not None:
+        if self._transport is not None and not self._writing_paused:  # see pause_writing
             self._transport.resume_reading()
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:

@@ -49,6 +49,7 @@ class ServerProtocol(WebSocket):
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
             client=False,
+            write_timeout=config.write_timeout,
         )
         self._server = server
         self._parser: RequestParser | None = RequestParser(
