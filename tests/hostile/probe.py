@@ -64,6 +64,11 @@ class EchoProbe(threading.Thread):
         self.stop()
 
     def stop(self) -> None:
+        """One more echo after the attack, then stop; raise if any echo failed."""
+        seen = self.echoes
+        deadline = time.monotonic() + TIMEOUT
+        while self.echoes <= seen and self.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._stop_event.set()
         self.join(TIMEOUT + 1)
         assert not self.is_alive(), "the probe is stuck waiting for an echo"
