@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import statistics
@@ -193,7 +194,7 @@ class Runner:
         stop = threading.Event()
 
         def sample() -> None:  # server CPU time, to show whether the server was saturated
-            while not stop.wait(0.1):
+            while not stop.wait(0.05):
                 samples.append((time.monotonic(), cpu_seconds(server.tree())))
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -234,6 +235,10 @@ class Runner:
             "peak_mem_per_msg": max(0, hwm - base_rss) / in_flight,
             "client_cpu": lg["client_cpu"],
             "server_cpu": server_cpu,
+            # Per second of the server's own CPU time: less sensitive than the rates above to
+            # other processes taking turns on the server's core.
+            "msgs_per_cpu_s": lg["msgs_per_s"] / server_cpu if server_cpu else None,
+            "mb_per_cpu_s": lg["mb_per_s"] / server_cpu if server_cpu else None,
         }
         _check(lg, rec)
 
@@ -288,6 +293,14 @@ class Runner:
             "handshake_p99_us": lg.get("handshake_us", {}).get("p99"),
         }
         _check(lg, rec, expect=n)
+
+
+def _at(samples: list[tuple[float, float]], t: float) -> float:
+    """CPU time at `t`, interpolated between the samples around it."""
+    for (t1, c1), (t2, c2) in itertools.pairwise(samples):
+        if t1 <= t <= t2:
+            return c1 + (c2 - c1) * (t - t1) / (t2 - t1) if t2 > t1 else c1
+    return samples[-1][1]
 
 
 def _record(

@@ -26,6 +26,8 @@ P99 = Metric("p99_us", "p99 µs", False, "{:,.0f}")
 P999 = Metric("p99_9_us", "p99.9 µs", False, "{:,.0f}")
 MBS = Metric("mb_per_s", "MB/s", True, "{:,.0f}")
 PEAK = Metric("peak_mem_per_msg", "peak RSS / in-flight bytes", False, "{:.2f}")
+MSGS_CPU = Metric("msgs_per_cpu_s", "msgs per server CPU-s", True)
+MBS_CPU = Metric("mb_per_cpu_s", "MB per server CPU-s", True)
 HS = Metric("handshakes_per_s", "handshakes/s", True)
 RSS_CONN = Metric("rss_per_conn_kib", "RSS KiB/conn", False, "{:.1f}")
 
@@ -52,13 +54,23 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     s.key: s
     for s in (
-        Scenario("a", "64 B text, 1 conn, 1 in flight", (MSGS, P50, P99, P999), text=True),
-        Scenario("b", "64 B binary, 100 conns x 1 in flight", (MSGS, P50, P99), conns=100),
         Scenario(
-            "c", "64 B binary, 10 conns x 100 in flight", (MSGS, P50, P99), conns=10, depth=100
+            "a", "64 B text, 1 conn, 1 in flight", (MSGS, MSGS_CPU, P50, P99, P999), text=True
         ),
-        Scenario("d", "1 MiB binary, 4 conns x 1 in flight", (MBS, PEAK), size=MiB, conns=4),
-        Scenario("e", "16 MiB binary, 1 conn x 1 in flight", (MBS, PEAK), size=16 * MiB),
+        Scenario(
+            "b", "64 B binary, 100 conns x 1 in flight", (MSGS, MSGS_CPU, P50, P99), conns=100
+        ),
+        Scenario(
+            "c",
+            "64 B binary, 10 conns x 100 in flight",
+            (MSGS, MSGS_CPU, P50, P99),
+            conns=10,
+            depth=100,
+        ),
+        Scenario(
+            "d", "1 MiB binary, 4 conns x 1 in flight", (MBS, MBS_CPU, PEAK), size=MiB, conns=4
+        ),
+        Scenario("e", "16 MiB binary, 1 conn x 1 in flight", (MBS, MBS_CPU, PEAK), size=16 * MiB),
         Scenario("f", "idle connections", (HS, RSS_CONN), idle=True),
         Scenario(
             "g",

@@ -20,7 +20,8 @@
  *     N1 are open, print "OPEN <open> <handshake seconds so far> <client CPU share>" and wait
  *     for a line on stdin (the harness reads the server's RSS); then up to N2, and so on;
  *     finally echo one message on every connection, verify, close. Needs --procs 1.
- * The result is one JSON object on stdout. Exit status 0 even when echoes failed: the
+ * The result is one JSON object on stdout; "window" is the measured interval in
+ * CLOCK_MONOTONIC seconds (Python's time.monotonic), for sampling the server's CPU time. Exit status 0 even when echoes failed: the
  * "errors" field says so (the harness decides).
  */
 #define _GNU_SOURCE
@@ -692,11 +693,13 @@ int main(int argc, char **argv) {
     printf("{\"mode\": \"%s\", \"conns\": %d, \"depth\": %d, \"size\": %zu, \"text\": %s, "
            "\"procs\": %d, \"duration\": %.3f, \"msgs\": %llu, \"msgs_per_s\": %.1f, "
            "\"mb_per_s\": %.3f, \"verified\": %llu, \"errors\": %llu, \"crashed\": %d, "
-           "\"client_cpu\": %.4f, \"opened\": %llu, \"handshake_seconds\": %.6f, ",
+           "\"client_cpu\": %.4f, \"opened\": %llu, \"handshake_seconds\": %.6f, "
+           "\"window\": [%.6f, %.6f], ",
            raw ? "raw" : "ws", conns, depth, size, opcode == 1 ? "true" : "false", procs, d,
            (unsigned long long)tot.msgs, d ? tot.msgs / d : 0.0, d ? tot.bytes / d / 1e6 : 0.0,
            (unsigned long long)tot.verified, (unsigned long long)tot.errors, crashed,
-           d ? tot.cpu / d : 0.0, (unsigned long long)tot.opened, last - first);
+           d ? tot.cpu / d : 0.0, (unsigned long long)tot.opened, last - first,
+           sh->t_go + warmup, sh->t_go + warmup + d);
     print_lat("latency_us", tot.lat);
     printf(", ");
     print_lat("handshake_us", tot.hs);
