@@ -134,14 +134,13 @@ async def never_reads(ws: Any) -> None:
 async def log_close(ws: Any) -> None:
     """Echo; when the client closes, print "client closed: CODE REASON" (repr'd reason) to
     stderr, where the test reads what close code and reason reached the handler."""
+    import contextlib
     import sys
 
     import fastws
 
-    try:
+    with contextlib.suppress(fastws.ConnectionClosed):
         await echo(ws)
-    except fastws.ConnectionClosed:
-        pass
     print(f"client closed: {ws.close_code} {ws.close_reason!r}", file=sys.stderr, flush=True)
 
 

@@ -1,0 +1,359 @@
+"""Real browsers against real fastws server processes.
+
+Fixtures
+--------
+``site``      the test pages (tests/browser/static/) over HTTP on 127.0.0.1 (package scope).
+``chromium``  Debian's Chromium driven by Playwright for Python (package scope).
+``page``      a fresh Chromium page showing static/index.html: ``window.wsTests`` is
+              static/wsclient.mjs, ``window.inWorker(name, ...args)`` runs one of its functions
+              in a Web Worker.
+``headless``  ``headless("chromium" | "firefox", url)``: a browser without a driver on a page
+              that POSTs its report back (static/postback.html); ended by PID.
+``node``      the command (list) that runs a Node with a global ``WebSocket``.
+
+Nothing is downloaded: the browsers are the system's (``.ci/run`` installs Debian's ``chromium``
+and ``firefox-esr``; never ``playwright install``). A missing browser skips its tests with the
+reason, unless ``FASTWS_TEST_BROWSERS=required`` (set by .ci/run), which makes it a failure.
+Node is optional everywhere (skipped when missing).
+Paths: ``FASTWS_TEST_CHROMIUM``, ``FASTWS_TEST_FIREFOX``, ``FASTWS_TEST_NODE`` override them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pytest
+
+from tests.browser.checks import MAX_MESSAGE_SIZE
+from tests.browser.site import TestSite
+
+if TYPE_CHECKING:
+    from tests.conftest import ServerFactory, ServerProcess
+
+CHROMIUM = os.environ.get("FASTWS_TEST_CHROMIUM", "/usr/bin/chromium")
+FIREFOX = os.environ.get("FASTWS_TEST_FIREFOX", "/usr/bin/firefox-esr")
+# Playwright (as root) adds --no-sandbox, --headless, a fresh profile and the quiet-network
+# flags itself; the resolver rule stops Chromium's remaining DNS look-ups to Google's hosts.
+CHROMIUM_ARGS = ["--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+# Where .ci/run puts `npm install node@22` (outside the repository).
+NODE_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastws-tests" / "node22"
+)
+PAGE_TIMEOUT_MS = 60_000
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip, or fail where the browsers are supposed to be installed (CI)."""
+    if os.environ.get("FASTWS_TEST_BROWSERS") == "required":
+        pytest.fail(f"{reason} (FASTWS_TEST_BROWSERS=required)", pytrace=False)
+    pytest.skip(reason)
+
+
+def executable(path: str, install: str) -> str:
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        unavailable(f"{path} not found: {install} (.ci/run does), or set its FASTWS_TEST_* path")
+    return path
+
+
+@pytest.fixture(scope="package")
+def site() -> Iterator[TestSite]:
+    test_site = TestSite()
+    yield test_site
+    test_site.close()
+
+
+@pytest.fixture(scope="package")
+def chromium() -> Iterator[Any]:
+    """A headless Chromium, shared by the package's tests (each test gets its own context)."""
+    path = executable(CHROMIUM, "apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright for Python is not installed: pip install -e '.[test]'")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any, site: TestSite, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"page error: {error}"))
+    page.goto(site.url_for("/index.html"))
+    page.wait_for_function("window.ready === true")
+    try:
+        yield page
+    finally:
+        context.close()
+        request.node.add_report_section("teardown", "browser console", "\n".join(console))
+
+
+# --- Firefox ESR, without a WebDriver -------------------------------------------------------
+
+# A fresh profile that keeps Firefox off the network: no updates, telemetry, studies, push,
+# safe browsing, prefetching, connectivity or captive-portal checks, top sites; a dead proxy
+# for anything but 127.0.0.1, and every host name resolved to 127.0.0.1.
+FIREFOX_PREFS = {
+    "app.update.auto": False,
+    "app.update.enabled": False,
+    "app.update.checkInstallTime": False,
+    "app.normandy.enabled": False,
+    "app.normandy.api_url": "",
+    "app.shield.optoutstudies.enabled": False,
+    "messaging-system.rsexperimentloader.enabled": False,
+    "nimbus.debug": False,
+    "datareporting.healthreport.uploadEnabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "datareporting.policy.firstRunURL": "",
+    "toolkit.telemetry.enabled": False,
+    "toolkit.telemetry.unified": False,
+    "toolkit.telemetry.archive.enabled": False,
+    "toolkit.telemetry.server": "",
+    "toolkit.coverage.opt-out": True,
+    "dom.push.enabled": False,
+    "dom.push.serverURL": "",
+    "browser.safebrowsing.malware.enabled": False,
+    "browser.safebrowsing.phishing.enabled": False,
+    "browser.safebrowsing.downloads.enabled": False,
+    "browser.safebrowsing.downloads.remote.enabled": False,
+    "browser.safebrowsing.blockedURIs.enabled": False,
+    "browser.safebrowsing.provider.mozilla.updateURL": "",
+    "browser.safebrowsing.provider.google4.updateURL": "",
+    "browser.safebrowsing.provider.google.updateURL": "",
+    "network.prefetch-next": False,
+    "network.dns.disablePrefetch": True,
+    "network.predictor.enabled": False,
+    "network.http.speculative-parallel-limit": 0,
+    "browser.urlbar.speculativeConnect.enabled": False,
+    "browser.places.speculativeConnect.enabled": False,
+    "network.connectivity-service.enabled": False,
+    "network.captive-portal-service.enabled": False,
+    "captivedetect.canonicalURL": "",
+    "browser.newtabpage.enabled": False,
+    "browser.newtabpage.activity-stream.feeds.topsites": False,
+    "browser.newtabpage.activity-stream.default.sites": "",
+    "browser.topsites.contile.enabled": False,
+    "browser.startup.homepage_override.mstone": "ignore",
+    "browser.startup.page": 0,
+    "browser.aboutwelcome.enabled": False,
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.sessionstore.resume_from_crash": False,
+    "extensions.update.enabled": False,
+    "extensions.getAddons.cache.enabled": False,
+    "extensions.systemAddon.update.enabled": False,
+    "services.settings.server": "http://127.0.0.1:9/",
+    "network.proxy.type": 1,
+    "network.proxy.http": "127.0.0.1",
+    "network.proxy.http_port": 9,
+    "network.proxy.ssl": "127.0.0.1",
+    "network.proxy.ssl_port": 9,
+    "network.proxy.no_proxies_on": "127.0.0.1",
+    "network.proxy.allow_hijacking_localhost": False,
+    "network.dns.forceResolve": "127.0.0.1",
+}
+
+
+def _pref(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# Chromium without a driver: what Playwright adds as root, minus the DevTools pipe (whose
+# Network domain copies every WebSocket frame's payload to the driver: a 64 MiB round trip
+# takes ~10 s under Playwright and ~1 s without it).
+CHROMIUM_HEADLESS_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+    "--password-store=basic",
+    "--use-mock-keychain",
+    *CHROMIUM_ARGS,
+]
+
+
+def _firefox_command(path: str, home: Path, url: str) -> tuple[list[str], dict[str, str]]:
+    profile = home / "profile"
+    profile.mkdir(parents=True)
+    (profile / "user.js").write_text(
+        "".join(f"user_pref({_pref(k)}, {_pref(v)});\n" for k, v in FIREFOX_PREFS.items())
+    )
+    env = {
+        "MOZ_HEADLESS": "1",
+        "MOZ_CRASHREPORTER_DISABLE": "1",
+        "MOZ_REMOTE_SETTINGS_DEVTOOLS": "1",
+    }
+    return [path, "--headless", "--no-remote", "--profile", str(profile), url], env
+
+
+def _chromium_command(path: str, home: Path, url: str) -> tuple[list[str], dict[str, str]]:
+    return [path, *CHROMIUM_HEADLESS_ARGS, f"--user-data-dir={home / 'profile'}", url], {}
+
+
+BROWSERS = {
+    "chromium": (CHROMIUM, "apt-get install chromium", _chromium_command),
+    "firefox": (FIREFOX, "apt-get install firefox-esr", _firefox_command),
+}
+
+
+@pytest.fixture
+def headless(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str], Any]]:
+    """``headless(browser, url)`` opens `url` in "chromium" or "firefox" (ESR), headless, with
+    a fresh offline profile and no driver, and returns the Popen. The process and its whole
+    session are ended (by PID, then process group) when the test ends."""
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    with tempfile.TemporaryDirectory(prefix="fastws-browser-") as tmp:
+
+        def run(browser: str, url: str) -> subprocess.Popen[bytes]:
+            default, install, command = BROWSERS[browser]
+            path = executable(default, install)
+            home = Path(tmp) / f"{browser}{len(started)}"
+            home.mkdir()
+            argv, extra_env = command(path, home, url)
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(home),
+                "TMPDIR": str(home),
+                **extra_env,
+            }
+            log = home / "browser.log"
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # its child processes share its process group
+                )
+            started.append((proc, log))
+            return proc
+
+        try:
+            yield run
+        finally:
+            for proc, log in started:
+                _end_process_group(proc)
+                output = log.read_text(errors="replace") if log.exists() else ""
+                request.node.add_report_section("teardown", f"{proc.args[0]} log", output)
+
+
+def _end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the process we started; its children follow. SIGKILL what is left of its group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- Node --------------------------------------------------------------------------------------
+
+
+def _node_major(command: str) -> int | None:
+    try:
+        out = subprocess.run(
+            [command, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.fullmatch(r"v(\d+)\.\d+\.\d+\s*", out)
+    return int(match[1]) if match else None
+
+
+@pytest.fixture(scope="package")
+def node() -> list[str]:
+    """Node 22+ (global WebSocket), else Node 20/21 with --experimental-websocket."""
+    candidates = [
+        os.environ.get("FASTWS_TEST_NODE"),
+        str(NODE_CACHE / "node_modules" / ".bin" / "node"),
+        shutil.which("node"),
+    ]
+    seen = []
+    for candidate in filter(None, candidates):
+        major = _node_major(candidate)
+        seen.append(f"{candidate}: {'not runnable' if major is None else f'v{major}'}")
+        if major is not None and major >= 22:
+            return [candidate]
+        if major in (20, 21):
+            return [candidate, "--experimental-websocket"]
+    pytest.skip(
+        "no Node >= 20 with a WebSocket client (" + "; ".join(seen or ["none found"]) + "); "
+        f"npm install --prefix {NODE_CACHE} node@22 (.ci/run does)"
+    )
+
+
+# --- servers the clients talk to (module scope: started once per test module) ----------------
+
+
+@pytest.fixture(scope="module")
+def echo(start_module_server: ServerFactory) -> ServerProcess:
+    """The echo app, with room for the largest message of checks.SIZES."""
+    return start_module_server(max_message_size=MAX_MESSAGE_SIZE)
+
+
+@pytest.fixture(scope="module")
+def subprotocol_server(start_module_server: ServerFactory) -> ServerProcess:
+    """Supports "chat" then "superchat"; the handler first sends what it negotiated."""
+    return start_module_server("tests.apps:report_subprotocol", subprotocols=["chat", "superchat"])
+
+
+@pytest.fixture(scope="module")
+def close_log_server(start_module_server: ServerFactory) -> ServerProcess:
+    """Echoes, and logs the close code and reason its handler saw."""
+    return start_module_server("tests.apps:log_close")
+
+
+@pytest.fixture(scope="module")
+def compressed_echo(start_module_server: ServerFactory) -> ServerProcess:
+    """The echo app with permessage-deflate on."""
+    return start_module_server(max_message_size=MAX_MESSAGE_SIZE, compression="deflate")
+
+
+@pytest.fixture(scope="module")
+def suite_urls(
+    echo: ServerProcess,
+    subprotocol_server: ServerProcess,
+    close_log_server: ServerProcess,
+    compressed_echo: ServerProcess,
+) -> dict[str, str]:
+    """The `urls` argument of wsclient.mjs's suite()."""
+    return {
+        "echo": echo.url,
+        "subprotocol": subprotocol_server.url,
+        "closeLog": close_log_server.url,
+        "compressed": compressed_echo.url,
+    }
