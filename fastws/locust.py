@@ -111,6 +111,8 @@ class WebSocketUser(User):
     expected_close_codes: ClassVar[frozenset[int]] = frozenset({1000, 1001})
     #: After a failed connect, wait this long before the next task tries again.
     reconnect_delay: ClassVar[float] = 1.0
+    #: "deflate" offers permessage-deflate (set per instance in on_start if it is an option).
+    compression: str | None = None
     #: Local addresses to spread connections over; default from FASTWS_LOCUST_SOURCE_ADDRESSES.
     source_addresses: ClassVar[Sequence[str] | None] = None
 
@@ -167,6 +169,7 @@ class WebSocketUser(User):
                 source_address=self._source_address(),
                 max_message_size=self.max_message_size,
                 close_timeout=self.close_timeout,
+                compression=self.compression,
             )
         except InvalidHandshake as exc:
             exception = exc

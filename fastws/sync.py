@@ -40,6 +40,14 @@ from .protocol.connection import (
     Pong,
     State,
 )
+from .protocol.deflate import (
+    EXTENSION_NAME,
+    DeflateOptions,
+    NegotiationError,
+    PerMessageDeflate,
+    accept_agreement,
+    client_offer,
+)
 from .protocol.frames import CloseCode, Opcode
 from .protocol.handshake import (
     ClientResponse,
@@ -48,6 +56,7 @@ from .protocol.handshake import (
     check_response,
     client_request,
     generate_key,
+    parse_extensions,
 )
 from .websocket import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 
@@ -108,6 +117,7 @@ class ClientConnection:
         max_frame_size: int | None = None,
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
         close_timeout: float = 10.0,
+        deflate: PerMessageDeflate | None = None,
     ) -> None:
         self.socket = sock
         self.subprotocol = subprotocol
@@ -125,7 +135,10 @@ class ClientConnection:
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
             max_fragments=max_fragments,
+            deflate=deflate,
         )
+        #: Whether permessage-deflate was agreed.
+        self.compressed = deflate is not None
         self._messages: deque[str | bytes] = deque()
         self._rbuf = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
         self._read_lock = threading.Lock()
@@ -392,8 +405,12 @@ def connect(
     max_frame_size: int | None = None,
     max_fragments: int = DEFAULT_MAX_FRAGMENTS,
     close_timeout: float = 10.0,
+    compression: str | DeflateOptions | None = None,
 ) -> ClientConnection:
     """Open a connection and run the opening handshake; return the open connection.
+
+    `compression="deflate"` (or a DeflateOptions) offers permessage-deflate (RFC 7692); the
+    connection is compressed if the server accepts (`ws.compressed`).
 
     Raises OSError when TCP fails (refused, unreachable, timeout) and InvalidHandshake when
     the server refuses the upgrade (`exc.response.status` holds its HTTP status) or answers
@@ -409,8 +426,13 @@ def connect(
     host_header = host if ":" not in host else f"[{host}]"
     if port != (443 if secure else 80):
         host_header = f"{host_header}:{port}"
+    if compression == "deflate":
+        compression = DeflateOptions()
+    elif compression is not None and not isinstance(compression, DeflateOptions):
+        raise ValueError(f"compression must be 'deflate', DeflateOptions or None: {compression!r}")
+    offer = client_offer(compression) if compression is not None else None
     key = generate_key()
-    request = client_request(host_header, path, key, tuple(subprotocols), None, headers)
+    request = client_request(host_header, path, key, tuple(subprotocols), offer, headers)
 
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
     sock = socket.create_connection((host, port), open_timeout, source_address)
@@ -433,7 +455,11 @@ def connect(
             response = parser.feed(data)
             if response is not None:
                 break
-        subprotocol = check_response(response, key, tuple(subprotocols))
+        offered = (EXTENSION_NAME,) if compression is not None else ()
+        subprotocol = check_response(response, key, tuple(subprotocols), extensions=offered)
+        deflate = None
+        if compression is not None:
+            deflate = _accept_compression(response, compression)
         sock.settimeout(None)
     except BaseException:
         sock.close()
@@ -447,4 +473,21 @@ def connect(
         max_frame_size=max_frame_size,
         max_fragments=max_fragments,
         close_timeout=close_timeout,
+        deflate=deflate,
     )
+
+
+def _accept_compression(
+    response: ClientResponse, options: DeflateOptions
+) -> PerMessageDeflate | None:
+    values = response.headers.get_all("Sec-WebSocket-Extensions")
+    try:
+        agreement = accept_agreement(parse_extensions(values), options)
+    except NegotiationError as exc:
+        # RFC 7692 5: "A client MUST _Fail the WebSocket Connection_ if the peer server
+        # accepted an extension negotiation offer for this extension with an extension
+        # negotiation response meeting any of the following conditions" (accept_agreement).
+        raise InvalidHandshake(f"invalid permessage-deflate response: {exc}", response) from None
+    if agreement is None:
+        return None
+    return PerMessageDeflate(agreement, options, client=True)

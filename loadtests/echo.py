@@ -2,7 +2,8 @@
 rate; the round trip is measured from the id the message carries (`WS echo`).
 
     locust -f loadtests/echo.py --host ws://127.0.0.1:8000/ --headless -u 100 -r 50 -t 30s
-    # options: --ws-rate (messages/s per user, 0 = back to back), --ws-size (bytes)
+    # options: --ws-rate (messages/s per user, 0 = back to back), --ws-size (bytes),
+    #          --ws-compression deflate
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ def _options(parser: Any) -> None:
         "--ws-rate", type=float, default=1.0, help="echo messages per second per user (0: no wait)"
     )
     parser.add_argument("--ws-size", type=int, default=32, help="echo message size in bytes")
+    parser.add_argument(
+        "--ws-compression",
+        choices=["off", "deflate"],
+        default="off",
+        help="offer permessage-deflate",
+    )
 
 
 class EchoUser(WebSocketUser):
@@ -28,6 +35,8 @@ class EchoUser(WebSocketUser):
         self.rate = options.ws_rate if options is not None else 1.0
         size = options.ws_size if options is not None else 32
         self.message = "x" * size
+        if options is not None and options.ws_compression == "deflate":
+            self.compression = "deflate"
         super().on_start()
 
     def wait_time(self) -> float:

@@ -266,7 +266,7 @@ def server_command(kind: str, host: str, port: int, args: argparse.Namespace) ->
     if kind == "fastws":
         cmd = [sys.executable, "-m", "fastws", "serve", "--host", host, "--port", str(port)]
         cmd += ["--log-level", "warning"]
-        if args.workers:
+        if args.workers is not None:
             if fastws_supports("--workers"):
                 cmd += ["--workers", str(args.workers)]
             elif args.workers > 1:
@@ -668,7 +668,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="fastws, websockets, or a ws:// URL to target as is; repeat to compare (default fastws)",
     )
-    parser.add_argument("--workers", type=int, default=0, help="fastws serve --workers N")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="fastws serve --workers N (0: one process, no master); default: fastws' default",
+    )
     parser.add_argument("--server-args", default="", help="more fastws serve flags")
     parser.add_argument("--peer-loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--locustfile", default="echo.py", help="file in loadtests/")

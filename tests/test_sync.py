@@ -51,7 +51,8 @@ class PeerServer:
     def __init__(self, **options: Any) -> None:
         self.close_codes: list[int | None] = []
         self.closed = threading.Event()
-        self.server = ws_serve(self.handler, "127.0.0.1", 0, compression=None, **options)
+        options.setdefault("compression", None)
+        self.server = ws_serve(self.handler, "127.0.0.1", 0, **options)
         self.port = self.server.socket.getsockname()[1]
         self.url = f"ws://127.0.0.1:{self.port}/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -240,6 +241,43 @@ def test_source_address(start_server: ServerFactory) -> None:
     with open_ws(server.url, source_address=("127.0.0.7", 0)) as ws:
         assert ws.local_address[0] == "127.0.0.7"
         assert json.loads(ws.recv(timeout=TIMEOUT))[0] == "127.0.0.7"
+
+
+COMPRESSIBLE = "the same words again and again " * 40_000  # ~1.2 MB of text
+
+
+def test_compression_with_fastws(start_server: ServerFactory) -> None:
+    """compression="deflate" is agreed with a fastws server that enables it; text and binary
+    messages (1 MB compressible, random bytes) round-trip exactly."""
+    server = start_server(compression="deflate")
+    with open_ws(server.url, compression="deflate") as ws:
+        assert ws.compressed
+        for message in (COMPRESSIBLE, COMPRESSIBLE.encode(), os.urandom(100_000), "short"):
+            ws.send(message)
+            assert ws.recv(timeout=TIMEOUT) == message
+
+
+def test_compression_declined_by_server(echo_server: ServerProcess) -> None:
+    """A server that leaves the offer unanswered (fastws' default) gives an uncompressed
+    connection that works."""
+    with open_ws(echo_server.url, compression="deflate") as ws:
+        assert not ws.compressed
+        ws.send(COMPRESSIBLE)
+        assert ws.recv(timeout=TIMEOUT) == COMPRESSIBLE
+
+
+def test_compression_with_websockets() -> None:
+    """The websockets library's server (deflate by default) agrees, and compressed messages
+    round-trip both ways."""
+    server = PeerServer(compression="deflate", max_size=None)
+    try:
+        with open_ws(server.url, compression="deflate") as ws:
+            assert ws.compressed
+            for message in (COMPRESSIBLE, COMPRESSIBLE.encode(), os.urandom(100_000)):
+                ws.send(message)
+                assert ws.recv(timeout=TIMEOUT) == message
+    finally:
+        server.stop()
 
 
 # -- websockets server specifics -----------------------------------------------------------------
