@@ -65,13 +65,18 @@ def _versions() -> dict[str, str]:
 
 
 def _commit() -> str | None:
-    proc = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return proc.stdout.strip() or None
+    """The commit benchmarked, and whether fastws/ had uncommitted changes then."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False
+        )
+        return proc.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--", "fastws"):
+        commit += " + uncommitted changes in fastws/"
+    return commit or None
 
 
 def _loadavg() -> str:

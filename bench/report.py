@@ -50,9 +50,9 @@ def markdown(meta: dict[str, Any], records: list[dict[str, Any]], servers: list[
         f" {_cpus(meta['client_cpus'])}. Load average {meta['loadavg_start']} at the start,"
         f" {meta['loadavg_end']} at the end.",
         "",
-        f"Command: `{meta['command']}`",
+        f"Command: `{meta['command']}` (fastws at {meta.get('commit') or 'an unknown commit'})",
         "",
-        f"Each figure is the median of {meta['options']['repeat']} run(s) of"
+        f"Each figure is the median of the successful runs among {meta['options']['repeat']} of"
         f" {meta['options']['duration']} s (after {meta['options']['warmup']} s of warm-up);"
         " every echo was verified byte for byte. In brackets: the figure divided by the best"
         " peer's (peers: every server but fastws and raw-tcp); ↑ higher is better, ↓ lower is"
@@ -72,7 +72,8 @@ def markdown(meta: dict[str, Any], records: list[dict[str, Any]], servers: list[
         title = scn.describe()
         if scn.idle:
             title = f"f) {meta['options']['idle_conns']:,} idle connections"
-        for i, metric in enumerate(scn.metrics):
+        shown = [m for m in scn.metrics if any(m.key in v for v in by.values())] or scn.metrics[:1]
+        for i, metric in enumerate(shown):
             best = best_peer(metric, by)
             cells = []
             for srv in servers:
@@ -154,8 +155,7 @@ def _generator_section(summary: dict[str, Any], servers: list[str]) -> list[str]
         "## Load generator check",
         "",
         "CPU used by the load generator / by the server during the measured window, as a share"
-        " of one core (f: the generator during the handshakes; the server's share is not"
-        " sampled there). The generator is not the bottleneck when it stays below 100 % of"
+        " of one core (f: while the connections were being opened). The generator is not the bottleneck when it stays below 100 % of"
         " its core(s) while the server is near 100 %, and when it drives the raw TCP echo"
         " faster than any WebSocket server.",
         "",

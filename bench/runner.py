@@ -258,15 +258,19 @@ class Runner:
         watchdog = threading.Timer(120 + n / 100, proc.kill)
         watchdog.start()
         points: list[dict[str, float]] = []
+        hs_cpu = 0.0  # server CPU time spent while connections were being opened
         try:
+            resumed = cpu_seconds(server.tree())
             for _ in steps:
                 line = proc.stdout.readline().split()
                 if not line or line[0] != "OPEN":
                     break
+                hs_cpu += cpu_seconds(server.tree()) - resumed
                 time.sleep(opt.settle)
                 opened, secs, cpu = int(line[1]), float(line[2]), float(line[3])
                 rss = rss_bytes(server.tree())
                 points.append({"conns": opened, "rss": rss, "seconds": secs, "client_cpu": cpu})
+                resumed = cpu_seconds(server.tree())
                 proc.stdin.write("\n")
                 proc.stdin.flush()
             out, err = proc.communicate()
@@ -289,7 +293,9 @@ class Runner:
             "rss_per_conn_kib": (last["rss"] - base_rss) / last["conns"] / 1024
             if last["conns"]
             else None,
+            "handshakes_per_cpu_s": lg["opened"] / hs_cpu if hs_cpu else None,
             "client_cpu": max((p["client_cpu"] for p in points), default=None),
+            "server_cpu": hs_cpu / lg["handshake_seconds"] if lg["handshake_seconds"] else None,
             "handshake_p99_us": lg.get("handshake_us", {}).get("p99"),
         }
         _check(lg, rec, expect=n)

@@ -29,6 +29,7 @@ PEAK = Metric("peak_mem_per_msg", "peak RSS / in-flight bytes", False, "{:.2f}")
 MSGS_CPU = Metric("msgs_per_cpu_s", "msgs per server CPU-s", True)
 MBS_CPU = Metric("mb_per_cpu_s", "MB per server CPU-s", True)
 HS = Metric("handshakes_per_s", "handshakes/s", True)
+HS_CPU = Metric("handshakes_per_cpu_s", "handshakes per server CPU-s", True)
 RSS_CONN = Metric("rss_per_conn_kib", "RSS KiB/conn", False, "{:.1f}")
 
 
@@ -71,7 +72,7 @@ SCENARIOS: dict[str, Scenario] = {
             "d", "1 MiB binary, 4 conns x 1 in flight", (MBS, MBS_CPU, PEAK), size=MiB, conns=4
         ),
         Scenario("e", "16 MiB binary, 1 conn x 1 in flight", (MBS, MBS_CPU, PEAK), size=16 * MiB),
-        Scenario("f", "idle connections", (HS, RSS_CONN), idle=True),
+        Scenario("f", "idle connections", (HS, HS_CPU, RSS_CONN), idle=True),
         Scenario(
             "g",
             "1 KiB compressed echo",

@@ -59,6 +59,16 @@ def make_parser() -> argparse.ArgumentParser:
         f" (default: {DEFAULT_APP}, which echoes every message back)",
     )
     Config.add_arguments(serve)
+    from fastws.process import status
+
+    status.add_arguments(
+        commands.add_parser(
+            "status",
+            help="show a running server's workers and counters",
+            description=status.__doc__,
+            allow_abbrev=False,
+        )
+    )
     return parser
 
 
@@ -78,6 +88,11 @@ def build(argv: Sequence[str] | None = None) -> tuple[Callable[..., Any], Config
     Argparse mistakes raise SystemExit (after printing); bad settings raise
     :exc:`ConfigError` and an APP that can't be imported raises :exc:`CLIError`.
     """
+    _, handler, config = _build(argv)
+    return handler, config
+
+
+def _build(argv: Sequence[str] | None) -> tuple[str, Callable[..., Any], Config]:
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # argparse would blame "fastws", whose --help doesn't list the flags
@@ -87,7 +102,7 @@ def build(argv: Sequence[str] | None = None) -> tuple[Callable[..., Any], Config
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     config = Config.load(args)
-    return _load_app(args.app), config
+    return args.app, _load_app(args.app), config
 
 
 class _Handler(logging.StreamHandler):
@@ -109,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     # Warnings while loading the configuration (unknown FASTWS_* variables) are
     # shown whatever --log-level says: they are about the configuration itself.
     _configure_logging("warning")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["status"]:
+        from fastws.process import status
+
+        return status.main(argv[1:])
+    loaded_before = set(sys.modules)
     try:
-        handler, config = build(argv)
+        app, handler, config = _build(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except ConfigError as exc:
@@ -121,7 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _configure_logging(config.log_level)
 
-    from fastws.server import run  # imported late: the CLI must work without the server
+    if config.workers == 0:  # one process, no master
+        from fastws.server import run  # imported late: the CLI must work without the server
 
-    run(handler, config)
-    return 0
+        run(handler, config)
+        return 0
+    # A master with config.workers worker processes (gunicorn keeps its master even for one
+    # worker: supervision, HUP reload and /metrics work the same way whatever the count).
+    from fastws.process import arbiter
+
+    app_modules = arbiter.application_modules(set(sys.modules) - loaded_before)
+    return arbiter.run(app, handler, config, app_modules)

@@ -336,6 +336,21 @@ class _ImportPath(_Kind):
         return obj
 
 
+class _Optional(_Kind):
+    """Another kind, or unset: none (or an empty string) means the knob is off."""
+
+    def __init__(self, kind: _Kind) -> None:
+        self.kind, self.metavar = kind, kind.metavar
+
+    def __call__(self, value: Any) -> Any:
+        if value is None or _is_word(value, "none", ""):
+            return None
+        return self.kind(value)
+
+    def show(self, value: Any) -> str:
+        return "none" if value is None else self.kind.show(value)
+
+
 def _is_word(value: object, *words: str) -> bool:
     return isinstance(value, str) and value.strip().lower() in words
 
@@ -671,6 +686,72 @@ class Config:
             _Choice("debug", "info", "warning", "error"),
             "Level of the log messages written to stderr by the fastws logger.",
             example="debug",
+        ),
+    )
+
+    workers: int = field(
+        default=os.cpu_count() or 1,
+        metadata=_knob(
+            _Int(0),
+            "Worker processes forked by a master that binds the socket, supervises them and"
+            " handles TERM/INT/QUIT/HUP/TTIN/TTOU; 1 keeps the master with one worker, 0 serves"
+            " in a single process without a master.",
+            example="13",
+            unset="number of CPUs",
+        ),
+    )
+    socket_mode: str = field(
+        default="reuseport",
+        metadata=_knob(
+            _Choice("reuseport", "shared"),
+            "How workers share the TCP port: reuseport gives each worker slot its own"
+            " SO_REUSEPORT socket (the kernel spreads connections evenly), shared has every"
+            " worker accept from one socket. The master creates the sockets either way.",
+            example="shared",
+        ),
+    )
+    uds: str | None = field(
+        default=None,
+        metadata=_knob(
+            _Optional(_Text("PATH")),
+            "Listen on this Unix domain socket path instead of host and port.",
+            example="/tmp/fastws.sock",
+        ),
+    )
+    fd: int | None = field(
+        default=None,
+        metadata=_knob(
+            _Optional(_Int(0, metavar="FD")),
+            "Listen on an already-bound socket inherited as this file descriptor (from systemd"
+            " or a parent process) instead of host and port.",
+            example="3",
+        ),
+    )
+    worker_timeout: float | None = field(
+        default=30.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "A worker whose event loop writes no heartbeat for this long is killed and"
+            " replaced; off (or 0) disables the check.",
+            example="10s",
+        ),
+    )
+    graceful_timeout: float = field(
+        default=30.0,
+        metadata=_knob(
+            _Duration(),
+            "On TERM/INT or a reload, time workers have to finish the close handshakes (Close"
+            " 1001) with their clients before they are stopped.",
+            example="5s",
+        ),
+    )
+    max_connections: int | None = field(
+        default=None,
+        metadata=_knob(
+            _Optional(_Int(1)),
+            "Connections one worker holds at most; further handshakes get 503 with Retry-After."
+            " none means no limit but the open-file limit.",
+            example="1000",
         ),
     )
 

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any, cast
 
+from .process.counters import BYTES_IN, BYTES_OUT, MESSAGES_IN, MESSAGES_OUT
+from .process.counters import values as _stats
 from .protocol.connection import Close, Connection, Failure, Pong, State
 from .protocol.frames import CloseCode, Opcode
 
@@ -184,6 +186,7 @@ class WebSocket(asyncio.BufferedProtocol):
             self._handshake_data(self._rbuf[:nbytes])
             return
         conn = self._conn
+        _stats[BYTES_IN] += nbytes
         if self._direct:
             conn.payload_written(nbytes)
         else:
@@ -313,6 +316,7 @@ class WebSocket(asyncio.BufferedProtocol):
         events = conn.events
         conn.events = []
         queue = self._queue
+        _stats[MESSAGES_IN] += len(events)  # minus the control events, below
         for event in events:
             kind = type(event)
             if kind is str or kind is bytes:
@@ -326,8 +330,10 @@ class WebSocket(asyncio.BufferedProtocol):
                     continue  # closing: nobody will read past a full queue, and we must read
                 queue.append(event)  # type: ignore[arg-type]
             elif kind is Pong:
+                _stats[MESSAGES_IN] -= 1
                 self._pong(event.payload)  # type: ignore[union-attr]
             else:
+                _stats[MESSAGES_IN] -= 1
                 self._peer_closed(event)  # type: ignore[arg-type]
         if conn.out:
             transport = self._transport
@@ -411,10 +417,13 @@ class WebSocket(asyncio.BufferedProtocol):
         if transport is None or conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         frame = conn.send_data(opcode, payload)
+        _stats[MESSAGES_OUT] += 1
         if type(frame) is bytes:
             transport.write(frame)
+            _stats[BYTES_OUT] += len(frame)
         else:
             transport.writelines(frame)  # type: ignore[arg-type]
+            _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
         if self._writing_paused:
             await self._wait_drain()
 
@@ -454,10 +463,13 @@ class WebSocket(asyncio.BufferedProtocol):
         if transport is None or self._conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         frame = self._conn.send_data(opcode, payload, fin)
+        _stats[MESSAGES_OUT] += fin
         if type(frame) is bytes:
             transport.write(frame)
+            _stats[BYTES_OUT] += len(frame)
         else:
             transport.writelines(frame)  # type: ignore[arg-type]
+            _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
         if self._writing_paused:
             await self._wait_drain()
 

@@ -17,6 +17,7 @@ import pytest
 from fastws import cli
 from fastws.apps.echo import echo
 from fastws.config import Config
+from fastws.process import arbiter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,11 +64,18 @@ def restore_logging_and_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Config]]:
-    """Stand in for fastws.server.run so main() returns instead of serving forever."""
+    """Stand in for fastws.server.run and the master (fastws.process.arbiter.run), so main()
+    returns instead of serving forever."""
     calls: list[tuple[Any, Config]] = []
     server = types.ModuleType("fastws.server")
     server.run = lambda handler, config: calls.append((handler, config))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fastws.server", server)
+
+    def run_master(app: str, handler: Any, config: Config, app_modules: Any = ()) -> int:
+        calls.append((handler, config))
+        return 0
+
+    monkeypatch.setattr(arbiter, "run", run_master)
     return calls
 
 
@@ -106,6 +114,20 @@ def test_main_runs_the_echo_app_with_the_parsed_config(
     [(handler, config)] = fake_run
     assert handler is echo
     assert config == Config(port=0, max_message_size=1024**2)
+
+
+def test_workers_0_serves_in_this_process_and_1_keeps_the_master(
+    fake_run: list[tuple[Any, Config]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workers 0 runs fastws.server.run here; any other count goes through the master."""
+    masters: list[int] = []
+    monkeypatch.setattr(
+        arbiter, "run", lambda app, handler, config, modules=(): masters.append(config.workers)
+    )
+    assert cli.main(["serve", "--workers", "0"]) == 0
+    assert [config.workers for _, config in fake_run] == [0]
+    cli.main(["serve", "--workers", "1"])
+    assert masters == [1]
 
 
 def test_main_flag_beats_env_and_env_beats_default(

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 import pickle
 from collections.abc import Callable
 from typing import Any, cast
@@ -160,6 +161,13 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.ping_timeout == 20.0
     assert config.loop == "auto"
     assert config.log_level == "info"
+    assert config.workers == (os.cpu_count() or 1)
+    assert config.socket_mode == "reuseport"
+    assert config.uds is None
+    assert config.fd is None
+    assert config.worker_timeout == 30.0
+    assert config.graceful_timeout == 30.0
+    assert config.max_connections is None
 
 
 def test_config_is_frozen() -> None:

@@ -11,6 +11,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..process import counters
 from ..protocol.deflate import DeflateOptions, PerMessageDeflate, negotiate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
@@ -33,9 +34,18 @@ __all__ = ["ServerProtocol"]
 
 logger = logging.getLogger("fastws")
 
+#: Plain HTTP GET routes answered on the WebSocket port (a request without Upgrade).
+_HTTP_ROUTES = frozenset({"/healthz", "/metrics"})
+#: A worker at max_connections: try again soon, probably on another worker.
+_BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable\n")
+
+
 
 class ServerProtocol(WebSocket):
     """A connection accepted by a `Server`; the handler sees it as a `WebSocket`."""
+
+    #: Set when the server stops during this connection's handshake: close once it is open.
+    _close_on_open: tuple[int, str] | None = None
 
     def __init__(self, server: Server) -> None:
         config = server.config
@@ -73,6 +83,9 @@ class ServerProtocol(WebSocket):
             self._handshake_timer = None
         super().connection_lost(exc)
         self._server._connections.discard(self)
+        if self._open:
+            counters.values[counters.CONNECTIONS_OPEN] -= 1
+            counters.values[counters.close_index(self.close_code or CloseCode.ABNORMAL)] += 1
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
@@ -93,11 +106,19 @@ class ServerProtocol(WebSocket):
             return
         self._parser = None
         self.request = request
+        if request.path in _HTTP_ROUTES and "Upgrade" not in request.headers:
+            self._answer_http(request.path)
+            return
         try:
             key = check_upgrade(request)
             check_origin(request, self._server.config.origins)
         except HandshakeError as exc:
             self._reject(exc.response(), f"{exc.status} {exc.reason}")
+            return
+        limit = self._server.config.max_connections
+        if limit is not None and counters.values[counters.CONNECTIONS_OPEN] >= limit:
+            counters.values[counters.BUSY] += 1
+            self._reject(_BUSY, f"503 max_connections ({limit}) reached")
             return
         hook = self._server.config.process_request
         if hook is None:
@@ -106,6 +127,7 @@ class ServerProtocol(WebSocket):
         try:
             answer = hook(request)
         except Exception:
+            counters.values[counters.ERRORS] += 1
             logger.exception("process_request failed for %s", request.path)
             self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
             return
@@ -120,6 +142,7 @@ class ServerProtocol(WebSocket):
         try:
             response = await answer
         except Exception:
+            counters.values[counters.ERRORS] += 1
             logger.exception("process_request failed for %s", request.path)
             self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
             return
@@ -136,6 +159,28 @@ class ServerProtocol(WebSocket):
         else:
             self._reject(response, f"{response.status} from process_request")
 
+    def _answer_http(self, path: str) -> None:
+        """Plain HTTP GET /healthz or /metrics (no Upgrade header): the whole server's state."""
+        from ..process import metrics  # only the monitoring path needs it
+
+        self._parser = None
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        counters.values[counters.HTTP_REQUESTS] += 1
+        board = self._server.scoreboard
+        if board is not None:
+            board.beat(self._server.scoreboard_slot)  # this worker's own counts: up to date
+        snap = metrics.snapshot(board)
+        if path == "/metrics":
+            body, kind = metrics.prometheus(snap), metrics.CONTENT_TYPE
+        else:
+            body, kind = metrics.healthz(snap), "application/json"
+        response = Response(200, headers=[("Content-Type", kind)], body=body.encode())
+        if self._transport is not None:
+            self._transport.write(response.serialize())
+            self._transport.close()
+
     def _reject(self, response: Response, why: str) -> None:
         """Answer with an HTTP error instead of upgrading, then close."""
         self._parser = None
@@ -143,6 +188,7 @@ class ServerProtocol(WebSocket):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         logger.info("handshake from %s refused: %s", self._peer(), why)
+        counters.values[counters.HANDSHAKES_REFUSED] += 1
         transport = self._transport
         if transport is not None:
             transport.write(response.serialize())
@@ -157,8 +203,12 @@ class ServerProtocol(WebSocket):
         self.subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
         extensions = self._negotiate_compression(request)
         self._transport.write(accept_response(key, self.subprotocol, extensions).serialize())
+        counters.values[counters.HANDSHAKES] += 1
+        counters.values[counters.CONNECTIONS_OPEN] += 1
         self._handler_task = self._loop.create_task(self._run_handler())
         self._opened(leftover)
+        if self._close_on_open is not None:
+            self._loop.create_task(self.close(*self._close_on_open))
 
     def _negotiate_compression(self, request: Request) -> str | None:
         """Accept the client's first valid permessage-deflate offer, if compression is on."""
@@ -194,6 +244,7 @@ class ServerProtocol(WebSocket):
         except ConnectionClosed:
             pass
         except Exception:
+            counters.values[counters.ERRORS] += 1
             logger.exception("handler failed for %s from %s", self.request_path, self._peer())
             await self.close(CloseCode.INTERNAL_ERROR)
             return
@@ -204,10 +255,11 @@ class ServerProtocol(WebSocket):
         return self.request.path if self.request is not None else "?"
 
     def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
-        """Start closing for a server stop: Close `code` to open connections, drop the rest."""
+        """Start closing for a server stop: Close `code` to open connections; a handshake in
+        progress completes first (a reload must not fail a connection attempt it accepted)."""
         if self._transport is None:
             return
         if not self._open:
-            self._transport.abort()
+            self._close_on_open = (code, reason)  # the handshake timeout still bounds the wait
         else:
             self._loop.create_task(self.close(code, reason))

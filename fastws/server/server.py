@@ -31,6 +31,10 @@ Handler = Callable[[Any], Awaitable[None]]
 class Server:
     """A listening WebSocket server running `handler(ws)` for each connection."""
 
+    #: Set by a worker process: the shared page /metrics reads (None: this process alone).
+    scoreboard: Any = None
+    scoreboard_slot: int = 0
+
     def __init__(
         self,
         handler: Handler,

@@ -1,0 +1,107 @@
+"""The per-message path of `WebSocket` (receive dispatch and send), fed without sockets.
+
+`test_receive.py` measures the protocol core; this measures what the I/O layer adds on top of
+it per message: `buffer_updated` -> `_dispatch` -> queue, and `send()` -> framing -> transport.
+
+pytest bench/micro -k dispatch --benchmark-enable --benchmark-only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fastws.protocol.frames import encode_header
+from fastws.protocol.mask import unmask
+from fastws.websocket import WebSocket
+
+BATCH = 1000
+
+
+class NullTransport:
+    """Just enough of a transport for the data path: writes go nowhere."""
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def writelines(self, data: Any) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def client_frame(payload: bytes) -> bytes:
+    key = os.urandom(4)
+    return encode_header(1, len(payload), fin=True, mask=key) + unmask(payload, key)
+
+
+@pytest.fixture
+def ws() -> Iterator[WebSocket]:
+    loop = asyncio.new_event_loop()
+
+    async def make() -> WebSocket:
+        return WebSocket(
+            max_message_size=1 << 20,
+            max_frame_size=None,
+            max_fragments=1000,
+            max_queue=1 << 30,  # never pause reading: the queue is emptied by the benchmark
+            write_limit=1 << 20,
+            close_timeout=1.0,
+            ping_interval=None,
+            ping_timeout=None,
+            client=False,
+        )
+
+    sock = loop.run_until_complete(make())
+    sock.connection_made(NullTransport())  # type: ignore[arg-type]
+    sock._opened(b"")
+    yield sock
+    loop.close()
+
+
+def _receive(ws: WebSocket, data: bytes) -> int:
+    buf = ws.get_buffer(-1)
+    buf[: len(data)] = data
+    ws.buffer_updated(len(data))
+    n = len(ws._queue)
+    ws._queue.clear()
+    return n
+
+
+def test_dispatch_batch(benchmark: Any, ws: WebSocket) -> None:
+    """1,000 pipelined 64-byte text frames in one read: cost per message = mean / 1000."""
+    data = b"".join(client_frame(b"x" * 64) for _ in range(BATCH))
+    assert benchmark(_receive, ws, data) == BATCH
+
+
+def test_dispatch_one(benchmark: Any, ws: WebSocket) -> None:
+    """One 64-byte text frame per read: the request/response case."""
+    data = client_frame(b"x" * 64)
+    assert benchmark(_receive, ws, data) == 1
+
+
+def _send_batch(ws: WebSocket, payload: bytes) -> None:
+    coro = ws.send
+    for _ in range(BATCH):
+        with contextlib.suppress(StopIteration):
+            coro(payload).send(None)
+
+
+def test_send_small(benchmark: Any, ws: WebSocket) -> None:
+    """1,000 sends of a 64-byte binary message (no backpressure): cost per send = mean / 1000."""
+    benchmark(_send_batch, ws, b"y" * 64)

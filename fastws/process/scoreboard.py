@@ -1,0 +1,148 @@
+"""The scoreboard: one shared memory mapping with a slot per worker process.
+
+The master maps it (anonymous, MAP_SHARED) before forking, so every worker sees the same pages.
+Each live worker is the only writer of its own slot: a heartbeat (CLOCK_MONOTONIC, which is
+the same clock in every process), its state, a one-line message (why it failed to boot) and its
+counters. The master reads the heartbeats to find stuck workers; any worker reads all slots to
+answer /metrics for the whole server. Slot 0 belongs to the master: when a worker exits, the
+master adds the worker's last counters into it (so totals never go backwards) and frees the slot.
+
+No locks: a reader may see one slot half-updated (a counter from before the update next to one
+from after); each 8-byte field is written whole, which is all a metrics reader needs.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+
+from . import counters
+
+__all__ = ["BOOTING", "FREE", "READY", "STOPPING", "Scoreboard", "SlotView"]
+
+FREE, BOOTING, READY, STOPPING = range(4)
+STATE_NAMES = ("free", "booting", "ready", "stopping")
+
+_HEAD = struct.Struct("=qqqdd")  # pid, state, listener index, started (wall clock), heartbeat
+_MESSAGE_SIZE = 160
+_COUNTERS = struct.Struct(f"={counters.SIZE}q")
+_SLOT_SIZE = -(-(_HEAD.size + _MESSAGE_SIZE + _COUNTERS.size) // 64) * 64  # cache-line aligned
+_COUNTERS_AT = _HEAD.size + _MESSAGE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    """A copy of one slot, as read at one moment."""
+
+    slot: int
+    pid: int
+    state: int
+    listener: int
+    started: float
+    heartbeat: float
+    message: str
+    values: tuple[int, ...]
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.state] if 0 <= self.state < len(STATE_NAMES) else "?"
+
+
+class Scoreboard:
+    """`slots` worker slots plus the master's slot 0, in one shared anonymous mapping."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        # Pages are committed only when written: unused slots cost address space only.
+        self._map = mmap.mmap(-1, (slots + 1) * _SLOT_SIZE, flags=mmap.MAP_SHARED)
+
+    def close(self) -> None:
+        self._map.close()
+
+    # -- the master ------------------------------------------------------------------------
+
+    def claim(self, listener: int) -> int:
+        """Reserve a free slot for a worker about to be forked (the master does this)."""
+        for slot in range(1, self.slots + 1):
+            if self._head(slot)[1] == FREE:
+                now = time.monotonic()
+                self._write_head(slot, 0, BOOTING, listener, time.time(), now)
+                self._set_message(slot, "")
+                _COUNTERS.pack_into(
+                    self._map, slot * _SLOT_SIZE + _COUNTERS_AT, *[0] * counters.SIZE
+                )
+                return slot
+        raise RuntimeError(f"all {self.slots} scoreboard slots are in use")
+
+    def retire(self, slot: int) -> None:
+        """The worker in `slot` has exited: fold its counters into slot 0, free its slot."""
+        values = self._values(slot)
+        total = list(self._values(0))
+        for i, name in enumerate(counters.NAMES):
+            if name not in counters.GAUGES:
+                total[i] += values[i]
+        for i in range(len(counters.NAMES), counters.SIZE):
+            total[i] += values[i]
+        _COUNTERS.pack_into(self._map, _COUNTERS_AT, *total)
+        self._write_head(slot, 0, FREE, 0, 0.0, 0.0)
+
+    # -- a worker (only ever its own slot) --------------------------------------------------
+
+    def set_pid(self, slot: int, pid: int) -> None:
+        struct.pack_into("=q", self._map, slot * _SLOT_SIZE, pid)
+
+    def beat(self, slot: int, state: int | None = None) -> None:
+        """Publish this process's counters and a fresh heartbeat (and optionally a new state)."""
+        base = slot * _SLOT_SIZE
+        _COUNTERS.pack_into(self._map, base + _COUNTERS_AT, *counters.values)
+        if state is not None:
+            struct.pack_into("=q", self._map, base + 8, state)
+        struct.pack_into("=d", self._map, base + 32, time.monotonic())
+
+    def fail(self, slot: int, message: str) -> None:
+        """Say why this worker is about to exit (the master logs it)."""
+        self._set_message(slot, message)
+
+    # -- anyone ---------------------------------------------------------------------------
+
+    def read(self, slot: int) -> SlotView:
+        pid, state, listener, started, heartbeat = self._head(slot)
+        raw = self._map[slot * _SLOT_SIZE + _HEAD.size : slot * _SLOT_SIZE + _COUNTERS_AT]
+        message = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return SlotView(slot, pid, state, listener, started, heartbeat, message, self._values(slot))
+
+    def workers(self) -> list[SlotView]:
+        """Every slot in use by a worker."""
+        views = []
+        for slot in range(1, self.slots + 1):
+            if self._head(slot)[1] != FREE:
+                views.append(self.read(slot))
+        return views
+
+    def totals(self) -> list[int]:
+        """Counters of the whole server: exited workers (slot 0) plus the live ones."""
+        total = list(self._values(0))
+        for view in self.workers():
+            for i, value in enumerate(view.values):
+                total[i] += value
+        return total
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def _head(self, slot: int) -> tuple[int, int, int, float, float]:
+        return _HEAD.unpack_from(self._map, slot * _SLOT_SIZE)
+
+    def _write_head(
+        self, slot: int, pid: int, state: int, listener: int, started: float, beat: float
+    ) -> None:
+        _HEAD.pack_into(self._map, slot * _SLOT_SIZE, pid, state, listener, started, beat)
+
+    def _values(self, slot: int) -> tuple[int, ...]:
+        return _COUNTERS.unpack_from(self._map, slot * _SLOT_SIZE + _COUNTERS_AT)
+
+    def _set_message(self, slot: int, message: str) -> None:
+        data = message.encode("utf-8", "replace")[: _MESSAGE_SIZE - 1]
+        start = slot * _SLOT_SIZE + _HEAD.size
+        self._map[start : start + _MESSAGE_SIZE] = data.ljust(_MESSAGE_SIZE, b"\0")

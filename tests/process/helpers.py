@@ -1,0 +1,100 @@
+"""Helpers for the process tests: worker pids from /proc, /metrics over HTTP, polling."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
+
+
+def children(pid: int) -> set[int]:
+    """Live (non-zombie) direct children of `pid`, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def workers(server: Any, count: int, timeout: float = 10.0) -> set[int]:
+    """Wait until the master has exactly `count` workers serving; return their pids."""
+
+    def ready() -> set[int] | None:
+        pids = children(server.pid)
+        if len(pids) != count:
+            return None
+        info = metrics(server)
+        serving = {
+            int(dict(labels)["worker"])
+            for name, labels in info
+            if name == "fastws_worker_info" and dict(labels)["state"] == "ready"
+        }
+        return pids if serving == pids else None
+
+    return wait_for(ready, timeout, f"{count} workers serving")
+
+
+def http_get(server: Any, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP GET with the standard library's client."""
+    request = urllib.request.Request(f"http://{server.host}:{server.port}{path}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def metrics(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics, parsed: {(name, sorted labels): value}."""
+    status, _, body = http_get(server, "/metrics")
+    assert status == 200, body
+    samples = {}
+    for line in body.decode().splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            name, labels, value = match.groups()
+            pairs = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', labels or "")))
+            samples[(name, pairs)] = float(value)
+    return samples
+
+
+def total(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
