@@ -4,7 +4,7 @@ Fixtures
 --------
 ``site``      the test pages (tests/browser/static/) over HTTP on 127.0.0.1 (package scope).
 ``chromium``  Debian's Chromium driven by Playwright for Python (package scope).
-``page``      a fresh Chromium page showing static/index.html: ``window.wsTests`` is
+``page``      a Chromium page (module scope) on static/index.html: ``window.wsTests`` is
               static/wsclient.mjs, ``window.inWorker(name, ...args)`` runs one of its functions
               in a Web Worker.
 ``headless``  ``headless("chromium" | "firefox", url)``: a browser without a driver on a page
@@ -35,6 +35,7 @@ import pytest
 
 from tests.browser.checks import MAX_MESSAGE_SIZE
 from tests.browser.site import TestSite
+from tests.conftest import _server_factory
 
 if TYPE_CHECKING:
     from tests.conftest import ServerFactory, ServerProcess
@@ -85,8 +86,10 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture
-def page(chromium: Any, site: TestSite, request: pytest.FixtureRequest) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def page(chromium: Any, site: TestSite) -> Iterator[Any]:
+    """One page per test module (wsclient.mjs's functions keep no state between calls); what
+    it logged to its console is printed if a test fails."""
     context = chromium.new_context()
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
@@ -95,11 +98,21 @@ def page(chromium: Any, site: TestSite, request: pytest.FixtureRequest) -> Itera
     page.on("pageerror", lambda error: console.append(f"page error: {error}"))
     page.goto(site.url_for("/index.html"))
     page.wait_for_function("window.ready === true")
+    page.console_messages = console
     try:
         yield page
     finally:
         context.close()
-        request.node.add_report_section("teardown", "browser console", "\n".join(console))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the page's console to the report of a failed test that used it."""
+    report = yield
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.failed and page is not None:
+        report.sections.append(("browser console", "\n".join(page.console_messages)))
+    return report
 
 
 # --- Firefox ESR, without a WebDriver -------------------------------------------------------
@@ -316,34 +329,41 @@ def node() -> list[str]:
     )
 
 
-# --- servers the clients talk to (module scope: started once per test module) ----------------
+# --- servers the clients talk to (package scope: started once for tests/browser) -------------
 
 
-@pytest.fixture(scope="module")
-def echo(start_module_server: ServerFactory) -> ServerProcess:
+@pytest.fixture(scope="package")
+def start_package_server(_server_log_dir: Path) -> Iterator[ServerFactory]:
+    """Like tests/conftest.py's start_module_server, for servers all the browser tests share."""
+    with _server_factory(_server_log_dir) as start:
+        yield start
+
+
+@pytest.fixture(scope="package")
+def echo(start_package_server: ServerFactory) -> ServerProcess:
     """The echo app, with room for the largest message of checks.SIZES."""
-    return start_module_server(max_message_size=MAX_MESSAGE_SIZE)
+    return start_package_server(max_message_size=MAX_MESSAGE_SIZE)
 
 
-@pytest.fixture(scope="module")
-def subprotocol_server(start_module_server: ServerFactory) -> ServerProcess:
+@pytest.fixture(scope="package")
+def subprotocol_server(start_package_server: ServerFactory) -> ServerProcess:
     """Supports "chat" then "superchat"; the handler first sends what it negotiated."""
-    return start_module_server("tests.apps:report_subprotocol", subprotocols=["chat", "superchat"])
+    return start_package_server("tests.apps:report_subprotocol", subprotocols=["chat", "superchat"])
 
 
-@pytest.fixture(scope="module")
-def close_log_server(start_module_server: ServerFactory) -> ServerProcess:
+@pytest.fixture(scope="package")
+def close_log_server(start_package_server: ServerFactory) -> ServerProcess:
     """Echoes, and logs the close code and reason its handler saw."""
-    return start_module_server("tests.apps:log_close")
+    return start_package_server("tests.apps:log_close")
 
 
-@pytest.fixture(scope="module")
-def compressed_echo(start_module_server: ServerFactory) -> ServerProcess:
+@pytest.fixture(scope="package")
+def compressed_echo(start_package_server: ServerFactory) -> ServerProcess:
     """The echo app with permessage-deflate on."""
-    return start_module_server(max_message_size=MAX_MESSAGE_SIZE, compression="deflate")
+    return start_package_server(max_message_size=MAX_MESSAGE_SIZE, compression="deflate")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def suite_urls(
     echo: ServerProcess,
     subprotocol_server: ServerProcess,

@@ -256,12 +256,15 @@ export async function suite(urls, sizes) {
       text: await textRoundTrips(urls.compressed),
     }),
   };
+  report.ms = {};
   for (const [name, run] of Object.entries(parts)) {
+    const started = Date.now();
     try {
       report[name] = await run();
     } catch (error) {
       report[name] = { error: String(error && error.stack ? error.stack : error) };
     }
+    report.ms[name] = Date.now() - started;
   }
   return report;
 }
