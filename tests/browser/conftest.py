@@ -59,9 +59,9 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def executable(path: str, install: str) -> str:
+def executable(path: str, install: str, variable: str) -> str:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        unavailable(f"{path} not found: {install} (.ci/run does), or set its FASTWS_TEST_* path")
+        unavailable(f"{path} not found: {install} (.ci/run does), or set {variable}")
     return path
 
 
@@ -75,7 +75,7 @@ def site() -> Iterator[TestSite]:
 @pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     """A headless Chromium, shared by the package's tests (each test gets its own context)."""
-    path = executable(CHROMIUM, "apt-get install chromium")
+    path = executable(CHROMIUM, "apt-get install chromium", "FASTWS_TEST_CHROMIUM")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -230,8 +230,8 @@ def _chromium_command(path: str, home: Path, url: str) -> tuple[list[str], dict[
 
 
 BROWSERS = {
-    "chromium": (CHROMIUM, "apt-get install chromium", _chromium_command),
-    "firefox": (FIREFOX, "apt-get install firefox-esr", _firefox_command),
+    "chromium": (CHROMIUM, "apt-get install chromium", "FASTWS_TEST_CHROMIUM", _chromium_command),
+    "firefox": (FIREFOX, "apt-get install firefox-esr", "FASTWS_TEST_FIREFOX", _firefox_command),
 }
 
 
@@ -245,8 +245,8 @@ def headless(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str], An
     with tempfile.TemporaryDirectory(prefix="fastws-browser-") as tmp:
 
         def run(browser: str, url: str) -> subprocess.Popen[bytes]:
-            default, install, command = BROWSERS[browser]
-            path = executable(default, install)
+            default, install, variable, command = BROWSERS[browser]
+            path = executable(default, install, variable)
             home = Path(tmp) / f"{browser}{len(started)}"
             home.mkdir()
             argv, extra_env = command(path, home, url)

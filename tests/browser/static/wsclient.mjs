@@ -207,36 +207,43 @@ export async function closeWith(url, code, reason) {
 }
 
 /** Backpressure: the server's handler reads nothing on `holdUrl` until a connection is made to
- * `releaseUrl`. Send `total` bytes, wait until bufferedAmount stops moving while the server
- * holds (the browser cannot send: the server applies backpressure), release, then wait until
- * bufferedAmount drains to 0 and the server says it got every byte. */
-export async function backpressure(holdUrl, releaseUrl, chunk, count) {
+ * `releaseUrl`. Keep sending `chunk`-byte messages whenever bufferedAmount is low, until it
+ * stops moving above 0 (the browser cannot send: the server applies backpressure) or `limit`
+ * bytes are sent; release the handler, then check that bufferedAmount drains to 0 and the
+ * server says it got every byte. Adapts to however much the TCP buffers absorb. */
+export async function backpressure(holdUrl, releaseUrl, chunk, limit) {
   const client = await connect(holdUrl);
+  const ws = client.ws;
   const payload = pattern(chunk);
-  for (let i = 0; i < count; i++) client.ws.send(payload);
-  client.ws.send("done");
-  const afterSend = client.ws.bufferedAmount;
-  // Stalled: the same non-zero value over several samples 50 ms apart.
+  let sent = 0;
   let stalled = null;
   let previous = -1;
   let same = 0;
-  const deadline = Date.now() + 10000;
+  const deadline = Date.now() + TIMEOUT_MS / 2;
   while (Date.now() < deadline) {
+    if (ws.bufferedAmount < 2 * chunk && sent < limit) {
+      ws.send(payload); // bufferedAmount only goes down once this task yields
+      sent += chunk;
+      same = 0;
+      previous = -1;
+      continue;
+    }
     await new Promise((resolve) => setTimeout(resolve, 50));
-    const now = client.ws.bufferedAmount;
+    const now = ws.bufferedAmount;
     same = now === previous ? same + 1 : 0;
     previous = now;
-    if (now === 0 || same >= 4) {
-      stalled = now;
+    if (same >= 4 && (now > 0 || sent >= limit)) {
+      stalled = now; // the same value over 200 ms
       break;
     }
   }
+  ws.send("done");
   const release = await connect(releaseUrl);
   await release.closed;
   const reply = JSON.parse(await client.recv());
-  const drained = client.ws.bufferedAmount;
+  const drained = ws.bufferedAmount;
   const close = await client.close(1000);
-  return { sent: chunk * count, afterSend, stalled, drained, reply, close };
+  return { sent, messages: sent / chunk, stalled, drained, reply, close };
 }
 
 /** Everything the browser-independent checks cover, for clients driven without a WebDriver
