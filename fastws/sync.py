@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from .message import Message
 from .protocol.connection import (
     DEFAULT_MAX_FRAGMENTS,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -69,7 +70,7 @@ __all__ = [
     "connect",
 ]
 
-RECEIVE_BUFFER_SIZE = 256 * 1024
+RECEIVE_SIZE = 64 * 1024  # most bytes one read asks for
 _OK_CODES = frozenset((CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS))
 
 
@@ -140,7 +141,6 @@ class ClientConnection:
         #: Whether permessage-deflate was agreed.
         self.compressed = deflate is not None
         self._messages: deque[str | bytes] = deque()
-        self._rbuf = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
         self._read_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = threading.Event()  # TCP is closed (or about to be): nothing more comes
@@ -178,9 +178,12 @@ class ClientConnection:
                 if n:
                     conn.payload_written(n)
             else:
-                n = self.socket.recv_into(self._rbuf)
+                # A fresh bytes per read rather than a buffer per connection: an idle
+                # connection then holds no receive buffer (10,000 of them would hold GBs).
+                data = self.socket.recv(RECEIVE_SIZE)
+                n = len(data)
                 if n:
-                    conn.receive_data(self._rbuf[:n])
+                    conn.receive_data(data)
         except OSError:
             n = 0  # reset by the peer, or closed by another thread: same as EOF here
         if not n:
@@ -199,7 +202,10 @@ class ClientConnection:
         events = conn.events
         conn.events = []
         for event in events:
-            if isinstance(event, str | bytes):
+            if isinstance(event, Message):  # a large binary message: this API returns bytes
+                with event:
+                    self._messages.append(event.tobytes())
+            elif isinstance(event, str | bytes):
                 self._messages.append(event)
             elif isinstance(event, Pong):
                 self._pong(event.payload)
@@ -302,10 +308,12 @@ class ClientConnection:
         with self._send_lock:
             self._check_open()
             frame = self._conn.send_data(opcode, payload)
-            # Client frames are masked into a new bytes object: always a single frame.
-            assert isinstance(frame, bytes)
             try:
-                self.socket.sendall(frame)
+                if type(frame) is bytes:
+                    self.socket.sendall(frame)
+                else:  # (header, masked payload) of a large message: no concatenation
+                    for part in frame:
+                        self.socket.sendall(part)  # type: ignore[arg-type]
             except OSError as exc:
                 raise _closed(self.close_code or CloseCode.ABNORMAL, str(exc)) from exc
 

@@ -8,9 +8,10 @@ rate; the round trip is measured from the id the message carries (`WS echo`).
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from locust import constant_throughput, events, task
+from locust import events, task
 
 from fastws.locust import WebSocketUser
 
@@ -42,7 +43,11 @@ class EchoUser(WebSocketUser):
     def wait_time(self) -> float:
         if self.rate <= 0:
             return 0.0
-        return float(constant_throughput(self.rate)(self))
+        # Poisson arrivals at the mean rate, as independent users make them. Not locust's
+        # constant_throughput: locust starts users in batches (spawn rate users at once, once
+        # a second) and constant pacing keeps each batch in lockstep, so messages arrive in
+        # bursts; a 1,000-user run measured echo p50 20-50 ms that way instead of 0.4-1 ms.
+        return random.expovariate(self.rate)
 
     @task
     def echo(self) -> None:

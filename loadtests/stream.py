@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
-from locust import constant_throughput, events, task
+from locust import events, task
 
 from fastws.locust import WebSocketUser
 
@@ -39,7 +40,11 @@ class StreamUser(WebSocketUser):
     def wait_time(self) -> float:
         if self.rate <= 0:
             return 0.0
-        return float(constant_throughput(self.rate)(self))
+        # Poisson arrivals at the mean rate, as independent users make them. Not locust's
+        # constant_throughput: locust starts users in batches (spawn rate users at once, once
+        # a second) and constant pacing keeps each batch in lockstep, so messages arrive in
+        # bursts; a 1,000-user run measured echo p50 20-50 ms that way instead of 0.4-1 ms.
+        return random.expovariate(self.rate)
 
     @task
     def stream(self) -> None:
