@@ -256,6 +256,47 @@ def test_buffered_amount_drains_after_backpressure(page: Any, start_server: Serv
 
 
 # ---------------------------------------------------------------------------------------------
+# Keepalive, request target
+# ---------------------------------------------------------------------------------------------
+
+
+def test_browser_pongs_satisfy_keepalive(page: Any, start_server: ServerFactory) -> None:
+    """fastws' keepalive pings (every 100 ms, 500 ms to answer) are answered by the browser on
+    its own: an idle page's connection stays open and usable, then closes cleanly."""
+    server = start_server(ping_interval="100ms", ping_timeout="500ms")
+    report = page.evaluate(
+        """async (url) => {
+            const client = await window.wsTests.connect(url);
+            await new Promise((resolve) => setTimeout(resolve, 1200));
+            client.ws.send("still here");
+            const echoed = await client.recv();
+            return { echoed, close: await client.close(1000) };
+        }""",
+        server.url,
+    )
+    assert report["echoed"] == "still here", report
+    check_clean_close(report["close"], 1000)
+    assert "keepalive" not in server.stderr(), server.stderr()
+
+
+def test_request_target_as_sent(page: Any, start_server: ServerFactory) -> None:
+    """A path and query with spaces and non-ASCII characters reach the handler as the browser
+    percent-encoded them."""
+    server = start_server("tests.apps:report_request")
+    report = page.evaluate(
+        """async (url) => {
+            const client = await window.wsTests.connect(url);
+            const first = await client.recv();
+            await client.close(1000);
+            return JSON.parse(first);
+        }""",
+        server.url_for("/chat/ünïcode ✓?q=a b&x=é"),
+    )
+    assert report["path"].partition("?")[0] == "/chat/%C3%BCn%C3%AFcode%20%E2%9C%93", report
+    assert report["query"] == "q=a%20b&x=%C3%A9", report
+
+
+# ---------------------------------------------------------------------------------------------
 # The upgrade request as Chromium sends it; extensions
 # ---------------------------------------------------------------------------------------------
 
