@@ -74,7 +74,7 @@ def site() -> Iterator[TestSite]:
 
 @pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
-    """A headless Chromium, shared by the package's tests (each test gets its own context)."""
+    """A headless Chromium, shared by the package's tests (each module gets its own page)."""
     path = executable(CHROMIUM, "apt-get install chromium", "FASTWS_TEST_CHROMIUM")
     try:
         from playwright.sync_api import sync_playwright
