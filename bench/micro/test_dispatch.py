@@ -44,6 +44,12 @@ class NullTransport:
     def resume_reading(self) -> None:
         pass
 
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
 
 def client_frame(payload: bytes) -> bytes:
     key = os.urandom(4)

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import select
 import signal
 import sys
@@ -106,6 +107,7 @@ class Arbiter:
     # -- the main loop -------------------------------------------------------------------
 
     def run(self) -> int:
+        _raise_open_file_limit()
         try:
             self.listeners.open(self.num_workers)
         except OSError as exc:
@@ -417,6 +419,16 @@ class Arbiter:
                     os.close(fd)
             self._pipe = None
         logger.info("master %d exiting", self.pid)
+
+
+def _raise_open_file_limit() -> None:
+    """Every connection is a file descriptor: let the workers (they inherit it) use the hard
+    limit, not the soft one (often 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            logger.debug("open file limit raised from %d to %d", soft, hard)
 
 
 def _describe_status(status: int) -> str:

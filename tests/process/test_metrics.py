@@ -1,0 +1,124 @@
+"""The monitoring side: GET /healthz and /metrics on the WebSocket port, 503 at
+max_connections, and `fastws status`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import websockets
+
+from tests.conftest import REPO_ROOT
+
+from .helpers import http_get, metrics, total, wait_for, workers
+
+
+def test_healthz_answers_for_the_whole_server(start_server: Any) -> None:
+    """GET /healthz (no Upgrade) is plain HTTP 200 with the workers' state, from any worker."""
+    server = start_server(workers=2)
+    workers(server, 2)
+    status, headers, body = http_get(server, "/healthz")
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"status": "ok", "workers": 2, "ready": 2, "connections": 0}
+
+
+def test_metrics_is_prometheus_text_with_worker_labels(start_server: Any) -> None:
+    server = start_server(workers=2)
+    pids = workers(server, 2)
+    status, headers, body = http_get(server, "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    assert "# TYPE fastws_messages_in_total counter" in text
+    assert "# TYPE fastws_connections_open gauge" in text
+    for pid in pids:
+        assert f'fastws_handshakes_total{{worker="{pid}"}}' in text
+    assert "\nfastws_handshakes_total " in text  # the total, without labels
+
+
+def test_a_websocket_to_the_metrics_path_is_still_a_websocket(start_server: Any) -> None:
+    """Only requests without Upgrade are monitoring requests; the app owns every path."""
+    server = start_server(workers=1)
+
+    async def main() -> str:
+        async with websockets.connect(server.url_for("/metrics")) as ws:
+            await ws.send("echo")
+            return str(await ws.recv())
+
+    assert asyncio.run(main()) == "echo"
+
+
+def test_max_connections_answers_503_with_retry_after(start_server: Any) -> None:
+    """Above max_connections per worker, a handshake gets 503 + Retry-After; below, 101."""
+    server = start_server(workers=1, max_connections=3)
+    workers(server, 1)
+
+    async def main() -> None:
+        held = [await websockets.connect(server.url) for _ in range(3)]
+        try:
+            await websockets.connect(server.url)
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == 503
+            assert exc.response.headers["Retry-After"] == "1"
+        else:
+            raise AssertionError("the fourth connection was accepted")
+        await held.pop().close()
+        async with websockets.connect(server.url) as ws:  # room again
+            await ws.send("ok")
+            assert await ws.recv() == "ok"
+        for ws in held:
+            await ws.close()
+
+    asyncio.run(main())
+    samples = wait_for(lambda: (s := metrics(server)) and total(s, "fastws_busy_total") and s)
+    assert total(samples, "fastws_busy_total") == 1
+    assert "503 max_connections (3) reached" in server.stderr()
+
+
+def test_status_prints_a_table_of_workers(start_server: Any) -> None:
+    """`fastws status --port P` shows one row per worker and the totals."""
+    server = start_server(workers=2)
+    pids = workers(server, 2)
+
+    async def main() -> None:
+        async with websockets.connect(server.url) as ws:
+            await ws.send("x")
+            await ws.recv()
+
+    asyncio.run(main())
+    wait_for(lambda: total(metrics(server), "fastws_messages_in_total") == 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "fastws", "status", "--port", str(server.port)],
+        capture_output=True,
+        text=True,
+        env=dict(env, PYTHONPATH=str(REPO_ROOT)),
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["worker", "slot", "state", "uptime"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert {str(pid) for pid in pids} <= set(rows)
+    assert rows["total"][1:4] == ["0", "1", "1"]  # conns, handshakes, msgs in
+    assert lines[-1] == "close codes: 1000: 1"
+
+
+def test_status_without_a_server_fails_with_one_line() -> None:
+    from tests.conftest import free_port
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fastws", "status", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("fastws status: cannot read metrics from 127.0.0.1:")
+    assert len(result.stderr.splitlines()) == 1
