@@ -11,6 +11,7 @@ fastws.run(handler, port=8000)
 
 from .client import connect
 from .config import Config, ConfigError
+from .message import Message, MessageReleased
 from .protocol.frames import CloseCode
 from .protocol.handshake import Headers, Request, Response
 from .server import Server, run, serve
@@ -24,6 +25,8 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "Headers",
+    "Message",
+    "MessageReleased",
     "Request",
     "Response",
     "Server",

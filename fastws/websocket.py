@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
+import os
 import struct
 import time
 import weakref
@@ -21,6 +23,8 @@ from collections import deque
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any, cast
 
+from .buffers import Budget
+from .message import Message
 from .process.counters import BYTES_IN, BYTES_OUT, MESSAGES_IN, MESSAGES_OUT
 from .process.counters import values as _stats
 from .protocol.connection import Close, Connection, Failure, Pong, State
@@ -91,6 +95,8 @@ def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
         return Opcode.TEXT, message.encode()
     if t is bytes or t is bytearray:
         return Opcode.BINARY, message
+    if t is Message:
+        return Opcode.BINARY, message.data
     try:
         view = memoryview(message)  # memoryview, numpy arrays, mmap, array.array...
     except TypeError:
@@ -130,6 +136,7 @@ class WebSocket(asyncio.BufferedProtocol):
         ping_timeout: float | None,
         client: bool,
         write_timeout: float | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._conn = Connection(
@@ -137,6 +144,7 @@ class WebSocket(asyncio.BufferedProtocol):
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
             max_fragments=max_fragments,
+            budget=budget,
         )
         self._max_queue = max_queue
         self._write_limit = write_limit
@@ -147,10 +155,14 @@ class WebSocket(asyncio.BufferedProtocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_size = 0  # outgoing bytes buffered when the stall timer was armed
         self._transport: asyncio.Transport | None = None
+        # Data frames sent in one loop iteration leave in one writev (see _write_data).
+        self._wpending: list[Any] = []
+        self._wpending_size = 0
+        self._flush_scheduled = False
         self._rbuf = receive_buffer(self._loop)
         self._direct = False  # the last get_buffer() handed out a payload destination
         self._open = False  # the opening handshake is done
-        self._queue: deque[str | bytes] = deque()
+        self._queue: deque[str | bytes | Message] = deque()
         self._waiter: asyncio.Future[Any] | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -193,6 +205,8 @@ class WebSocket(asyncio.BufferedProtocol):
             conn.receive_data(self._rbuf[:nbytes])
         if conn.events or conn.out:
             self._dispatch()
+        if conn.blocked:
+            self._wait_for_memory()
 
     def eof_received(self) -> bool | None:
         if self._open:
@@ -223,7 +237,7 @@ class WebSocket(asyncio.BufferedProtocol):
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-        if not self._reading_paused and self._transport is not None:
+        if not self._reading_paused and not self._conn.blocked and self._transport is not None:
             self._transport.resume_reading()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
@@ -309,6 +323,8 @@ class WebSocket(asyncio.BufferedProtocol):
         if leftover:
             self._conn.receive_data(leftover)
             self._dispatch()
+            if self._conn.blocked:
+                self._wait_for_memory()
 
     def _dispatch(self) -> None:
         """Hand the protocol core's events to the application, write what it queued."""
@@ -319,7 +335,7 @@ class WebSocket(asyncio.BufferedProtocol):
         _stats[MESSAGES_IN] += len(events)  # minus the control events, below
         for event in events:
             kind = type(event)
-            if kind is str or kind is bytes:
+            if kind is str or kind is bytes or kind is Message:
                 waiter = self._waiter
                 if waiter is not None and not queue:
                     self._waiter = None
@@ -338,6 +354,7 @@ class WebSocket(asyncio.BufferedProtocol):
         if conn.out:
             transport = self._transport
             if transport is not None:
+                self._flush()
                 transport.writelines(conn.data_to_send())
         if len(queue) >= self._max_queue and not self._reading_paused and conn.state is State.OPEN:
             transport = self._transport
@@ -369,8 +386,31 @@ class WebSocket(asyncio.BufferedProtocol):
         """The next message: `str` for text, `bytes` for binary.
 
         Raises ConnectionClosedOK / ConnectionClosedError once the connection is closed and
-        every message received before has been read.
+        every message received before has been read. A large binary message is copied into
+        its `bytes`; `recv_message()` hands it over without a copy.
         """
+        message = await self._next()
+        if type(message) is Message:
+            with message:
+                return message.tobytes()
+        return message  # type: ignore[return-value]
+
+    async def recv_message(self) -> str | Message:
+        """The next message: `str` for text, a `Message` for binary (no copy; see Message)."""
+        message = await self._next()
+        if type(message) is bytes:
+            return Message(message)
+        return message  # type: ignore[return-value]
+
+    async def messages(self) -> AsyncIterator[str | Message]:
+        """`async for message in ws.messages()`: like `async for`, with `recv_message()`."""
+        while True:
+            try:
+                yield await self.recv_message()
+            except ConnectionClosedOK:
+                return
+
+    async def _next(self) -> str | bytes | Message:
         queue = self._queue
         if queue:
             message = queue.popleft()
@@ -390,7 +430,37 @@ class WebSocket(asyncio.BufferedProtocol):
 
     def _resume_reading(self) -> None:
         self._reading_paused = False
-        if self._transport is not None and not self._writing_paused:  # see pause_writing
+        # see pause_writing and _wait_for_memory
+        if self._transport is not None and not self._writing_paused and not self._conn.blocked:
+            self._transport.resume_reading()
+
+    def _wait_for_memory(self) -> None:
+        """A new large message waits for the worker's message budget: stop reading meanwhile."""
+        transport = self._transport
+        budget = self._conn.budget
+        if transport is None or budget is None:
+            return
+        transport.pause_reading()
+        loop = self._loop
+
+        def wake() -> None:  # Budget.free may run inside a finalizer: only schedule here
+            loop.call_soon(self._retry_memory)
+
+        budget.wait(wake)
+
+    def _retry_memory(self) -> None:
+        conn = self._conn
+        transport = self._transport
+        if transport is None or not conn.blocked:
+            return
+        if not conn.resume():
+            self._wait_for_memory()
+            return
+        if conn.events or conn.out:
+            self._dispatch()
+        if conn.blocked:  # the bytes held back started yet another large message
+            self._wait_for_memory()
+        elif not self._reading_paused and not self._writing_paused and self._transport:
             self._transport.resume_reading()
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
@@ -419,13 +489,69 @@ class WebSocket(asyncio.BufferedProtocol):
         frame = conn.send_data(opcode, payload)
         _stats[MESSAGES_OUT] += 1
         if type(frame) is bytes:
-            transport.write(frame)
+            self._write_data(frame)
             _stats[BYTES_OUT] += len(frame)
         else:
-            transport.writelines(frame)  # type: ignore[arg-type]
+            self._write_data(frame)
             _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
         if self._writing_paused:
             await self._wait_drain()
+
+    def _write_data(self, frame: bytes | tuple[bytes, Any]) -> None:
+        """Write a data frame, batching while the handler works through queued messages.
+
+        While received messages are still queued (pipelined requests), the answers are held
+        and leave together in one writev with the answer to the last one, when the loop
+        iteration ends, or at write_limit: one syscall per batch instead of one per message.
+        A lone message is written at once. Whatever is written straight to the transport
+        must `_flush()` first to keep the order.
+        """
+        pending = self._wpending
+        if type(frame) is bytes:
+            pending.append(frame)
+            self._wpending_size += len(frame)
+        else:
+            pending.extend(frame)
+            self._wpending_size += len(frame[1])  # type: ignore[arg-type]
+        if not self._queue or self._wpending_size >= self._write_limit:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write what `_write_data` held back."""
+        self._flush_scheduled = False
+        pending = self._wpending
+        if not pending:
+            return
+        self._wpending = []
+        self._wpending_size = 0
+        transport = self._transport
+        if transport is not None:
+            if len(pending) == 1:
+                transport.write(pending[0])
+            else:
+                transport.writelines(pending)
+
+    async def send_file(
+        self, path: str | os.PathLike[str], offset: int = 0, count: int | None = None
+    ) -> None:
+        """Send `count` bytes of a file from `offset` as one binary message, without a copy.
+
+        The file is mapped read-only and its pages go to the socket from the page cache; the
+        mapping lives until the transport has written them. The file must not shrink meanwhile.
+        """
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if not 0 <= offset <= size:
+                raise ValueError(f"offset {offset} outside a file of {size} bytes")
+            end = size if count is None else min(size, offset + count)
+            if end == offset:
+                await self.send(b"")
+                return
+            mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        await self.send(memoryview(mapping)[offset:end])
 
     async def send_fragments(self, fragments: Iterable[Any] | AsyncIterable[Any]) -> None:
         """Send one message as several frames, from an (async) iterable of str or bytes.
@@ -465,10 +591,10 @@ class WebSocket(asyncio.BufferedProtocol):
         frame = self._conn.send_data(opcode, payload, fin)
         _stats[MESSAGES_OUT] += fin
         if type(frame) is bytes:
-            transport.write(frame)
+            self._write_data(frame)
             _stats[BYTES_OUT] += len(frame)
         else:
-            transport.writelines(frame)  # type: ignore[arg-type]
+            self._write_data(frame)
             _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
         if self._writing_paused:
             await self._wait_drain()
@@ -498,6 +624,7 @@ class WebSocket(asyncio.BufferedProtocol):
         frame = conn.send_ping(data)
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pings[data] = (fut, time.monotonic())
+        self._flush()
         transport.write(frame)
         return await fut
 
@@ -522,6 +649,7 @@ class WebSocket(asyncio.BufferedProtocol):
         if self._conn.state is not State.OPEN or self._transport is None:
             return
         payload = int(time.monotonic() * 1e6).to_bytes(8, "big")
+        self._flush()
         self._transport.write(self._conn.send_ping(payload))
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pings[payload] = (fut, time.monotonic())
@@ -547,6 +675,7 @@ class WebSocket(asyncio.BufferedProtocol):
         if transport is None:
             return
         if self._conn.state is State.OPEN:
+            self._flush()
             transport.write(self._conn.send_close(code, reason))
         self._conn.state = State.CLOSED
         transport.close()
@@ -558,6 +687,7 @@ class WebSocket(asyncio.BufferedProtocol):
         """
         transport = self._transport
         if transport is not None and self._conn.state is State.OPEN:
+            self._flush()
             transport.write(self._conn.send_close(code, reason))
             self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
             if self._reading_paused:  # the peer's Close may be behind messages nobody reads

@@ -176,3 +176,40 @@ async def close_1011_on_message(ws: Any) -> None:
     async for _ in ws:
         await ws.close(1011, "backend down")
         return
+
+
+def _vm_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+async def digest(ws: Any) -> None:
+    """For each binary message: reply {"size", "sha256", "zero_copy", "rss_held", "rss_after"}:
+    zero_copy says the message came in its own mmap region; rss_* are this process's VmRSS
+    (KiB) while holding it and after release()."""
+    import hashlib
+
+    async for message in ws.messages():
+        if isinstance(message, str):
+            await ws.send(message)
+            continue
+        held = _vm_kib("VmRSS")
+        report = {
+            "size": len(message),
+            "sha256": hashlib.sha256(message.data).hexdigest(),
+            "zero_copy": type(message._buffer).__name__ == "Region",
+        }
+        message.release()
+        report.update(rss_held=held, rss_after=_vm_kib("VmRSS"))
+        await ws.send(json.dumps(report))
+
+
+async def send_file_from_query(ws: Any) -> None:
+    """/?path=P&offset=O&count=C: send that part of file P with ws.send_file, then close."""
+    params = dict(parse_qsl(_query_string(ws.request)))
+    count = int(params["count"]) if "count" in params else None
+    await ws.send_file(params["path"], int(params.get("offset", 0)), count)
+    await ws.close()

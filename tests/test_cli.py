@@ -225,6 +225,9 @@ def test_echo_sends_every_message_back_unchanged() -> None:
             for message in self.incoming:
                 yield message
 
+        def messages(self) -> Any:  # the zero-copy iteration the echo app uses
+            return self.__aiter__()
+
         async def send(self, message: str | bytes) -> None:
             self.sent.append(message)
 

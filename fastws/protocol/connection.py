@@ -22,18 +22,20 @@ header (at most 13 bytes) is ever kept between reads.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from enum import IntEnum
 from typing import Final
 
-from ..buffers import allocate, release
+from ..buffers import MMAP_MIN, Budget, Region, allocate, release, reserve
+from ..message import Message
 from .deflate import PerMessageDeflate, compressed_bound
 from .frames import CloseCode, Opcode, ProtocolError, encode_close, encode_header, parse_close
-from .mask import NUMPY_MIN, unmask, unmask_inplace
+from .mask import NUMPY_MIN, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
-__all__ = ["Close", "Connection", "Failure", "Pong", "State"]
+__all__ = ["Close", "Connection", "Failure", "Message", "Pong", "State"]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 DEFAULT_MAX_FRAGMENTS: Final = 100_000
@@ -82,7 +84,7 @@ class Failure(Close):
         return f"Failure({self.code}, {self.reason!r})"
 
 
-Event = str | bytes | Pong | Close
+Event = str | bytes | Message | Pong | Close
 
 
 class Connection:
@@ -96,6 +98,7 @@ class Connection:
         max_frame_size: int | None = None,
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
         deflate: PerMessageDeflate | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
@@ -111,14 +114,22 @@ class Connection:
         self._ffin = False
         self._fmask: bytes | None = None
         self._fdone = 0  # payload bytes of this frame received so far (= the mask phase)
-        self._target: bytearray | mmap.mmap | None = None  # binary payload destination
+        # A binary frame's payload goes to _target (the message buffer) at _mlen + _fdone.
+        self._target: bytearray | mmap.mmap | None = None
         self._ctrl = b""  # control payload gathered so far
         # The message being assembled from several frames (_mop != 0).
         self._mop = 0
         self._msize = 0
         self._mfrags = 0
         self._decoder: TextDecoder | None = None
-        self._parts: list[bytes | bytearray | mmap.mmap] = []
+        # A binary message is assembled in one buffer: _mlen bytes of _mbuf are filled.
+        self._mbuf: bytearray | Region | None = None
+        self._mlen = 0
+        # Memory for large messages (see buffers.Budget). While a new large message waits
+        # for room, `blocked` is set, nothing is parsed, and the I/O layer stops reading
+        # until `resume()` admits it.
+        self.budget = budget
+        self.blocked = False
         # permessage-deflate (RFC 7692), when negotiated: see the "compression" section.
         self.deflate = deflate
         self._mdeflate = False  # the message being received is compressed
@@ -130,6 +141,9 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Consume bytes from the peer. `data` may be reused by the caller afterwards."""
         if self.state is State.CLOSED:
+            return
+        if self.blocked:
+            self._tail += data
             return
         try:
             self._receive(data)
@@ -200,13 +214,19 @@ class Connection:
             pos += hlen
             fin = b0 & 0x80
             if end - pos < length:
-                self._start_frame(opcode, fin, length, mask)
+                self._start_frame(opcode, fin, length, mask, end - pos)
+                if self.blocked:
+                    self._tail = bytes(data[pos:end])
+                    return
                 pos = self._consume(data, pos, end)
                 continue
             stop = pos + length
             payload = unmask(data[pos:stop], mask) if mask is not None else bytes(data[pos:stop])
             pos = stop
-            if fin and not self._mop and opcode <= Opcode.BINARY and not self._mdeflate:
+            if fin and not self._mop and opcode <= Opcode.BINARY:
+                if self._mdeflate:  # a whole compressed message: one zlib call, no decoder
+                    assert self.deflate is not None
+                    payload = self.deflate.decompress(payload, self.max_message_size, True)
                 events.append(payload if opcode == Opcode.BINARY else payload.decode())
             elif opcode >= Opcode.CLOSE:
                 self._control(opcode, payload)
@@ -280,7 +300,9 @@ class Connection:
         self._msize += length
         return opcode
 
-    def _start_frame(self, opcode: int, fin: int, length: int, mask: bytes | None) -> None:
+    def _start_frame(
+        self, opcode: int, fin: int, length: int, mask: bytes | None, present: int = 0
+    ) -> None:
         """A frame whose payload is not all here yet: prepare its destination."""
         self._remaining = length
         self._fop = opcode
@@ -288,10 +310,21 @@ class Connection:
         self._fmask = mask
         self._fdone = 0
         if opcode == Opcode.BINARY:
-            if not self._mdeflate:  # compressed payloads stream into the inflater instead
-                self._target = allocate(length)
-            if not self._mop:
+            first = not self._mop
+            if first:
                 self._begin_message(opcode)
+            if not self._mdeflate:  # compressed payloads stream into the inflater instead
+                charged = 0
+                if first and length >= MMAP_MIN and self.budget is not None:
+                    if not self.budget.try_charge(length):
+                        self.blocked = True  # resume() allocates once there is room
+                        return
+                    charged = length
+                # Most of the payload still to come: memory only as it arrives (an mmap
+                # commits written pages only), so a declared length costs nothing by itself.
+                lazy = present < length >> 2
+                self._room(length, exact=first and self._ffin, charged=charged, lazy=lazy)
+                self._target = self._mbuf
         elif opcode == Opcode.TEXT:
             if not self._mop:
                 self._begin_message(opcode)
@@ -303,7 +336,8 @@ class Connection:
         n = min(self._remaining, end - pos)
         chunk = data[pos : pos + n]
         if self._target is not None:
-            view = memoryview(self._target)[self._fdone : self._fdone + n]
+            offset = self._mlen + self._fdone
+            view = memoryview(self._target)[offset : offset + n]
             view[:] = chunk
             if self._fmask is not None:
                 unmask_inplace(view, self._fmask, self._fdone)
@@ -324,13 +358,15 @@ class Connection:
         """Where the next payload bytes may be written directly, if that is worth it."""
         if self._target is None or self._remaining < DIRECT_MIN or self.state is State.CLOSED:
             return None
-        return memoryview(self._target)[self._fdone :]
+        offset = self._mlen + self._fdone
+        return memoryview(self._target)[offset : offset + self._remaining]
 
     def payload_written(self, n: int) -> None:
         """`n` bytes were written at `payload_target()`: unmask them where they are."""
         assert self._target is not None and 0 < n <= self._remaining
         if self._fmask is not None:
-            view = memoryview(self._target)[self._fdone : self._fdone + n]
+            offset = self._mlen + self._fdone
+            view = memoryview(self._target)[offset : offset + n]
             unmask_inplace(view, self._fmask, self._fdone)
         try:
             self._advance(n)
@@ -347,10 +383,8 @@ class Connection:
             self._control(opcode, self._ctrl)
             self._ctrl = b""
         elif opcode == Opcode.BINARY and not self._mdeflate:
-            target = self._target
-            assert target is not None
+            self._mlen += self._fdone
             self._target = None
-            self._parts.append(target)
             if self._ffin:
                 self._end_message()
         elif self._ffin:
@@ -375,21 +409,91 @@ class Connection:
             assert self._decoder is not None
             self._decoder.decode(payload)
         else:
-            self._parts.append(payload)
+            self._append(payload)
         if fin:
             self._end_message()
+
+    def _room(self, length: int, exact: bool = False, charged: int = 0, lazy: bool = False) -> None:
+        """Make the message buffer hold `length` more bytes after the `_mlen` filled ones.
+
+        `exact`: the whole message is this one frame, allocate exactly. A fragmented message
+        of unknown size grows in a bytearray while small, then moves once (under MMAP_MIN
+        bytes to copy) into a reservation of max_message_size bytes that never moves again.
+        `charged`: budget bytes already taken for it. `lazy`: map it even when small.
+        """
+        need = self._mlen + length
+        buf = self._mbuf
+        if buf is None and (exact or need < MMAP_MIN):
+            self._mbuf = allocate(need, self.budget, charged, lazy=lazy)
+        elif buf is not None and len(buf) >= need:
+            if type(buf) is Region and need > buf.charged:
+                buf.grow_charge(need - buf.charged)
+        elif type(buf) is bytearray and need < MMAP_MIN:
+            try:
+                buf.extend(bytes(need - len(buf)))
+            except BufferError:  # somebody still holds a view of it: move instead
+                self._mbuf = bytearray(need)
+                self._mbuf[: self._mlen] = memoryview(buf)[: self._mlen]
+        else:
+            region = reserve(max(self.max_message_size, need), self.budget)
+            if buf is not None:
+                region[: self._mlen] = memoryview(buf)[: self._mlen]
+                if type(buf) is Region:
+                    charged += buf.charged
+                    buf.charged = 0
+                release(buf)
+            region.charged = charged
+            region.grow_charge(max(0, need - charged))
+            self._mbuf = region
+
+    def _append(self, payload: bytes | bytearray | memoryview) -> None:
+        """Copy a complete payload piece to the end of the binary message."""
+        n = len(payload)
+        if not n:
+            return
+        buf = self._mbuf
+        if type(buf) is bytearray and len(buf) == self._mlen and self._mlen + n < MMAP_MIN:
+            with contextlib.suppress(BufferError):  # else a view is held: _room moves it
+                buf += payload
+                self._mlen += n
+                return
+        self._room(n)
+        assert self._mbuf is not None
+        self._mbuf[self._mlen : self._mlen + n] = payload
+        self._mlen += n
+
+    def resume(self) -> bool:
+        """Try again to admit the large message that set `blocked`; True once admitted.
+
+        The I/O layer calls it when the budget frees memory (Budget.wait), then goes on
+        reading; the bytes held back meanwhile are parsed now.
+        """
+        if not self.blocked:
+            return True
+        assert self.budget is not None
+        if not self.budget.try_charge(self._remaining):
+            return False
+        self.blocked = False
+        self._room(self._remaining, exact=self._ffin, charged=self._remaining)
+        self._target = self._mbuf
+        self.receive_data(b"")
+        return True
 
     def _end_message(self) -> None:
         if self._mop == Opcode.TEXT:
             assert self._decoder is not None
-            message: str | bytes = self._decoder.finish()
+            message: str | bytes | Message = self._decoder.finish()
             self._decoder = None
         else:
-            parts = self._parts
-            message = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
-            for part in parts:
-                release(part)
-            self._parts = []
+            buf, size = self._mbuf, self._mlen
+            self._mbuf = None
+            self._mlen = 0
+            if buf is None:
+                message = b""
+            elif type(buf) is bytearray:  # small: bytes, like a message read in one piece
+                message = bytes(buf) if len(buf) == size else bytes(memoryview(buf)[:size])
+            else:  # large: handed over where it was received (see message.Message)
+                message = Message(buf, size)
         self._mop = 0
         self._msize = 0
         self._mdeflate = False
@@ -432,10 +536,11 @@ class Connection:
         self._tail = b""
         self._decoder = None
         self._ctrl = b""
-        for part in (*self._parts, self._target):
-            release(part)
+        release(self._mbuf)
+        self._mbuf = None
+        self._mlen = 0
         self._target = None
-        self._parts = []
+        self.blocked = False
         self._mop = 0
         self._mdeflate = False
         if self.deflate is not None:
@@ -482,7 +587,7 @@ class Connection:
             assert self._decoder is not None
             self._decoder.decode(out)  # fail fast on invalid UTF-8, even mid-message
         else:
-            self._parts.append(out)
+            self._append(out)
 
     def _send_compressed(
         self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool
@@ -546,8 +651,13 @@ class Connection:
             if frame is not None:
                 return frame
         n = len(payload)
-        if n <= _JOIN_MAX or self.client:
+        if n <= _JOIN_MAX:
             return self._frame(opcode, payload, fin)
+        if self.client:  # 5.3: masked, which takes one copy; mask_into makes it the only one
+            mask = os.urandom(4)
+            masked = bytearray(n)
+            mask_into(payload, mask, masked)
+            return encode_header(opcode, n, fin=fin, mask=mask), masked
         return encode_header(opcode, n, fin=fin), payload
 
     def send_ping(self, payload: bytes = b"") -> bytes:

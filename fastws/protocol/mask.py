@@ -24,7 +24,7 @@ try:  # numpy is a dependency, but the protocol core must stay importable withou
 except ImportError:  # pragma: no cover - exercised only where numpy is missing
     _np = None
 
-__all__ = ["NUMPY_MIN", "rotate", "unmask", "unmask_inplace"]
+__all__ = ["NUMPY_MIN", "mask_into", "rotate", "unmask", "unmask_inplace"]
 
 NUMPY_MIN = 1024
 # Above this the int trick is chunked, so that the pure-Python fallback stays linear.
@@ -71,3 +71,24 @@ def unmask_inplace(buf: bytearray | memoryview, mask: bytes, phase: int = 0) -> 
     _np.bitwise_xor(words, _np.frombuffer(mask * 2, dtype=_np.uint64)[0], out=words)
     if n8 != n:  # the last 1-7 bytes; n8 is a multiple of 4, so the phase is unchanged
         memoryview(buf)[n8:] = _xor_int(memoryview(buf)[n8:], mask)
+
+
+def mask_into(data: bytes | bytearray | memoryview, mask: bytes, out: bytearray) -> None:
+    """Write `data` XORed with `mask` into `out` (same length): one pass, no temporary.
+
+    The client's way to mask a large payload: it must copy once (the payload is the
+    application's), and this is that one copy.
+    """
+    n = len(data)
+    if n < NUMPY_MIN or _np is None:
+        view = memoryview(out)
+        src = memoryview(data)
+        for start in range(0, n, _INT_CHUNK):
+            view[start : start + _INT_CHUNK] = _xor_int(src[start : start + _INT_CHUNK], mask)
+        return
+    n8 = n & ~7
+    key = _np.frombuffer(mask * 2, dtype=_np.uint64)[0]
+    words = _np.frombuffer(data, dtype=_np.uint64, count=n8 >> 3)
+    _np.bitwise_xor(words, key, out=_np.frombuffer(out, dtype=_np.uint64, count=n8 >> 3))
+    if n8 != n:
+        memoryview(out)[n8:] = _xor_int(memoryview(data)[n8:], mask)

@@ -40,7 +40,6 @@ _HTTP_ROUTES = frozenset({"/healthz", "/metrics"})
 _BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable\n")
 
 
-
 class ServerProtocol(WebSocket):
     """A connection accepted by a `Server`; the handler sees it as a `WebSocket`."""
 
@@ -60,6 +59,7 @@ class ServerProtocol(WebSocket):
             ping_timeout=config.ping_timeout,
             client=False,
             write_timeout=config.write_timeout,
+            budget=server.budget,
         )
         self._server = server
         self._parser: RequestParser | None = RequestParser(

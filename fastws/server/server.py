@@ -17,6 +17,7 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..buffers import Budget
 from ..config import Config
 from ..protocol.frames import CloseCode
 from .protocol import ServerProtocol
@@ -53,6 +54,8 @@ class Server:
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[ServerProtocol] = set()
         self._stopping = False
+        # One budget for every connection of this process (see buffers.Budget).
+        self.budget = Budget(config.max_message_memory)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastws.protocol import mask as mask_module
-from fastws.protocol.mask import NUMPY_MIN, rotate, unmask, unmask_inplace
+from fastws.protocol.mask import NUMPY_MIN, mask_into, rotate, unmask, unmask_inplace
 
 
 def reference(data: bytes, key: bytes, phase: int = 0) -> bytes:
@@ -61,3 +61,13 @@ def test_pure_python_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_rotate() -> None:
     assert rotate(b"abcd", 1) == b"bcda"
     assert rotate(b"abcd", 4) == b"abcd"
+
+
+@pytest.mark.parametrize("n", [0, 3, 1023, 1024, 1029, 65536 + 5])
+def test_mask_into_matches_unmask(n: int) -> None:
+    """mask_into writes into the caller's buffer exactly what unmask returns."""
+    data = os.urandom(n)
+    key = os.urandom(4)
+    out = bytearray(n)
+    mask_into(memoryview(data), key, out)
+    assert bytes(out) == unmask(data, key)

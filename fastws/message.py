@@ -1,0 +1,97 @@
+"""A received binary message, handed to the application without a copy.
+
+A large message was written by the kernel straight into its own memory region and unmasked
+there; `Message` exposes that region as a `memoryview` (`.data`) or a numpy array
+(`.array()`), both on the same memory. The rules:
+
+- `release()` (or leaving `with message:`) gives the memory back at once; using the message
+  afterwards raises `MessageReleased`. Views taken before (`.data`, `.array()`, slices) keep
+  the region alive and valid until they are gone themselves: no view ever points at freed
+  memory.
+- Without `release()`, the region goes when the last reference to it (the message or a view)
+  is garbage-collected.
+- The region is writable; the application may modify it in place (e.g. decode into it).
+- Sending a message (`ws.send(message)`) writes its memory without a copy; release it after
+  `await ws.drain()` if you want the memory back before the garbage collector frees it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .buffers import release
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Message", "MessageReleased"]
+
+
+class MessageReleased(RuntimeError):
+    """The message's memory was released; its data cannot be used any more."""
+
+
+class Message:
+    """A binary message: `len(message)`, `.data` (memoryview), `.array()`, `bytes(message)`."""
+
+    __slots__ = ("_buffer", "_size")
+
+    def __init__(self, buffer: Any, size: int | None = None) -> None:
+        self._buffer: Any = buffer
+        self._size = len(buffer) if size is None else size
+
+    @property
+    def data(self) -> memoryview:
+        """The payload, on the message's own memory (no copy)."""
+        buffer = self._buffer
+        if buffer is None:
+            raise MessageReleased("this message was released; its data is gone")
+        view = memoryview(buffer)
+        return view if len(view) == self._size else view[: self._size]
+
+    def array(self, dtype: Any = "uint8", shape: Any = None) -> np.ndarray:
+        """The payload as a numpy array of `dtype` (and `shape`), on the same memory."""
+        import numpy as np
+
+        array = np.frombuffer(self.data, dtype=dtype)
+        return array if shape is None else array.reshape(shape)
+
+    def tobytes(self) -> bytes:
+        """A copy of the payload as bytes."""
+        return self.data.tobytes()
+
+    def __bytes__(self) -> bytes:
+        return self.tobytes()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Message):
+            other = other.data
+        try:
+            return self.data == other
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable memory
+
+    @property
+    def released(self) -> bool:
+        return self._buffer is None
+
+    def release(self) -> None:
+        """Give the memory back now (views taken before keep it until they go). Idempotent."""
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            release(buffer)
+
+    def __enter__(self) -> Message:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self._buffer is None else type(self._buffer).__name__
+        return f"<Message {self._size} bytes ({state})>"

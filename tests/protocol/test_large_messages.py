@@ -1,0 +1,206 @@
+"""Large binary messages in the protocol core: one region per message, written in place.
+
+The kernel-facing contract is `payload_target()` (where the next bytes may be written) and
+`payload_written(n)`; these tests play the kernel's part by writing into the target views.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from fastws.buffers import MMAP_MIN, Budget, Region
+from fastws.message import Message, MessageReleased
+from fastws.protocol.connection import DIRECT_MIN, Connection, Failure
+
+MiB = 1 << 20
+
+
+def header(n: int, *, opcode: int = 2, fin: bool = True) -> tuple[bytes, bytes]:
+    """A masked client frame header for `n` payload bytes, and its masking key."""
+    key = os.urandom(4)
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = bytes([b0, 0x80 | n])
+    elif n < 65536:
+        head = bytes([b0, 0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([b0, 0x80 | 127]) + struct.pack("!Q", n)
+    return head + key, key
+
+
+def masked(payload: bytes, key: bytes) -> bytes:
+    """Mask with numpy, independently of fastws.protocol.mask."""
+    tiled = np.resize(np.frombuffer(key, np.uint8), len(payload))
+    return (np.frombuffer(payload, np.uint8) ^ tiled).tobytes()
+
+
+def write_like_the_kernel(conn: Connection, data: bytes, chunk: int) -> list[memoryview]:
+    """Deliver `data` as the I/O layer would: into payload_target() when it offers one."""
+    targets = []
+    pos = 0
+    while pos < len(data):
+        target = conn.payload_target()
+        if target is None:
+            n = min(chunk, len(data) - pos)
+            conn.receive_data(data[pos : pos + n])
+        else:
+            n = min(chunk, len(target), len(data) - pos)
+            target[:n] = data[pos : pos + n]
+            targets.append(target[:n])
+            conn.payload_written(n)
+        pos += n
+    return targets
+
+
+def take(conn: Connection) -> list[object]:
+    events, conn.events = conn.events, []
+    return events
+
+
+def test_large_frame_is_delivered_in_the_memory_the_kernel_wrote() -> None:
+    """A 4 MiB frame: the bytes written at payload_target() are the Message's memory (the
+    same addresses, unmasked in place), not a copy."""
+    payload = os.urandom(4 * MiB)
+    head, key = header(len(payload))
+    conn = Connection()
+    conn.receive_data(head)
+    targets = write_like_the_kernel(conn, masked(payload, key), chunk=100_003)
+    (message,) = take(conn)
+    assert isinstance(message, Message)
+    assert message == payload
+    array = message.array()
+    assert all(np.shares_memory(array, np.frombuffer(t, np.uint8)) for t in targets)
+
+
+def test_fragmented_large_message_is_assembled_in_one_region() -> None:
+    """Fragments (some complete in one read, some written in place) land one after the other
+    in one buffer; once the message outgrows MMAP_MIN it moves once into a reserved region,
+    where every later fragment is written in place and the message is delivered from."""
+    fragments = [os.urandom(n) for n in (1000, 300_000, 700_000, 50, 1_500_000, 3, 2_000_000)]
+    conn = Connection()
+    targets: list[list[memoryview]] = []
+    for i, fragment in enumerate(fragments):
+        head, key = header(len(fragment), opcode=0 if i else 2, fin=i == len(fragments) - 1)
+        if len(fragment) > DIRECT_MIN:
+            conn.receive_data(head)
+            targets.append(write_like_the_kernel(conn, masked(fragment, key), chunk=65_537))
+        else:
+            conn.receive_data(head + masked(fragment, key))
+            targets.append([])
+    (message,) = take(conn)
+    assert isinstance(message, Message)
+    assert message == b"".join(fragments)
+    assert isinstance(message._buffer, Region)
+    array = message.array()
+    for after_the_move in (targets[4], targets[6]):  # fragments once past MMAP_MIN
+        assert all(np.shares_memory(array, np.frombuffer(t, np.uint8)) for t in after_the_move)
+
+
+def test_small_fragmented_message_is_bytes() -> None:
+    """Below MMAP_MIN a reassembled message is plain bytes, like any small message."""
+    conn = Connection()
+    parts = [b"a" * 1000, b"b" * 70_000, b"c"]
+    for i, part in enumerate(parts):
+        head, key = header(len(part), opcode=0 if i else 2, fin=i == 2)
+        conn.receive_data(head + masked(part, key))
+    assert sum(map(len, parts)) < MMAP_MIN
+    assert take(conn) == [b"".join(parts)]
+
+
+def test_new_large_message_waits_for_the_budget() -> None:
+    """Over budget, a new large message is not allocated: the connection is `blocked` until
+    memory is released, then it is admitted and completes from the bytes held back."""
+    budget = Budget(8 * MiB)
+    first, second = Connection(budget=budget), Connection(budget=budget)
+    a, b = os.urandom(6 * MiB), os.urandom(6 * MiB)
+    head_a, key_a = header(len(a))
+    first.receive_data(head_a + masked(a, key_a)[:1000])
+    assert budget.held == 6 * MiB and not first.blocked
+    head_b, key_b = header(len(b))
+    woken: list[bool] = []
+    second.receive_data(head_b + masked(b, key_b)[:5000])
+    assert second.blocked and budget.held == 6 * MiB
+    assert second.payload_target() is None  # nothing allocated for it
+    budget.wait(lambda: woken.append(True))
+    assert not second.resume()
+    write_like_the_kernel(first, masked(a, key_a)[1000:], chunk=1 << 20)
+    (message_a,) = take(first)
+    assert message_a == a
+    message_a.release()
+    assert woken == [True] and budget.held == 0
+    assert second.resume() and not second.blocked
+    write_like_the_kernel(second, masked(b, key_b)[5000:], chunk=1 << 20)
+    (message_b,) = take(second)
+    assert message_b == b
+    message_b.release()
+    assert budget.held == 0
+
+
+def test_a_message_larger_than_the_budget_is_admitted_alone() -> None:
+    """A message over the budget (but within max_message_size) is not refused forever: it is
+    admitted when nothing else holds memory."""
+    budget = Budget(2 * MiB)
+    conn = Connection(budget=budget)
+    payload = os.urandom(3 * MiB)
+    head, key = header(len(payload))
+    conn.receive_data(head)
+    assert not conn.blocked
+    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
+    (message,) = take(conn)
+    assert message == payload
+    message.release()
+    assert budget.held == 0
+
+
+def test_failure_mid_message_returns_the_memory() -> None:
+    """A protocol error half-way through a large message frees its region and budget."""
+    budget = Budget(64 * MiB)
+    conn = Connection(budget=budget)
+    head, key = header(4 * MiB, fin=False)
+    conn.receive_data(head + masked(os.urandom(4 * MiB), key))
+    assert budget.held >= 4 * MiB
+    conn.receive_data(header(10, opcode=2)[0] + b"x" * 10)  # 5.4: new message inside one
+    assert isinstance(take(conn)[-1], Failure)
+    gc.collect()
+    assert budget.held == 0
+
+
+def test_released_message_raises_and_views_stay_valid() -> None:
+    """release() frees the region; using the message after raises MessageReleased; a view
+    taken before keeps the memory alive and readable (never freed memory)."""
+    budget = Budget(64 * MiB)
+    conn = Connection(budget=budget)
+    payload = os.urandom(2 * MiB)
+    head, key = header(len(payload))
+    conn.receive_data(head)
+    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
+    (message,) = take(conn)
+    view = message.array()
+    message.release()
+    assert message.released
+    with pytest.raises(MessageReleased):
+        message.data  # noqa: B018
+    assert view.tobytes() == payload  # still mapped: the view holds it
+    assert budget.held == 2 * MiB
+    del view
+    gc.collect()
+    assert budget.held == 0
+
+
+def test_region_of_a_message_is_unmapped_on_release() -> None:
+    """Without views, release() unmaps the region at once."""
+    conn = Connection()
+    payload = os.urandom(MMAP_MIN)
+    head, key = header(len(payload))
+    conn.receive_data(head)
+    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
+    (message,) = take(conn)
+    region = message._buffer
+    assert isinstance(region, Region)
+    message.release()
+    assert region.closed
