@@ -295,6 +295,8 @@ class Arbiter:
             if worker.generation and self.reloading and worker.generation == self.generation:
                 self._abort_reload(reason)
                 return
+            if expected:  # a sibling of a failed reload, already told to stop
+                return
             if not self._ever_ready and not self._stopping:
                 logger.error("no worker could start; stopping the server")
                 self._exit_status = WORKER_BOOT_ERROR

@@ -108,16 +108,20 @@ def total(
 
 
 @contextlib.contextmanager
-def spawn(*args: str, pass_fds: tuple[int, ...] = ()) -> Iterator[subprocess.Popen[str]]:
+def spawn(
+    *args: str, pass_fds: tuple[int, ...] = (), cwd: Path = REPO_ROOT
+) -> Iterator[subprocess.Popen[str]]:
     """`python -m fastws serve ARGS...` in its own process group, killed (group and all) after."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastws", "serve", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         pass_fds=pass_fds,
         start_new_session=True,
     )
