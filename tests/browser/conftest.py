@@ -364,11 +364,18 @@ def compressed_echo(start_package_server: ServerFactory) -> ServerProcess:
 
 
 @pytest.fixture(scope="package")
+def other_origin_only(start_package_server: ServerFactory) -> ServerProcess:
+    """Allows only pages from http://example.com (and refuses clients that send no Origin)."""
+    return start_package_server(origins=["http://example.com"])
+
+
+@pytest.fixture(scope="package")
 def suite_urls(
     echo: ServerProcess,
     subprotocol_server: ServerProcess,
     close_log_server: ServerProcess,
     compressed_echo: ServerProcess,
+    other_origin_only: ServerProcess,
 ) -> dict[str, str]:
     """The `urls` argument of wsclient.mjs's suite()."""
     return {
@@ -376,4 +383,5 @@ def suite_urls(
         "subprotocol": subprotocol_server.url,
         "closeLog": close_log_server.url,
         "compressed": compressed_echo.url,
+        "refused": other_origin_only.url,
     }

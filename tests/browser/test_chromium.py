@@ -194,11 +194,6 @@ def test_server_going_away_close(page: Any, start_server: ServerFactory) -> None
 
 
 @pytest.fixture(scope="module")
-def other_origin_only(start_module_server: ServerFactory) -> ServerProcess:
-    return start_module_server(origins=["http://example.com"])
-
-
-@pytest.fixture(scope="module")
 def page_origin_allowed(start_module_server: ServerFactory, site: TestSite) -> ServerProcess:
     return start_module_server(origins=["http://example.com", site.origin])
 

@@ -24,7 +24,8 @@ def test_node_suite(
     node: list[str], suite_urls: dict[str, str], close_log_server: ServerProcess
 ) -> None:
     """Subprotocol "chat"; byte-exact binary messages of 0 B to 64 MiB; non-ASCII text up to
-    1 MiB; Blobs; close(4000, "bye") reaching the handler; permessage-deflate when on."""
+    1 MiB; Blobs; close(4000, "bye") reaching the handler; permessage-deflate when on; an
+    Origin allow-list refuses a client that sends no Origin."""
     config = json.dumps({"urls": suite_urls, "sizes": SIZES})
     done = subprocess.run(
         [*node, str(CLIENT), config], capture_output=True, text=True, timeout=120, check=False
@@ -32,6 +33,8 @@ def test_node_suite(
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     version = report.pop("version")
-    check_suite(report)
+    # Node 22.23's undici fires `error` but no `close` after a 403, and readyState stays
+    # CONNECTING (the symptom of nodejs/undici#3546): the refusal is checked without it.
+    check_suite(report, close_after_refusal=False)
     close_log_server.wait_for_log("client closed: 4000 'bye'")
     assert version.startswith("v"), version
