@@ -303,16 +303,16 @@ class Pair:
 
 
 messages = st.one_of(
-    st.binary(max_size=3000),
-    st.text(max_size=1000),
+    st.binary(max_size=2000),
+    st.text(max_size=500),
     st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=20), st.integers(1, 500)),
 )
 
 
 @pytest.mark.parametrize(("server_takeover", "client_takeover"), TAKEOVER)
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
-    batch=st.lists(st.tuples(messages, st.integers(1, 4), st.integers(0, 50)), max_size=8),
+    batch=st.lists(st.tuples(messages, st.integers(1, 4), st.integers(0, 50)), max_size=5),
     window_bits=st.integers(9, 15),
 )
 def test_round_trips(
@@ -377,7 +377,7 @@ def test_broadcast_frame_decodes_on_every_connection() -> None:
     options = DeflateOptions(window_bits=12)
     pairs = [Pair(agreement, options) for _ in range(3)]
     key = pairs[0].server.deflate.broadcast_key  # type: ignore[union-attr]
-    assert key == (6, 12, 8)
+    assert key == (1, 12, 8)
     for i, pair in enumerate(pairs):  # interleave per-connection traffic with the broadcast
         assert pair.server_sends(f"private {i}" * 50) == f"private {i}" * 50
     frame = broadcast_frame(1, b"news " * 200, window_bits=12)
