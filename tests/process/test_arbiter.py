@@ -151,6 +151,42 @@ def test_term_closes_every_client_with_1001_and_exits_0(start_server: Any) -> No
     assert time.monotonic() - started < 5
 
 
+def test_term_drops_a_client_that_never_answers_after_graceful_timeout(start_server: Any) -> None:
+    """A client that ignores Close 1001 does not hold the stop beyond graceful_timeout."""
+    from tests.wire import WireClient
+
+    server = start_server(workers=1, graceful_timeout=1, close_timeout=30)
+    workers(server, 1)
+    with WireClient(server.port) as silent:
+        silent.handshake()
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 0
+        assert silent.recv_until_closed().startswith(b"\x88\x16\x03\xe9")  # Close 1001, then EOF
+    assert time.monotonic() - started < 1 + 5  # graceful_timeout plus process exit
+    assert "graceful_timeout reached, dropping 1 connections" in server.stderr()
+
+
+def test_quit_stops_at_once_without_closing_handshakes(start_server: Any) -> None:
+    """QUIT: immediate stop; clients see the TCP connection end without a Close frame."""
+    server = start_server(PID_APP, workers=2, graceful_timeout=30)
+    pids = workers(server, 2)
+
+    async def main() -> list[Any]:
+        clients = await open_clients(server.url, 4)
+        server.signal(signal.SIGQUIT)
+        received = []
+        for ws, _ in clients:
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+            received.append(info.value.rcvd)
+        return received
+
+    assert asyncio.run(main()) == [None] * 4
+    assert server.proc.wait(timeout=5) == 0
+    assert not any(alive(pid) for pid in pids)
+
+
 def test_ttin_and_ttou_change_the_worker_count(start_server: Any) -> None:
     """TTIN adds a worker, TTOU removes one (never below one)."""
     server = start_server(PID_APP, workers=1)

@@ -1,4 +1,4 @@
-"""Smoke run of bench/idle.py: the scale script keeps working (seconds, no timing checks)."""
+"""Smoke runs of the scale scripts (bench/idle.py, bench/cpu.py): seconds, no timing checks."""
 
 from __future__ import annotations
 
@@ -22,3 +22,17 @@ def test_idle_smoke_holds_every_connection_and_reports_the_spread() -> None:
     assert report["connections"] == 200 and report["failures"] == 0
     assert sum(report["per_worker"]) == 200 and len(report["per_worker"]) == 2
     assert report["rss_per_conn_bytes"] > 0
+
+
+def test_cpu_smoke_measures_every_worker_count() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/cpu.py", "--smoke"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["workers"] for r in reports] == [1, 2]
+    assert all(r["messages"] > 0 and r["server_cpu_s"] >= 0 for r in reports)
