@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from fastws.config import Config
+from tests.apps import FAILURE_MARKER
 from tests.browser.checks import (
     DRIVER_SIZES,
     LONG_TEXT,
@@ -186,6 +187,22 @@ def test_server_going_away_close(page: Any, start_server: ServerFactory) -> None
     assert close["code"] == 1001, close
     assert close["wasClean"] is True, close
     assert server.proc.wait(10) == 0, server.stderr()
+
+
+def test_handler_exception_closes_1011(page: Any, start_server: ServerFactory) -> None:
+    """A handler that raises closes the connection with 1011 (internal error): the page gets a
+    clean CloseEvent with that code, and nothing of the exception in the reason."""
+    server = start_server("tests.apps:raise_on_message")
+    close = page.evaluate(
+        """async (url) => {
+            const client = await window.wsTests.connect(url);
+            client.ws.send("raise");
+            return await client.closed;
+        }""",
+        server.url,
+    )
+    check_clean_close(close, 1011, "")
+    server.wait_for_log(FAILURE_MARKER)
 
 
 # ---------------------------------------------------------------------------------------------
