@@ -209,7 +209,7 @@ class ClientConnection:
                 self._messages.append(event)
             elif isinstance(event, Pong):
                 self._pong(event.payload)
-            else:
+            elif isinstance(event, Close):  # (no Chunk: this client never streams)
                 self._peer_closed(event)
         if conn.out:
             self._write(conn.data_to_send())

@@ -27,7 +27,7 @@ from .buffers import Budget
 from .message import Message
 from .process.counters import BYTES_IN, BYTES_OUT, MESSAGES_IN, MESSAGES_OUT
 from .process.counters import values as _stats
-from .protocol.connection import Close, Connection, Failure, Pong, State
+from .protocol.connection import Chunk, Close, Connection, Failure, Pong, State
 from .protocol.frames import CloseCode, Opcode
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._rbuf = receive_buffer(self._loop)
         self._direct = False  # the last get_buffer() handed out a payload destination
         self._open = False  # the opening handshake is done
-        self._queue: deque[str | bytes | Message] = deque()
+        self._queue: deque[str | bytes | Message | Chunk] = deque()
         self._waiter: asyncio.Future[Any] | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -335,7 +335,7 @@ class WebSocket(asyncio.BufferedProtocol):
         _stats[MESSAGES_IN] += len(events)  # minus the control events, below
         for event in events:
             kind = type(event)
-            if kind is str or kind is bytes or kind is Message:
+            if kind is str or kind is bytes or kind is Message or kind is Chunk:
                 waiter = self._waiter
                 if waiter is not None and not queue:
                     self._waiter = None
@@ -389,7 +389,7 @@ class WebSocket(asyncio.BufferedProtocol):
         every message received before has been read. A large binary message is copied into
         its `bytes`; `recv_message()` hands it over without a copy.
         """
-        message = await self._next()
+        message = await self._next_message()
         if type(message) is Message:
             with message:
                 return message.tobytes()
@@ -397,7 +397,7 @@ class WebSocket(asyncio.BufferedProtocol):
 
     async def recv_message(self) -> str | Message:
         """The next message: `str` for text, a `Message` for binary (no copy; see Message)."""
-        message = await self._next()
+        message = await self._next_message()
         if type(message) is bytes:
             return Message(message)
         return message  # type: ignore[return-value]
@@ -410,7 +410,45 @@ class WebSocket(asyncio.BufferedProtocol):
             except ConnectionClosedOK:
                 return
 
-    async def _next(self) -> str | bytes | Message:
+    async def stream(self) -> AsyncIterator[str | Message]:
+        """The next message piece by piece, as it arrives: `async for piece in ws.stream()`.
+
+        A binary message comes as `Message`s of up to 1 MiB each, in order, each written in
+        place by the kernel (zero copy; release each when done, or let it go), so a 2 GiB
+        upload can go to a file without being held whole. Memory stays bounded: at most
+        max_queue pieces wait before reading pauses. Text, compressed messages and a message
+        that had started arriving before the call come as one piece. Leaving the loop early
+        discards the rest of a streamed message.
+        """
+        conn = self._conn
+        if not self._queue:
+            conn.streaming = True
+        try:
+            while True:
+                item = await self._next()
+                if type(item) is Chunk:
+                    yield item.data
+                    if item.last:
+                        return
+                else:
+                    yield Message(item) if type(item) is bytes else item  # type: ignore[misc]
+                    return
+        finally:
+            conn.streaming = False
+
+    async def _next_message(self) -> str | bytes | Message:
+        """The next whole message, skipping what is left of a stream abandoned half-way."""
+        while True:
+            item = await self._next()
+            if not isinstance(item, Chunk):
+                return item
+            while True:  # the pieces of one message are consecutive in the queue
+                item.data.release()
+                if item.last:
+                    break
+                item = cast(Chunk, await self._next())
+
+    async def _next(self) -> str | bytes | Message | Chunk:
         queue = self._queue
         if queue:
             message = queue.popleft()

@@ -213,3 +213,23 @@ async def send_file_from_query(ws: Any) -> None:
     count = int(params["count"]) if "count" in params else None
     await ws.send_file(params["path"], int(params.get("offset", 0)), count)
     await ws.close()
+
+
+async def stream_digest(ws: Any) -> None:
+    """Each message read with ws.stream(): reply {"size", "sha256", "pieces", "largest",
+    "rss_peak"} where rss_peak is this process's VmHWM (KiB) after the message."""
+    import hashlib
+
+    while True:
+        digest, size, pieces, largest = hashlib.sha256(), 0, 0, 0
+        async for piece in ws.stream():
+            data = piece.encode() if isinstance(piece, str) else piece.data
+            digest.update(data)
+            size += len(data)
+            pieces += 1
+            largest = max(largest, len(data))
+            if not isinstance(piece, str):
+                piece.release()
+        report = {"size": size, "sha256": digest.hexdigest(), "pieces": pieces}
+        report.update(largest=largest, rss_peak=_vm_kib("VmHWM"))
+        await ws.send(json.dumps(report))

@@ -35,13 +35,15 @@ from .frames import CloseCode, Opcode, ProtocolError, encode_close, encode_heade
 from .mask import NUMPY_MIN, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
-__all__ = ["Close", "Connection", "Failure", "Message", "Pong", "State"]
+__all__ = ["Chunk", "Close", "Connection", "Failure", "Message", "Pong", "State"]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 DEFAULT_MAX_FRAGMENTS: Final = 100_000
 # A frame's remaining payload is offered for direct writes from this size on; below it one
 # read into the shared receive buffer also picks up the frames that follow.
 DIRECT_MIN: Final = 16 * 1024
+# In streaming mode a binary message is delivered in pieces of at most this size.
+STREAM_CHUNK: Final = 1 << 20
 # Payloads below this are concatenated with their header into one write.
 _JOIN_MAX: Final = 4096
 
@@ -84,7 +86,20 @@ class Failure(Close):
         return f"Failure({self.code}, {self.reason!r})"
 
 
-Event = str | bytes | Message | Pong | Close
+class Chunk:
+    """A piece of a binary message received in streaming mode; `last` ends the message."""
+
+    __slots__ = ("data", "last")
+
+    def __init__(self, data: Message, last: bool) -> None:
+        self.data = data
+        self.last = last
+
+    def __repr__(self) -> str:
+        return f"Chunk({len(self.data)} bytes{', last' if self.last else ''})"
+
+
+Event = str | bytes | Message | Chunk | Pong | Close
 
 
 class Connection:
@@ -130,6 +145,10 @@ class Connection:
         # until `resume()` admits it.
         self.budget = budget
         self.blocked = False
+        # Set by the I/O layer before a message starts: deliver its binary payload as Chunk
+        # events of up to STREAM_CHUNK bytes as it arrives, instead of assembling it.
+        self.streaming = False
+        self._mstream = False  # the message being received is streamed
         # permessage-deflate (RFC 7692), when negotiated: see the "compression" section.
         self.deflate = deflate
         self._mdeflate = False  # the message being received is compressed
@@ -313,7 +332,11 @@ class Connection:
             first = not self._mop
             if first:
                 self._begin_message(opcode)
-            if not self._mdeflate:  # compressed payloads stream into the inflater instead
+            if self._mstream:
+                if self._mbuf is None or len(self._mbuf) == self._mlen:
+                    self._next_chunk(length)
+                self._target = self._mbuf
+            elif not self._mdeflate:  # compressed payloads stream into the inflater instead
                 charged = 0
                 if first and length >= MMAP_MIN and self.budget is not None:
                     if not self.budget.try_charge(length):
@@ -336,11 +359,21 @@ class Connection:
         n = min(self._remaining, end - pos)
         chunk = data[pos : pos + n]
         if self._target is not None:
-            offset = self._mlen + self._fdone
-            view = memoryview(self._target)[offset : offset + n]
-            view[:] = chunk
-            if self._fmask is not None:
-                unmask_inplace(view, self._fmask, self._fdone)
+            done = 0
+            while True:  # more than one pass only when streaming fills a chunk
+                target = self._target
+                assert target is not None
+                k = min(n - done, len(target) - self._mlen)
+                view = memoryview(target)[self._mlen : self._mlen + k]
+                view[:] = chunk[done : done + k]
+                if self._fmask is not None:
+                    unmask_inplace(view, self._fmask, self._fdone + done)
+                self._mlen += k
+                done += k
+                if done == n:
+                    break
+                self._next_chunk(self._remaining - done)
+                self._target = self._mbuf
         else:
             if self._fmask is not None:
                 chunk = unmask(chunk, self._fmask, self._fdone)
@@ -358,16 +391,19 @@ class Connection:
         """Where the next payload bytes may be written directly, if that is worth it."""
         if self._target is None or self._remaining < DIRECT_MIN or self.state is State.CLOSED:
             return None
-        offset = self._mlen + self._fdone
-        return memoryview(self._target)[offset : offset + self._remaining]
+        room = min(self._remaining, len(self._target) - self._mlen)
+        return memoryview(self._target)[self._mlen : self._mlen + room]
 
     def payload_written(self, n: int) -> None:
         """`n` bytes were written at `payload_target()`: unmask them where they are."""
         assert self._target is not None and 0 < n <= self._remaining
         if self._fmask is not None:
-            offset = self._mlen + self._fdone
-            view = memoryview(self._target)[offset : offset + n]
+            view = memoryview(self._target)[self._mlen : self._mlen + n]
             unmask_inplace(view, self._fmask, self._fdone)
+        self._mlen += n
+        if self._mlen == len(self._target) and self._remaining > n:  # a full stream chunk
+            self._next_chunk(self._remaining - n)
+            self._target = self._mbuf
         try:
             self._advance(n)
         except ProtocolError as exc:
@@ -383,7 +419,6 @@ class Connection:
             self._control(opcode, self._ctrl)
             self._ctrl = b""
         elif opcode == Opcode.BINARY and not self._mdeflate:
-            self._mlen += self._fdone
             self._target = None
             if self._ffin:
                 self._end_message()
@@ -394,6 +429,7 @@ class Connection:
 
     def _begin_message(self, opcode: int) -> None:
         self._mop = opcode
+        self._mstream = self.streaming and opcode == Opcode.BINARY and not self._mdeflate
         self._mfrags = 1
         self._dsize = 0
         if opcode == Opcode.TEXT:
@@ -451,6 +487,17 @@ class Connection:
         n = len(payload)
         if not n:
             return
+        if self._mstream:
+            done = 0
+            while done < n:
+                if self._mbuf is None or len(self._mbuf) == self._mlen:
+                    self._next_chunk(n - done)
+                assert self._mbuf is not None
+                k = min(n - done, len(self._mbuf) - self._mlen)
+                self._mbuf[self._mlen : self._mlen + k] = payload[done : done + k]
+                self._mlen += k
+                done += k
+            return
         buf = self._mbuf
         if type(buf) is bytearray and len(buf) == self._mlen and self._mlen + n < MMAP_MIN:
             with contextlib.suppress(BufferError):  # else a view is held: _room moves it
@@ -461,6 +508,13 @@ class Connection:
         assert self._mbuf is not None
         self._mbuf[self._mlen : self._mlen + n] = payload
         self._mlen += n
+
+    def _next_chunk(self, coming: int) -> None:
+        """Streaming: deliver the filled chunk (if any), start one for `coming` more bytes."""
+        if self._mbuf is not None and self._mlen:
+            self.events.append(Chunk(Message(self._mbuf, self._mlen), False))
+        self._mbuf = allocate(min(STREAM_CHUNK, coming))
+        self._mlen = 0
 
     def resume(self) -> bool:
         """Try again to admit the large message that set `blocked`; True once admitted.
@@ -482,8 +536,14 @@ class Connection:
     def _end_message(self) -> None:
         if self._mop == Opcode.TEXT:
             assert self._decoder is not None
-            message: str | bytes | Message = self._decoder.finish()
+            message: str | bytes | Message | Chunk = self._decoder.finish()
             self._decoder = None
+        elif self._mstream:
+            buf, size = self._mbuf, self._mlen
+            self._mbuf = None
+            self._mlen = 0
+            self._mstream = False
+            message = Chunk(Message(b"" if buf is None else buf, size), True)
         else:
             buf, size = self._mbuf, self._mlen
             self._mbuf = None
@@ -538,6 +598,7 @@ class Connection:
         self._ctrl = b""
         release(self._mbuf)
         self._mbuf = None
+        self._mstream = False
         self._mlen = 0
         self._target = None
         self.blocked = False

@@ -15,7 +15,7 @@ import pytest
 
 from fastws.buffers import MMAP_MIN, Budget, Region
 from fastws.message import Message, MessageReleased
-from fastws.protocol.connection import DIRECT_MIN, Connection, Failure
+from fastws.protocol.connection import DIRECT_MIN, STREAM_CHUNK, Chunk, Connection, Failure
 
 MiB = 1 << 20
 
@@ -204,3 +204,47 @@ def test_region_of_a_message_is_unmapped_on_release() -> None:
     assert isinstance(region, Region)
     message.release()
     assert region.closed
+
+
+def test_streaming_delivers_a_large_frame_in_chunks_written_in_place() -> None:
+    """With `streaming` set before a message starts, a 5.5 MiB frame arrives as Chunk events
+    of at most STREAM_CHUNK bytes, in order, each in the memory the kernel wrote."""
+    payload = os.urandom(5 * MiB + MiB // 2)
+    head, key = header(len(payload))
+    conn = Connection()
+    conn.streaming = True
+    conn.receive_data(head)
+    targets = write_like_the_kernel(conn, masked(payload, key), chunk=300_007)
+    chunks = take(conn)
+    assert all(isinstance(c, Chunk) for c in chunks)
+    assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]  # type: ignore[attr-defined]
+    assert all(len(c.data) <= STREAM_CHUNK for c in chunks)  # type: ignore[attr-defined]
+    assert b"".join(bytes(c.data) for c in chunks) == payload  # type: ignore[attr-defined]
+    arrays = [c.data.array() for c in chunks]  # type: ignore[attr-defined]
+    for target in targets:
+        assert any(np.shares_memory(a, np.frombuffer(target, np.uint8)) for a in arrays)
+
+
+def test_streaming_a_fragmented_message_keeps_order_across_frames() -> None:
+    """Fragments, complete or arriving in pieces, stream out in order; the last chunk ends
+    the message and the next message is assembled normally once streaming is off."""
+    fragments = [os.urandom(n) for n in (10, 2 * MiB + 3, 70_000, 1, 1_500_000)]
+    conn = Connection()
+    conn.streaming = True
+    for i, fragment in enumerate(fragments):
+        head, key = header(len(fragment), opcode=0 if i else 2, fin=i == len(fragments) - 1)
+        if len(fragment) > DIRECT_MIN:
+            conn.receive_data(head)
+            write_like_the_kernel(conn, masked(fragment, key), chunk=123_457)
+        else:
+            conn.receive_data(head + masked(fragment, key))
+    chunks = take(conn)
+    assert chunks[-1].last and not any(c.last for c in chunks[:-1])  # type: ignore[attr-defined]
+    assert b"".join(bytes(c.data) for c in chunks) == b"".join(fragments)  # type: ignore[attr-defined]
+    conn.streaming = False
+    head, key = header(3 * MiB)
+    payload = os.urandom(3 * MiB)
+    conn.receive_data(head)
+    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
+    (message,) = take(conn)
+    assert isinstance(message, Message) and message == payload

@@ -157,3 +157,25 @@ def test_send_file_sends_the_file_range(
         received = ws.recv()
     end = len(data) if count is None else offset + count
     assert received == data[offset:end]
+
+
+def test_streamed_upload_is_never_held_whole(start_server: ServerFactory) -> None:
+    """A 96 MiB upload read with ws.stream() arrives intact in pieces of at most 1 MiB, and
+    the server's peak RSS grows by a small fraction of it (it is never held whole)."""
+    server = start_server(
+        app="tests.apps:stream_digest", max_message_size="512MiB", max_queue=4, workers=1
+    )
+    payload = os.urandom(96 * MiB)
+    with _ws(server) as ws:
+        ws.send("warm-up")
+        baseline = json.loads(ws.recv())["rss_peak"] * 1024
+        ws.send(payload)
+        report = json.loads(ws.recv(timeout=120))
+        ws.send([payload[: 3 * MiB], payload[3 * MiB : 5 * MiB]])  # fragmented
+        fragmented = json.loads(ws.recv(timeout=60))
+    assert report["size"] == len(payload)
+    assert report["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert report["pieces"] >= 96 and report["largest"] <= MiB
+    grown = report["rss_peak"] * 1024 - baseline
+    assert grown < 32 * MiB, f"peak RSS grew {grown / MiB:.0f} MiB streaming 96 MiB"
+    assert fragmented["sha256"] == hashlib.sha256(payload[: 5 * MiB]).hexdigest()
