@@ -8,7 +8,7 @@ and options, the second how the rest is split into reads (bugs hide at chunk bou
 
 from __future__ import annotations
 
-from fastws.protocol.connection import Close, Connection, Failure, Pong, State
+from fastws.protocol.connection import Close, Connection, Failure, Message, Pong, State
 from fastws.protocol.handshake import HandshakeError, Request, RequestParser, check_upgrade
 
 
@@ -34,7 +34,9 @@ def fuzz_connection(data: bytes, *, client: bool, step: int, small: bool) -> Non
             conn.payload_written(n)
         for event in conn.events:
             assert not closed, f"event {event!r} after the connection closed"
-            assert isinstance(event, str | bytes | Pong | Close), event
+            assert isinstance(event, str | bytes | Message | Pong | Close), event
+            if isinstance(event, Message):
+                event.release()
             if isinstance(event, Close):
                 closed = True
                 assert conn.state is State.CLOSED
