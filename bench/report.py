@@ -182,6 +182,13 @@ def _generator_section(summary: dict[str, Any], servers: list[str]) -> list[str]
             lines.append(
                 f"Scenario {key}: the generator drove the raw TCP echo at {raw:,.0f} msgs/s,"
                 f" {raw / best[1]:.1f}x the fastest WebSocket server ({best[0]}, {best[1]:,.0f})."
+                + (
+                    " With one message in flight per connection this rate is bound by round"
+                    " trips (scheduling on a busy machine), not by either side's CPU: the CPU"
+                    " shares above are the check here."
+                    if SCENARIOS[key].depth == 1
+                    else ""
+                )
             )
     return lines
 
