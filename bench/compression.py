@@ -68,7 +68,8 @@ def start(server: str, port: int, takeover: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-c", _WEBSOCKETS_ECHO, str(port)]
     else:
         cmd = [sys.executable, "-m", "fastws", "serve", "--port", str(port)]
-        cmd += ["--ping-interval", "off", "--compression", "deflate"]
+        # One process (no pre-fork master) so that its CPU and RSS are the server's.
+        cmd += ["--workers", "0", "--ping-interval", "off", "--compression", "deflate"]
         cmd += ["--compression-context-takeover", takeover]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
