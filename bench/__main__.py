@@ -124,7 +124,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     now = datetime.datetime.now(datetime.UTC)
     out: Path = args.out or RESULTS / now.strftime("%Y-%m-%d-%H%M%S")
-    logs = out / "logs"
+    # The servers' output: next to the results when --out is given, else under the ignored
+    # bench/results/tmp/ so that a dated results directory holds only what gets committed.
+    logs = out / "logs" if args.out else RESULTS / "tmp" / f"{out.name}-logs"
     logs.mkdir(parents=True, exist_ok=True)
     server_cpus, client_cpus = cpu_split()
     options = Options(
