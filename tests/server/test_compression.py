@@ -20,6 +20,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
+from fastws.protocol.deflate import Agreement
 from tests.wire import OP_BINARY, OP_TEXT, RSV1, TIMEOUT, WireClient, encode_frame
 
 if TYPE_CHECKING:
@@ -143,6 +144,44 @@ def test_rsv1_on_continuation_fails_1002(deflate_server: ServerProcess) -> None:
         client.send_frame(OP_BINARY, data, fin=False, rsv=RSV1)
         client.send_frame(0, data, rsv=RSV1)
         client.expect_close(1002)
+
+
+def test_fastws_client_negotiates_with_both_servers(deflate_server: ServerProcess) -> None:
+    """fastws.connect(compression=...) agrees with our server and with the websockets server,
+    with and without context takeover, and messages round-trip."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    import fastws
+    from fastws.protocol.deflate import DeflateOptions
+
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def exchange(url: str, compression: Any) -> Agreement | None:
+        async with fastws.connect(url, compression=compression) as ws:
+            for message in ("x" * 5000, os.urandom(3000), "short", "y" * 100_000, "x" * 5000):
+                await ws.send(message)
+                assert await ws.recv() == message
+            deflate = ws._conn.deflate
+            return None if deflate is None else deflate.agreement
+
+    async def main() -> None:
+        takeover = DeflateOptions(
+            window_bits=10, server_context_takeover=True, client_context_takeover=True
+        )
+        assert await exchange(deflate_server.url, "deflate") == Agreement(True, True)
+        # Our server imposes no takeover on a client that would allow it.
+        assert await exchange(deflate_server.url, takeover) == Agreement(True, True, 10, 10)
+        async with serve(echo, "127.0.0.1", 0, compression="deflate", max_size=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}/"
+            assert await exchange(url, "deflate") == Agreement(True, True, 12, 12)
+            assert await exchange(url, takeover) == Agreement(False, False, 10, 10)
+
+    asyncio.run(main())
 
 
 # -- round trips ---------------------------------------------------------------------------
