@@ -13,7 +13,7 @@ Two halves, both sans-I/O:
 Memory is the cost that matters (zlib contexts dwarf everything else a connection holds):
 
 - Without context takeover, nothing survives a message. Outgoing messages are compressed by
-  one compressor per process and parameter set, shared by every connection: each message
+  one compressor per thread and parameter set, shared by every connection: each message
   ends with a full flush (Z_FULL_FLUSH), which resets the dictionary, so the bytes of one
   message never depend on another's. Incoming messages get a fresh inflater that is dropped
   when the message ends (never shared: a peer could otherwise make back-references into
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Final
@@ -328,15 +329,21 @@ def compressed_bound(size: int) -> int:
     return size + ((size + 7) >> 3) + ((size + 63) >> 6) + 64
 
 
-_shared: dict[tuple[int, int, int], zlib._Compress] = {}
+# One per thread: compress() and flush() are two calls, and another thread's message must
+# not land between them (an event loop is one thread; fastws.sync clients may be many).
+_local = threading.local()
 
 
 def _shared_compressor(level: int, wbits: int, memory_level: int) -> zlib._Compress:
-    """The process-wide compressor for messages sent without context takeover."""
+    """This thread's compressor for messages sent without context takeover."""
+    try:
+        shared: dict[tuple[int, int, int], zlib._Compress] = _local.compressors
+    except AttributeError:
+        shared = _local.compressors = {}
     key = (level, wbits, memory_level)
-    comp = _shared.get(key)
+    comp = shared.get(key)
     if comp is None:
-        comp = _shared[key] = zlib.compressobj(level, zlib.DEFLATED, -wbits, memory_level)
+        comp = shared[key] = zlib.compressobj(level, zlib.DEFLATED, -wbits, memory_level)
     return comp
 
 

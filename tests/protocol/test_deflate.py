@@ -573,3 +573,26 @@ def test_takeover_contexts_are_allocated_lazily() -> None:
     assert deflate._comp is not None and deflate._decomp is None
     deflate.decompress(compress(b"y" * 1000), 1 << 20, True)
     assert deflate._decomp is not None
+
+
+def test_shared_compressor_is_safe_across_threads() -> None:
+    """Connections in different threads (fastws.sync clients) never interleave their messages
+    in one zlib stream: each thread has its own shared compressor."""
+    import threading
+
+    errors: list[str] = []
+
+    def worker(seed: int) -> None:
+        deflate = PerMessageDeflate(Agreement(True, True), DeflateOptions(), client=True)
+        for i in range(30):
+            data = (f"thread {seed} message {i} " * 4000).encode()
+            out = deflate.compress(data) + b"\x00\x00\xff\xff"
+            if zlib.decompressobj(-15).decompress(out) != data:
+                errors.append(f"{seed}/{i}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
