@@ -96,6 +96,9 @@ def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
     if t is bytes or t is bytearray:
         return Opcode.BINARY, message
     if t is Message:
+        buffer = message._buffer
+        if type(buffer) is bytes:  # a small message: the bytes themselves
+            return Opcode.BINARY, buffer
         return Opcode.BINARY, message.data
     try:
         view = memoryview(message)  # memoryview, numpy arrays, mmap, array.array...

@@ -3,6 +3,8 @@
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from ..message import Message
+
 
 class _Socket(Protocol):
     """What echo needs from a connection; fastws.WebSocket provides it."""
@@ -21,3 +23,7 @@ async def echo(ws: _Socket) -> None:
     """
     async for message in ws.messages():
         await ws.send(message)
+        if isinstance(message, Message):
+            # Unmap it now if it went out already (else when the transport lets go): the
+            # next message must not find this one still holding its memory.
+            message.release()
