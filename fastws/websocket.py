@@ -364,8 +364,25 @@ class WebSocket(asyncio.BufferedProtocol):
             if transport is not None:
                 self._reading_paused = True
                 transport.pause_reading()
-        if conn.state is State.CLOSED and self._transport is not None:
-            self._transport.close()  # our side of TCP: 7.1.1, the server closes first
+        transport = self._transport
+        if conn.state is State.CLOSED and transport is not None:
+            if events and type(events[-1]) is Failure and transport.can_write_eof():
+                self._linger(transport)
+            else:
+                transport.close()  # our side of TCP: 7.1.1, the server closes first
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after failing the connection, without losing our Close frame to a reset.
+
+        The peer may still be sending (the rest of a message too big, say). Closing now
+        with its bytes unread would make our kernel answer with a reset, and the peer would
+        drop our Close frame unread (browsers then report 1006). So: send FIN after the Close
+        frame, read and discard until the peer closes too, at most close_timeout.
+        """
+        transport.write_eof()
+        transport.resume_reading()
+        if self._close_timer is None:
+            self._close_timer = self._loop.call_later(self._close_timeout, transport.abort)
 
     def _peer_closed(self, event: Close) -> None:
         self.close_code = event.code

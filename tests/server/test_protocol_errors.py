@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -475,3 +476,29 @@ def test_bad_clients_do_not_affect_good_ones(echo_server: ServerProcess) -> None
             assert good.recv(timeout=TIMEOUT) == f"good {i}"
         stalled.send_frame(OP_CONT, b", finished")
         assert stalled.recv_message() == (OP_BINARY, b"half a message, finished")
+
+
+def test_close_1009_reaches_a_client_that_is_still_sending(start_server: ServerFactory) -> None:
+    """A client still sending the rest of a too-big message reads the Close 1009, not a TCP
+    reset: after failing the connection the server sends FIN and discards what keeps coming
+    until the client closes (a plain close() with unread bytes makes the kernel send RST,
+    and browsers then drop the Close frame and report 1006)."""
+    server = start_server(max_message_size="1MiB")
+    data = encode_frame(OP_BINARY, bytes(8 << 20))
+    for _ in range(3):
+        with WireClient(server.port) as client:
+            client.handshake()
+            errors: list[OSError] = []
+
+            def send_all(client: WireClient = client, errors: list[OSError] = errors) -> None:
+                try:
+                    client.sock.sendall(data)
+                except OSError as exc:
+                    errors.append(exc)
+
+            sender = threading.Thread(target=send_all)
+            sender.start()
+            code, _ = client.recv_close()
+            sender.join(10)
+            assert code == 1009
+            assert not errors, f"the server reset the connection: {errors}"
