@@ -12,6 +12,7 @@ pings), waits until /metrics counts them all open, and reports:
     python bench/idle.py --connections 10000 --workers 2 --socket-mode reuseport
     python bench/idle.py --connections 10000 --workers 2 --socket-mode shared
     python bench/idle.py --smoke          # seconds: 200 connections, checks it all works
+    python bench/idle.py --connections 100000 --workers 8 --client-processes 8 --sources 16
 
 Each run prints one JSON line (add --json-only to print nothing else).
 """
@@ -167,6 +168,55 @@ async def open_connections(
     return transports, time.perf_counter() - started, failures
 
 
+async def open_in_children(
+    port: int, args: argparse.Namespace
+) -> tuple[int, float, int, list[subprocess.Popen[str]]]:
+    """Open the connections from `args.client_processes` processes; they hold them until
+    their stdin closes. Returns (opened, seconds for the slowest, failures, processes)."""
+    k = args.client_processes
+    children = []
+    for i in range(k):
+        share = args.connections // k + (i < args.connections % k)
+        children.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", str(port), str(share), str(args.sources)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                preexec_fn=raise_nofile,
+            )
+        )
+    opened = failures = 0
+    slowest = 0.0
+    for child in children:
+        assert child.stdout is not None
+        line = await asyncio.to_thread(child.stdout.readline)
+        n, failed, seconds = line.split()
+        opened, failures = opened + int(n), failures + int(failed)
+        slowest = max(slowest, float(seconds))
+    return opened, slowest, failures, children
+
+
+def child(port: int, count: int, sources: int) -> int:
+    """--child: open `count` connections, report, hold them until stdin closes."""
+    raise_nofile()
+
+    async def hold() -> None:
+        transports, seconds, failures = await open_connections(port, count, sources, 256)
+        print(len(transports), failures, round(seconds, 3), flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+        for t in transports:
+            t.abort()
+
+    try:
+        import uvloop
+
+        uvloop.run(hold())
+    except ImportError:
+        asyncio.run(hold())
+    return 0
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     raise_nofile()
     port = free_port()
@@ -202,10 +252,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         rss0, pss0 = memory(server.pid)
 
         async def scenario() -> dict[str, object]:
-            transports, seconds, failures = await open_connections(
-                port, args.connections, args.sources, args.concurrency
-            )
-            n = len(transports)
+            children: list[subprocess.Popen[str]] = []
+            if args.client_processes > 1:  # one process holds at most ~RLIMIT_NOFILE sockets
+                n, seconds, failures, children = await open_in_children(port, args)
+                transports: list[asyncio.BaseTransport] = []
+            else:
+                transports, seconds, failures = await open_connections(
+                    port, args.connections, args.sources, args.concurrency
+                )
+                n = len(transports)
             deadline = time.monotonic() + 30
             while sum(open_per_worker(port).values()) < n and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
@@ -214,6 +269,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             spread = open_per_worker(port)
             for t in transports:
                 t.abort()
+            for child in children:
+                assert child.stdin is not None
+                child.stdin.close()
+                child.wait()
             counts = sorted(spread.values())
             return {
                 "workers": args.workers,
@@ -250,6 +309,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        return child(*map(int, sys.argv[2:5]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
@@ -257,6 +318,9 @@ def main() -> int:
     parser.add_argument("--sources", type=int, default=8, help="127.0.0.x source addresses")
     parser.add_argument("--concurrency", type=int, default=256, help="handshakes in flight")
     parser.add_argument("--hold", type=float, default=2.0, help="seconds idle before measuring")
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="client processes (fd limit per process)"
+    )
     parser.add_argument("--smoke", action="store_true", help="200 connections, ~seconds")
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args()

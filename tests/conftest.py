@@ -13,6 +13,9 @@ Fixture API
 ``start_module_server(...)``: the same factory, module scope (servers live for the module).
 ``echo_server``: a module-scoped default echo server.
 
+Servers get ``--workers 1`` (a master with one worker) unless the test passes ``workers=`` or
+``FASTWS_WORKERS`` is set (``FASTWS_WORKERS=2 pytest tests/server`` runs the suite multi-worker).
+
 ``ServerProcess`` has ``.port``, ``.host``, ``.url`` (``ws://127.0.0.1:P/``), ``.url_for(path)``,
 ``.proc`` (the Popen), ``.pid``, ``.stderr()`` (everything logged so far), ``.wait_for_log(text)``,
 ``.rss_bytes()`` (VmRSS summed over the server's process tree, from /proc) and ``.stop()``.
@@ -135,6 +138,11 @@ class ServerProcess:
 
     def __init__(self, app: str, options: dict[str, Any], log_dir: Path) -> None:
         self.app = app
+        if not os.environ.get(SERVER_CMD_ENV) and "FASTWS_WORKERS" not in os.environ:
+            # One worker (under the master) unless a test asks for more: every connection of
+            # a test then meets the same worker, as the server tests assume (e.g. a probe
+            # that must keep being served while an attack runs on the same process).
+            options = {"workers": 1, **options}
         self.options = dict(options)
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
@@ -227,8 +235,12 @@ class ServerProcess:
                     f"server exited with {self.proc.returncode} before listening:\n"
                     f"$ {shlex.join(self.cmd)}\n{self.stderr()}{self.stdout()}"
                 )
+            # A pre-fork master listens before its workers serve: ready means that a request
+            # gets an answer (any bytes, or the connection closed), not just a TCP accept.
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
+                with socket.create_connection((self.host, self.port), timeout=0.5) as probe:
+                    probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: ready\r\n\r\n")
+                    probe.recv(1)
                     return
             except OSError:
                 pass
