@@ -122,3 +122,19 @@ def test_status_without_a_server_fails_with_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("fastws status: cannot read metrics from 127.0.0.1:")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_single_process_mode_reports_itself(start_server: Any) -> None:
+    """--workers 0 (no master, no scoreboard): /metrics reports the one process's counters."""
+    server = start_server(workers=0)
+
+    async def main() -> None:
+        async with websockets.connect(server.url) as ws:
+            await ws.send("x")
+            await ws.recv()
+
+    asyncio.run(main())
+    samples = metrics(server)
+    assert total(samples, "fastws_workers") == 1
+    assert total(samples, "fastws_messages_in_total") == 1
+    assert total(samples, "fastws_messages_in_total", worker=str(server.pid)) == 1
