@@ -193,10 +193,18 @@ class Arbiter:
             "reloading: starting %d new workers (generation %d)", self.num_workers, self.generation
         )
         for listener in range(self.num_workers):
-            self.spawn_worker(listener)
+            try:
+                self.spawn_worker(listener)
+            except (OSError, RuntimeError) as exc:
+                self._abort_reload(f"cannot start a worker: {exc}")
+                return
 
     def handle_ttin(self) -> None:
         if self._stopping:
+            return
+        assert self.scoreboard is not None
+        if 2 * (self.num_workers + 1) > self.scoreboard.slots:  # a reload needs twice as many
+            logger.warning("at most %d workers; TTIN ignored", self.scoreboard.slots // 2)
             return
         self.num_workers += 1
         try:
@@ -246,7 +254,11 @@ class Arbiter:
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            self.scoreboard.retire(slot)  # give the slot back
+            raise
         if pid == 0:  # pragma: no cover - the child
             run_worker(spec)
         self.workers[pid] = Worker(pid, slot, listener, self.generation, time.monotonic())
@@ -264,7 +276,13 @@ class Arbiter:
         for listener in range(self.num_workers):
             if listener in covered or now < self._next_spawn.get(listener, 0.0):
                 continue
-            self.spawn_worker(listener)
+            try:
+                self.spawn_worker(listener)
+            except (OSError, RuntimeError) as exc:  # fork failed (EAGAIN, ENOMEM...)
+                logger.error(
+                    "cannot start a worker for slot %d: %s; retrying in 1 s", listener, exc
+                )
+                self._next_spawn[listener] = now + 1.0
 
     def reap_workers(self) -> None:
         assert self.scoreboard is not None
