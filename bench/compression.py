@@ -5,7 +5,7 @@
 Two numbers per server, measured in the same run with the same client (the `websockets`
 asyncio client, which offers permessage-deflate; client_max_window_bits like a browser):
 
-- echo: 1 KiB JSON-like text messages, `--conns` connections each doing `--messages`
+- echo: 1 KiB JSON-like text messages (256 variants: same keys, other values), `--conns` connections each doing `--messages`
   request/response round trips. Reported as messages per second of *server* CPU time
   (utime + stime from /proc, so the client's own cost does not blur the ratio) and per
   second of wall time.
@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import resource
 import socket
 import subprocess
@@ -50,10 +51,22 @@ asyncio.run(main())
 """
 
 
-def message() -> str:
-    """About 1 KiB of JSON, the kind of message compression is turned on for."""
-    items = [{"id": i, "name": f"item-{i}", "price": round(i * 1.37, 2)} for i in range(40)]
-    return json.dumps({"type": "update", "user": 12345, "items": items})[:1024]
+def message(seed: int = 0) -> str:
+    """About 1 KiB of JSON, the kind of message compression is turned on for.
+
+    Each seed gives other values under the same keys: repeating one message would let a
+    context-takeover peer send a 20-byte back-reference for the whole of it.
+    """
+    rng = random.Random(seed)
+    items = [
+        {
+            "id": rng.randrange(10**6),
+            "name": f"item-{rng.randrange(10**4)}",
+            "price": round(rng.random() * 100, 2),
+        }
+        for _ in range(40)
+    ]
+    return json.dumps({"type": "update", "user": rng.randrange(10**6), "items": items})[:1024]
 
 
 def free_port() -> int:
@@ -98,12 +111,13 @@ def rss_kib(pid: int) -> int:
 async def echo_run(url: str, conns: int, count: int) -> tuple[float, str | None]:
     from websockets.asyncio.client import connect
 
-    text = message()
+    texts = [message(seed) for seed in range(256)]
     clients = [await connect(url, compression="deflate", ping_interval=None) for _ in range(conns)]
     agreed = clients[0].response.headers.get("Sec-WebSocket-Extensions")
 
     async def loop(ws: object) -> None:
-        for _ in range(count):
+        for i in range(count):
+            text = texts[i % len(texts)]
             await ws.send(text)  # type: ignore[attr-defined]
             assert await ws.recv() == text  # type: ignore[attr-defined]
 
@@ -140,37 +154,50 @@ async def idle_run(url: str, pid: int, conns: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conns", type=int, default=50)
-    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--conns", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3, help="alternate the servers N times")
     parser.add_argument("--takeover", default="none", choices=["none", "server", "client", "both"])
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2 * args.idle + 100)), hard))
-    results = {}
-    for server in ("fastws", "websockets"):
-        port = free_port()
-        proc = start(server, port, args.takeover)
-        try:
-            url = f"ws://127.0.0.1:{port}/"
-            cpu0 = cpu_seconds(proc.pid)
-            wall, agreed = asyncio.run(echo_run(url, args.conns, args.messages))
-            cpu = cpu_seconds(proc.pid) - cpu0
-            total = args.conns * args.messages
-            idle = asyncio.run(idle_run(url, proc.pid, args.idle))
-        finally:
-            proc.terminate()
-            proc.wait()
-        results[server] = (total / cpu, total / wall, idle, agreed)
+    # Best of N alternating runs: on a shared machine the load from other processes only ever
+    # makes a run slower, and alternating exposes both servers to the same conditions.
+    best: dict[str, list[float]] = {}
+    agreed: dict[str, str | None] = {}
+    for _ in range(args.repeat):
+        for server in ("fastws", "websockets"):
+            port = free_port()
+            proc = start(server, port, args.takeover)
+            try:
+                url = f"ws://127.0.0.1:{port}/"
+                cpu0 = cpu_seconds(proc.pid)
+                wall, agreed[server] = asyncio.run(echo_run(url, args.conns, args.messages))
+                cpu = cpu_seconds(proc.pid) - cpu0
+                total = args.conns * args.messages
+                idle = asyncio.run(idle_run(url, proc.pid, args.idle)) if args.idle else 0.0
+            finally:
+                proc.terminate()
+                proc.wait()
+            run = [total / cpu, total / wall, idle]
+            print(
+                f"{server:10} {run[0]:9.0f} msg/server-CPU-s {run[1]:8.0f} msg/s wall"
+                f"  idle {idle:6.1f} KiB/conn",
+                flush=True,
+            )
+            old = best.setdefault(server, run)
+            best[server] = [max(old[0], run[0]), max(old[1], run[1]), min(old[2], run[2])]
+    for server, (per_cpu, per_wall, idle) in best.items():
         print(
-            f"{server:10} {total / cpu:9.0f} msg/server-CPU-s {total / wall:8.0f} msg/s wall"
-            f"  idle {idle:6.1f} KiB/conn  [{agreed}]",
-            flush=True,
+            f"best {server:10} {per_cpu:9.0f} msg/server-CPU-s {per_wall:8.0f} msg/s wall"
+            f"  idle {idle:6.1f} KiB/conn  [{agreed[server]}]"
         )
-    fast, ref = results["fastws"], results["websockets"]
+    fast, ref = best["fastws"], best["websockets"]
+    ratio = f", idle memory per connection x{fast[2] / ref[2]:.2f}" if args.idle else ""
     print(
         f"fastws/websockets: echo per server CPU-s x{fast[0] / ref[0]:.2f},"
-        f" wall x{fast[1] / ref[1]:.2f}, idle memory per connection x{fast[2] / ref[2]:.2f}"
+        f" wall x{fast[1] / ref[1]:.2f}{ratio}"
     )
 
 
