@@ -39,6 +39,7 @@ import gevent
 import gevent.event
 from locust import User, events
 
+from .protocol.connection import State
 from .protocol.handshake import InvalidHandshake
 from .sync import ClientConnection, ConnectionClosed, connect
 
@@ -120,6 +121,7 @@ class WebSocketUser(User):
         super().__init__(environment)
         self.ws: ClientConnection | None = None
         self._pending: dict[int, _Pending] = {}
+        self._expired: set[int] = set()  # timed out: their late replies are dropped
         self._ids = itertools.count(1)
         self._reader: gevent.Greenlet | None = None
         self._stopping = False
@@ -185,7 +187,7 @@ class WebSocketUser(User):
 
     def ensure_connected(self) -> bool:
         """Connect if there is no open connection (waiting `reconnect_delay` after a failure)."""
-        if self.ws is not None and not self.ws.closed:
+        if self.ws is not None and self.ws.state is State.OPEN:
             return True
         wait = self._last_failure + self.reconnect_delay - time.monotonic()
         if wait > 0:
@@ -254,7 +256,8 @@ class WebSocketUser(User):
         if not wait:
             return None
         if not pending.done.wait(self.response_timeout):
-            self._pending.pop(request_id, None)
+            if self._pending.pop(request_id, None) is not None:
+                self._expired.add(request_id)
             self._fire(
                 name,
                 pending.start,
@@ -319,7 +322,10 @@ class WebSocketUser(User):
             request_id = self.decode_id(message)
             pending = self._pending.pop(request_id, None) if request_id is not None else None
             if pending is None:
-                self.on_message(message)
+                if request_id in self._expired:
+                    self._expired.discard(request_id)  # already failed as a timeout
+                else:
+                    self.on_message(message)
                 continue
             now = time.perf_counter()
             pending.response = message

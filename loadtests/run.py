@@ -293,6 +293,7 @@ def locust_command(
     if args.steps:
         cmd += ["--steps", args.steps, "--step-hold", str(args.step_hold)]
         cmd += ["--step-rate", str(args.step_rate), "--step-log", str(step_log)]
+        cmd += ["--step-connect-timeout", str(args.step_connect_timeout)]
     else:
         cmd += ["-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.run_time]
     return cmd + shlex.split(args.locust_args)
@@ -470,7 +471,12 @@ def summarize(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     steps = []
     for users, start, end in step_windows(run, rows):
         inside = [r for r in rows if start <= r["time"] <= end]
+        if not inside and rows:
+            inside = [min(rows, key=lambda r: abs(r["time"] - end))]
         samples = [s for s in run.samples if start <= s["time"] <= end]
+        if not samples and run.samples:
+            # A short hold on a busy machine may fall between two samples: take the nearest.
+            samples = [min(run.samples, key=lambda s: abs(s["time"] - end))]
         if not inside:
             continue
         last = inside[-1]  # its percentiles cover the last 10 s of the hold
@@ -492,7 +498,9 @@ def summarize(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rps": round(statistics.mean(r["rps"] or 0 for r in inside), 1),
                 "p50_ms": last["p50"],
                 "p99_ms": last["p99"],
-                "failures": inside[-1]["failures"] - inside[0]["failures"],
+                # Every request type (connects included), during the hold.
+                "failures": int(inside[-1]["all_failures"] or 0)
+                - int(inside[0]["all_failures"] or 0),
                 "server_rss_mib": None if server_rss is None else round(server_rss / 2**20, 1),
                 "rss_per_conn_kib": None if per_conn is None else round(per_conn / 1024, 1),
                 "server_pss_mib": round(statistics.median(pss) / 2**20, 1) if pss else None,
@@ -684,6 +692,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default="", help="user steps for shape.py, e.g. 1000,5000")
     parser.add_argument("--step-hold", type=float, default=20.0)
     parser.add_argument("--step-rate", type=float, default=200.0)
+    parser.add_argument(
+        "--step-connect-timeout",
+        type=float,
+        default=120.0,
+        help="hold a step anyway after waiting this long for its users to connect",
+    )
     parser.add_argument("--users", type=int, default=100, help="without --steps")
     parser.add_argument("--spawn-rate", type=float, default=50.0, help="without --steps")
     parser.add_argument("--run-time", default="30s", help="without --steps")
@@ -698,6 +712,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="", help="results directory name")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
+    # Stop cleanly (servers and locust included) on TERM, and on INT even when started in the
+    # background, where a shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     targets = args.server or ["fastws"]
     name = args.name or time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / name

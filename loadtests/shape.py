@@ -16,7 +16,13 @@ import json
 import time
 from typing import Any
 
+import locust.runners
 from locust import LoadTestShape, events
+
+# A worker busy connecting a batch of users on a loaded machine can go 3 s without a
+# heartbeat, locust's limit, and be dropped, which ends the run. Connecting is this load
+# test's point, so give workers longer (a module setting of locust, read at each heartbeat).
+locust.runners.HEARTBEAT_LIVENESS = max(locust.runners.HEARTBEAT_LIVENESS, 15)
 
 
 @events.init_command_line_parser.add_listener

@@ -27,7 +27,7 @@ def test_runner_writes_steps_and_report(tmp_path: Path) -> None:
         "--steps",
         "4",
         "--step-hold",
-        "1",
+        "2",
         "--step-rate",
         "20",
         "--processes",
