@@ -26,6 +26,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import socket
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(server: str, port: int, takeover: str) -> subprocess.Popen[bytes]:
+def start(server: str, port: int, takeover: str, extra: str = "") -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if server == "websockets":
         cmd = [sys.executable, "-c", _WEBSOCKETS_ECHO, str(port)]
@@ -83,7 +84,7 @@ def start(server: str, port: int, takeover: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "fastws", "serve", "--port", str(port)]
         # One process (no pre-fork master) so that its CPU and RSS are the server's.
         cmd += ["--workers", "0", "--ping-interval", "off", "--compression", "deflate"]
-        cmd += ["--compression-context-takeover", takeover]
+        cmd += ["--compression-context-takeover", takeover, *shlex.split(extra)]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3, help="alternate the servers N times")
     parser.add_argument("--takeover", default="none", choices=["none", "server", "client", "both"])
+    parser.add_argument(
+        "--fastws-args", default="", help="more fastws serve flags, e.g. '--compression-level 6'"
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2 * args.idle + 100)), hard))
@@ -169,7 +173,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for server in ("fastws", "websockets"):
             port = free_port()
-            proc = start(server, port, args.takeover)
+            proc = start(server, port, args.takeover, args.fastws_args)
             try:
                 url = f"ws://127.0.0.1:{port}/"
                 cpu0 = cpu_seconds(proc.pid)
