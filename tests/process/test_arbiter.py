@@ -84,9 +84,10 @@ def test_killed_worker_is_replaced_and_others_unaffected(start_server: Any, mode
     assert "was killed by SIGKILL" in server.stderr()
 
 
-def test_hup_reloads_without_refusing_a_connection(start_server: Any) -> None:
+@pytest.mark.parametrize("mode", ["reuseport", "shared"])
+def test_hup_reloads_without_refusing_a_connection(start_server: Any, mode: str) -> None:
     """HUP under continuous traffic: new workers start, old ones drain, no attempt fails."""
-    server = start_server(PID_APP, workers=2)
+    server = start_server(PID_APP, workers=2, socket_mode=mode)
     old = workers(server, 2)
     attempts = 0
     failures: list[str] = []
