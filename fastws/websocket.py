@@ -109,6 +109,11 @@ def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
     return Opcode.BINARY, view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def _aiterate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
     if isinstance(items, AsyncIterable):
         async for item in items:
@@ -710,6 +715,9 @@ class WebSocket(asyncio.BufferedProtocol):
         self._flush()
         self._transport.write(self._conn.send_ping(payload))
         fut: asyncio.Future[float] = self._loop.create_future()
+        # Nobody awaits a keepalive ping: retrieve its exception (connection lost) so asyncio
+        # does not log "Future exception was never retrieved" for each lost connection.
+        fut.add_done_callback(_retrieve)
         self._pings[payload] = (fut, time.monotonic())
         timeout = self._ping_timeout
         if timeout is not None:

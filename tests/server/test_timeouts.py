@@ -183,3 +183,20 @@ def assert_good_client_echoes_close(server: ServerProcess) -> None:
         assert ws.recv_close() == (1000, "")
         ws.send_close(1000)
         ws.assert_server_closes_tcp()
+
+
+def test_connection_lost_with_a_keepalive_ping_in_flight_logs_nothing(
+    start_server: ServerFactory,
+) -> None:
+    """Peers that vanish while a keepalive ping waits for its pong cost no log noise: the
+    unawaited ping's failure is retrieved (no "Future exception was never retrieved"
+    traceback per lost connection)."""
+    server = start_server(ping_interval="100ms", ping_timeout="30s")
+    for _ in range(5):
+        with WireClient(server.port) as client:
+            client.handshake()
+            frame = client.recv_frame(timeout=5)  # the first keepalive ping; never answered
+            assert frame.opcode == 0x9
+    assert_good_client_echoes(server)
+    time.sleep(0.3)
+    assert "never retrieved" not in server.stderr(), server.stderr()
