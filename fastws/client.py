@@ -41,6 +41,15 @@ __all__ = ["ClientProtocol", "InvalidHandshake", "connect"]
 class ClientProtocol(WebSocket):
     """The client side of a connection: sends the upgrade request, checks the response."""
 
+    __slots__ = (
+        "_deflate_options",
+        "_handshake",
+        "_key",
+        "_parser",
+        "_request_bytes",
+        "_subprotocols",
+    )
+
     def __init__(
         self,
         request: bytes,

@@ -109,6 +109,9 @@ def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
     return Opcode.BINARY, view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
+_NO_QUEUE: tuple[()] = ()
+
+
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -126,10 +129,47 @@ async def _aiterate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[
 class WebSocket(asyncio.BufferedProtocol):
     """An open WebSocket connection: `recv`/`send`/`ping`/`close`, and `async for`."""
 
+    # Slots: ~35 attributes are past CPython's key-sharing limit for instance dicts, so each
+    # connection would carry a ~1.6 KB dict. "__dict__" keeps arbitrary attributes possible
+    # (ws.user = ...): that dict is only created when an application sets one.
+    __slots__ = (
+        "__dict__",
+        "_close_timeout",
+        "_close_timer",
+        "_conn",
+        "_direct",
+        "_drain_waiter",
+        "_flush_scheduled",
+        "_keepalive",
+        "_loop",
+        "_lost",
+        "_max_queue",
+        "_open",
+        "_ping_interval",
+        "_ping_timeout",
+        "_pings",
+        "_queue",
+        "_rbuf",
+        "_reading_paused",
+        "_stall_size",
+        "_stall_timer",
+        "_transport",
+        "_waiter",
+        "_wpending",
+        "_wpending_size",
+        "_write_limit",
+        "_write_timeout",
+        "_writing_paused",
+        "close_code",
+        "close_reason",
+        "remote_address",
+        "request",
+        "subprotocol",
+    )
     # Set by the side that made the connection before it is open.
-    request: Request | None = None
-    subprotocol: str | None = None
-    remote_address: Any = None
+    request: Request | None
+    subprotocol: str | None
+    remote_address: Any
 
     def __init__(
         self,
@@ -147,6 +187,9 @@ class WebSocket(asyncio.BufferedProtocol):
         budget: Budget | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self.request = None
+        self.subprotocol = None
+        self.remote_address = None
         self._conn = Connection(
             client=client,
             max_message_size=max_message_size,
@@ -170,7 +213,9 @@ class WebSocket(asyncio.BufferedProtocol):
         self._rbuf = receive_buffer(self._loop)
         self._direct = False  # the last get_buffer() handed out a payload destination
         self._open = False  # the opening handshake is done
-        self._queue: deque[str | bytes | Message | Chunk] = deque()
+        # Received messages not yet read; an empty deque costs ~600 B, so a connection with
+        # nothing waiting holds the shared empty tuple instead (see _dispatch and _next).
+        self._queue: deque[str | bytes | Message | Chunk] = _NO_QUEUE  # type: ignore[assignment]
         self._waiter: asyncio.Future[Any] | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -352,6 +397,8 @@ class WebSocket(asyncio.BufferedProtocol):
                         continue
                 if len(queue) >= self._max_queue and conn.state is not State.OPEN:
                     continue  # closing: nobody will read past a full queue, and we must read
+                if queue is _NO_QUEUE:
+                    queue = self._queue = deque()
                 queue.append(event)  # type: ignore[arg-type]
             elif kind is Pong:
                 _stats[MESSAGES_IN] -= 1
@@ -477,6 +524,8 @@ class WebSocket(asyncio.BufferedProtocol):
         queue = self._queue
         if queue:
             message = queue.popleft()
+            if not queue:
+                self._queue = _NO_QUEUE  # type: ignore[assignment]
             if self._reading_paused and len(queue) <= self._max_queue >> 1:
                 self._resume_reading()
             return message

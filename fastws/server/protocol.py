@@ -43,8 +43,9 @@ _BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable
 class ServerProtocol(WebSocket):
     """A connection accepted by a `Server`; the handler sees it as a `WebSocket`."""
 
+    __slots__ = ("_close_on_open", "_handler_task", "_handshake_timer", "_parser", "_server")
     #: Set when the server stops during this connection's handshake: close once it is open.
-    _close_on_open: tuple[int, str] | None = None
+    _close_on_open: tuple[int, str] | None
 
     def __init__(self, server: Server) -> None:
         config = server.config
@@ -62,6 +63,7 @@ class ServerProtocol(WebSocket):
             budget=server.budget,
         )
         self._server = server
+        self._close_on_open = None
         self._parser: RequestParser | None = RequestParser(
             max_request_line=config.max_request_line,
             max_headers=config.max_headers,
