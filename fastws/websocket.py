@@ -461,15 +461,21 @@ class WebSocket(asyncio.BufferedProtocol):
         every message received before has been read. A large binary message is copied into
         its `bytes`; `recv_message()` hands it over without a copy.
         """
-        message = await self._next_message()
-        if type(message) is Message:
+        # Awaiting _next() directly, not through helpers: every coroutine frame a waiting
+        # handler holds is memory an idle connection keeps.
+        message = await self._next()
+        if isinstance(message, Chunk):
+            message = await self._skip_stream(message)
+        if isinstance(message, Message):
             with message:
                 return message.tobytes()
-        return message  # type: ignore[return-value]
+        return message
 
     async def recv_message(self) -> str | Message:
         """The next message: `str` for text, a `Message` for binary (no copy; see Message)."""
-        message = await self._next_message()
+        message = await self._next()
+        if isinstance(message, Chunk):
+            message = await self._skip_stream(message)
         if type(message) is bytes:
             return Message(message)
         return message  # type: ignore[return-value]
@@ -478,9 +484,12 @@ class WebSocket(asyncio.BufferedProtocol):
         """`async for message in ws.messages()`: like `async for`, with `recv_message()`."""
         while True:
             try:
-                yield await self.recv_message()
+                message = await self._next()
+                if isinstance(message, Chunk):
+                    message = await self._skip_stream(message)
             except ConnectionClosedOK:
                 return
+            yield Message(message) if type(message) is bytes else message  # type: ignore[misc]
 
     async def stream(self) -> AsyncIterator[str | Message]:
         """The next message piece by piece, as it arrives: `async for piece in ws.stream()`.
@@ -508,17 +517,18 @@ class WebSocket(asyncio.BufferedProtocol):
         finally:
             conn.streaming = False
 
-    async def _next_message(self) -> str | bytes | Message:
-        """The next whole message, skipping what is left of a stream abandoned half-way."""
+    async def _skip_stream(self, item: Chunk) -> str | bytes | Message:
+        """Drop what is left of a stream abandoned half-way; return the next whole message."""
         while True:
-            item = await self._next()
-            if not isinstance(item, Chunk):
-                return item
             while True:  # the pieces of one message are consecutive in the queue
                 item.data.release()
                 if item.last:
                     break
                 item = cast(Chunk, await self._next())
+            message = await self._next()
+            if not isinstance(message, Chunk):
+                return message
+            item = message
 
     async def _next(self) -> str | bytes | Message | Chunk:
         queue = self._queue

@@ -233,3 +233,15 @@ async def stream_digest(ws: Any) -> None:
         report = {"size": size, "sha256": digest.hexdigest(), "pieces": pieces}
         report.update(largest=largest, rss_peak=_vm_kib("VmHWM"))
         await ws.send(json.dumps(report))
+
+
+async def abandon_stream(ws: Any) -> None:
+    """Read one piece of each message with ws.stream(), then leave the loop; reply with the
+    piece's size and the size of what recv() returns next, so the test sees that the rest
+    of the abandoned message was skipped, not mistaken for the next message."""
+    while True:
+        async for piece in ws.stream():
+            first = len(piece)
+            break
+        following = await ws.recv()
+        await ws.send(json.dumps({"first": first, "next": len(following)}))

@@ -145,8 +145,8 @@ class Connection:
         # until `resume()` admits it.
         self.budget = budget
         self.blocked = False
-        # Set by the I/O layer before a message starts: deliver its binary payload as Chunk
-        # events of up to STREAM_CHUNK bytes as it arrives, instead of assembling it.
+        # Set by the I/O layer before a message starts: deliver the next binary message as
+        # Chunk events of up to STREAM_CHUNK bytes as it arrives, instead of assembling it.
         self.streaming = False
         self._mstream = False  # the message being received is streamed
         # permessage-deflate (RFC 7692), when negotiated: see the "compression" section.
@@ -430,6 +430,8 @@ class Connection:
     def _begin_message(self, opcode: int) -> None:
         self._mop = opcode
         self._mstream = self.streaming and opcode == Opcode.BINARY and not self._mdeflate
+        if self._mstream:
+            self.streaming = False  # one message per request: the next is assembled again
         self._mfrags = 1
         self._dsize = 0
         if opcode == Opcode.TEXT:

@@ -241,7 +241,7 @@ def test_streaming_a_fragmented_message_keeps_order_across_frames() -> None:
     chunks = take(conn)
     assert chunks[-1].last and not any(c.last for c in chunks[:-1])  # type: ignore[attr-defined]
     assert b"".join(bytes(c.data) for c in chunks) == b"".join(fragments)  # type: ignore[attr-defined]
-    conn.streaming = False
+    assert not conn.streaming  # a request covers one message
     head, key = header(3 * MiB)
     payload = os.urandom(3 * MiB)
     conn.receive_data(head)

@@ -179,3 +179,15 @@ def test_streamed_upload_is_never_held_whole(start_server: ServerFactory) -> Non
     grown = report["rss_peak"] * 1024 - baseline
     assert grown < 32 * MiB, f"peak RSS grew {grown / MiB:.0f} MiB streaming 96 MiB"
     assert fragmented["sha256"] == hashlib.sha256(payload[: 5 * MiB]).hexdigest()
+
+
+def test_abandoned_stream_is_skipped(start_server: ServerFactory) -> None:
+    """Leaving ws.stream() after the first piece discards the rest of that message: the next
+    recv() returns the next message, whole."""
+    server = start_server(app="tests.apps:abandon_stream")
+    with _ws(server) as ws:
+        ws.send(os.urandom(5 * MiB))
+        ws.send(b"x" * 1234)
+        report = json.loads(ws.recv(timeout=30))
+    assert 0 < report["first"] <= MiB
+    assert report["next"] == 1234
