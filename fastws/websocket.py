@@ -24,6 +24,7 @@ from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .buffers import Budget
+from .keepalive import wheel
 from .message import Message
 from .process.counters import BYTES_IN, BYTES_OUT, MESSAGES_IN, MESSAGES_OUT
 from .process.counters import values as _stats
@@ -221,7 +222,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
-        self._keepalive: asyncio.TimerHandle | None = None
+        self._keepalive: int | None = None  # token of our place in the loop's KeepaliveWheel
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost = self._loop.create_future()
         self.close_code: int | None = None
@@ -344,7 +345,11 @@ class WebSocket(asyncio.BufferedProtocol):
         if self.close_code is None:
             self.close_code = CloseCode.ABNORMAL
             self.close_reason = ""
-        for timer in (self._keepalive, self._close_timer, self._stall_timer):
+        if self._keepalive is not None:
+            assert self._ping_interval is not None
+            wheel(self._loop, self._ping_interval).discard(self, self._keepalive)
+            self._keepalive = None
+        for timer in (self._close_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
         self._conn.state = State.CLOSED
@@ -372,7 +377,7 @@ class WebSocket(asyncio.BufferedProtocol):
         """The handshake succeeded: frames from now on (`leftover` came with the handshake)."""
         self._open = True
         if self._ping_interval is not None:
-            self._keepalive = self._loop.call_later(self._ping_interval, self._send_keepalive)
+            self._keepalive = wheel(self._loop, self._ping_interval).add(self, self._ping_interval)
         if leftover:
             self._conn.receive_data(leftover)
             self._dispatch()
@@ -783,7 +788,7 @@ class WebSocket(asyncio.BufferedProtocol):
             timer = self._loop.call_later(timeout, self._keepalive_expired, fut)
             fut.add_done_callback(lambda _: timer.cancel())
         assert self._ping_interval is not None
-        self._keepalive = self._loop.call_later(self._ping_interval, self._send_keepalive)
+        self._keepalive = wheel(self._loop, self._ping_interval).add(self, self._ping_interval)
 
     def _keepalive_expired(self, fut: asyncio.Future[float]) -> None:
         if fut.done() or self._transport is None:
