@@ -117,19 +117,31 @@ class Headers:
     lookups ignore case and ``get``/``[]`` return the first value.
     """
 
-    __slots__ = ("_index", "raw")
+    __slots__ = ("_index_", "raw")
 
     def __init__(self, raw: Iterable[tuple[str, str]] = ()) -> None:
         self.raw: list[tuple[str, str]] = list(raw)
-        index: dict[str, list[str]] = {}
-        for name, value in self.raw:
-            key = name.lower()
-            values = index.get(key)
-            if values is None:
-                index[key] = [value]
-            else:
-                values.append(value)
-        self._index = index
+        self._index_: dict[str, list[str]] | None = None
+
+    @property
+    def _index(self) -> dict[str, list[str]]:
+        """Lowercased name -> values, built on first lookup (see `compact`)."""
+        index = self._index_
+        if index is None:
+            index = self._index_ = {}
+            for name, value in self.raw:
+                key = name.lower()
+                values = index.get(key)
+                if values is None:
+                    index[key] = [value]
+                else:
+                    values.append(value)
+        return index
+
+    def compact(self) -> None:
+        """Drop the lookup index (rebuilt if needed): an open connection keeps its request's
+        headers for the application, and the index would double what they cost."""
+        self._index_ = None
 
     @overload
     def get(self, name: str) -> str | None: ...

@@ -205,6 +205,7 @@ class ServerProtocol(WebSocket):
         self.subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
         extensions = self._negotiate_compression(request)
         self._transport.write(accept_response(key, self.subprotocol, extensions).serialize())
+        request.headers.compact()  # the handshake is done with lookups; keep the fields only
         counters.values[counters.HANDSHAKES] += 1
         counters.values[counters.CONNECTIONS_OPEN] += 1
         self._handler_task = self._loop.create_task(self._run_handler())
