@@ -157,6 +157,9 @@ class ClientConnection:
         poll() rather than a socket timeout: the timeout is shared with concurrent senders,
         and a long sendall must not fail because a reader wanted to give up early.
         """
+        pending = getattr(self.socket, "pending", None)  # TLS: bytes already decrypted
+        if pending is not None and pending():
+            return True
         if self._poll is None:
             self._poll = select.poll()
             self._poll.register(self.socket, select.POLLIN)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,6 +31,9 @@ from fastws.sync import (
     InvalidHandshake,
     connect,
 )
+
+# The TLS fixtures (a CA made at test time, a wss:// fastws server) of the server's TLS tests.
+from tests.server.test_tls import Certs, certs, client_context, tls_server  # noqa: F401
 
 if TYPE_CHECKING:
     from tests.conftest import ServerFactory, ServerProcess
@@ -278,6 +283,35 @@ def test_compression_with_websockets() -> None:
                 assert ws.recv(timeout=TIMEOUT) == message
     finally:
         server.stop()
+
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+@needs_openssl
+def test_wss_with_verified_certificate(request: pytest.FixtureRequest) -> None:
+    """wss:// with a CA-verified certificate: small and 1 MiB messages, and recv(timeout) when
+    replies sit decrypted inside the TLS layer (several per TLS record)."""
+    server: ServerProcess = request.getfixturevalue("tls_server")
+    ca: Certs = request.getfixturevalue("certs")
+    url = f"wss://127.0.0.1:{server.port}/"
+    with open_ws(url, ssl=client_context(ca.ca)) as ws:
+        big = os.urandom(MiB)
+        ws.send(big)
+        assert ws.recv(timeout=TIMEOUT) == big
+        for i in range(50):
+            ws.send(f"m{i}")
+        assert [ws.recv(timeout=TIMEOUT) for _ in range(50)] == [f"m{i}" for i in range(50)]
+
+
+@needs_openssl
+def test_wss_refuses_unknown_certificate(request: pytest.FixtureRequest) -> None:
+    """A certificate from a CA the client does not trust fails the connection."""
+    server: ServerProcess = request.getfixturevalue("tls_server")
+    ca: Certs = request.getfixturevalue("certs")
+    url = f"wss://127.0.0.1:{server.port}/"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        open_ws(url, ssl=client_context(ca.other_ca))
 
 
 # -- websockets server specifics -----------------------------------------------------------------
