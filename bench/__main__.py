@@ -128,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # bench/results/tmp/ so that a dated results directory holds only what gets committed.
     logs = out / "logs" if args.out else RESULTS / "tmp" / f"{out.name}-logs"
     logs.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     server_cpus, client_cpus = cpu_split()
     options = Options(
         duration=args.duration,
