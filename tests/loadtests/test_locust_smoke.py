@@ -7,6 +7,7 @@ Locust runs as a subprocess: importing it monkey-patches the process with gevent
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,7 +19,10 @@ import pytest
 if TYPE_CHECKING:
     from tests.conftest import ServerFactory, ServerProcess
 
-pytest.importorskip("locust")
+# Never import locust here: importing it monkey-patches this process with gevent, which breaks
+# every later test that uses threads or sockets.
+if importlib.util.find_spec("locust") is None:
+    pytest.skip("locust is not installed", allow_module_level=True)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOADTESTS = REPO_ROOT / "loadtests"
