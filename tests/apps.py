@@ -1,6 +1,6 @@
 """Test-only handler apps, loaded by the server process as ``tests.apps:NAME``.
 
-Written against the handler API of docs/API_DRAFT.md only. They report what the server showed
+Written against the public handler API only (README). They report what the server showed
 them back to the client as JSON text messages, so the tests can check it from outside.
 """
 
