@@ -737,6 +737,7 @@ class WebSocket(asyncio.BufferedProtocol):
         waiter = self._drain_waiter
         if waiter is None or waiter.done():
             waiter = self._drain_waiter = self._loop.create_future()
+            waiter.add_done_callback(_retrieve)  # awaited through shield(): may be abandoned
         await asyncio.shield(waiter)
 
     async def ping(self, data: bytes = b"") -> float:
