@@ -497,3 +497,12 @@ def test_fields_table_shows_human_defaults() -> None:
     assert "| `64KiB` |" in table
     assert "| `20s` |" in table
     assert "| any |" in table  # origins: an absence, not something to type
+
+
+def test_readme_options_table_is_the_generated_one() -> None:
+    """The README shows exactly Config.fields_table(): a new or changed knob cannot be
+    missing from the documentation (regenerate with the command in the README comment)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert Config.fields_table().rstrip("\n") in readme
