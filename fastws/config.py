@@ -835,8 +835,8 @@ class Config:
         values: dict[str, Any] = {}
         by_env = {option.env: option for option in options.values()}
         for key in sorted(environ):
-            if not key.startswith(ENV_PREFIX):
-                continue
+            if not key.startswith(ENV_PREFIX) or key.startswith(ENV_PREFIX + "TEST_"):
+                continue  # FASTWS_TEST_* belong to fastws' own test suite, not to the server
             if key not in by_env:
                 hint = _did_you_mean(key, by_env)
                 logger.warning("ignoring unknown environment variable %s%s", key, hint)

@@ -322,14 +322,18 @@ class ClientConnection:
 
     def send_ping(self, data: bytes | None = None) -> bytes:
         """Send a ping without waiting; return its payload (random when not given)."""
+        return self._send_ping(data)[0]
+
+    def _send_ping(self, data: bytes | None) -> tuple[bytes, _PingWaiter]:
         payload = os.urandom(4) if data is None else bytes(data)
+        waiter = _PingWaiter()
         with self._send_lock:
             self._check_open()
             if payload in self._pings:
                 raise ValueError("a ping with this payload is already waiting for its pong")
-            self._pings[payload] = _PingWaiter()
+            self._pings[payload] = waiter
             self.socket.sendall(self._conn.send_ping(payload))
-        return payload
+        return payload, waiter
 
     def ping(self, data: bytes | None = None, timeout: float | None = None) -> float:
         """Send a ping, wait for its pong, return the round trip in seconds.
@@ -338,8 +342,9 @@ class ClientConnection:
         ConnectionClosed if the connection closes first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        payload = self.send_ping(data)
-        waiter = self._pings[payload]
+        # The waiter itself, not a lookup: a reader in another thread may take the pong (and
+        # remove the entry) before this line runs.
+        payload, waiter = self._send_ping(data)
         while not waiter.done.is_set():
             if self._read_lock.acquire(blocking=False):
                 try:

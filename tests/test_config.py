@@ -424,6 +424,14 @@ def test_unknown_fastws_env_var_warns(caplog: pytest.LogCaptureFixture) -> None:
     )
 
 
+def test_test_suite_env_vars_are_not_server_options(caplog: pytest.LogCaptureFixture) -> None:
+    """FASTWS_TEST_* variables configure fastws' own test suite (CI sets some for every
+    process); the server neither uses nor warns about them."""
+    with caplog.at_level(logging.WARNING, logger="fastws"):
+        Config.load(environ={"FASTWS_TEST_BROWSERS": "required"})
+    assert caplog.records == []
+
+
 def test_other_env_vars_are_ignored_quietly(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="fastws"):
         Config.load(environ={"PORT": "1", "PATH": "/bin", "XFASTWS_PORT": "1"})
