@@ -107,23 +107,24 @@ class Server:
         if self._stopping:
             return
         self._stopping = True
+        loop = asyncio.get_running_loop()
         if self._server is not None:
             self._server.close()
-        connections = list(self._connections)
-        if connections:
-            logger.info("closing %d connections", len(connections))
-        for ws in connections:
-            ws.shutdown(code, reason)
-        waiters = [ws.wait_closed() for ws in connections]
-        if waiters:
-            _, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in waiters], timeout=self.config.close_timeout + 1
-            )
-            for ws in self._connections:
-                if ws._transport is not None:
-                    ws._transport.abort()
-            for task in pending:
-                task.cancel()
+        # A connection accepted in the same loop iteration gets its connection_made() only
+        # now; it must be told too, not aborted at the end (a reload would fail it).
+        await asyncio.sleep(0)
+        if self._connections:
+            logger.info("closing %d connections", len(self._connections))
+        deadline = loop.time() + self.config.close_timeout + 1
+        told: set[ServerProtocol] = set()
+        while self._connections and loop.time() < deadline:
+            for ws in self._connections - told:
+                ws.shutdown(code, reason)
+                told.add(ws)
+            await asyncio.sleep(0.02)
+        for ws in list(self._connections):
+            if ws._transport is not None:
+                ws._transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
 
