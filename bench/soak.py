@@ -27,9 +27,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import fastws
+from bench import procs
+from bench.procs import descendants
 
 MiB = 1 << 20
 
@@ -37,37 +38,13 @@ MiB = 1 << 20
 # -- the server's process tree, from /proc --------------------------------------------------
 
 
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
-
-
 def rss_bytes(pid: int) -> int:
-    total = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
+    return procs.rss_bytes(descendants(pid))
 
 
 def fd_count(pid: int) -> int:
     total = 0
-    for p in process_tree(pid):
+    for p in descendants(pid):
         with contextlib.suppress(OSError):
             total += len(os.listdir(f"/proc/{p}/fd"))
     return total
