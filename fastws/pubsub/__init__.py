@@ -1,0 +1,1 @@
+"""Fan-out: channels (rooms) whose publishes reach subscribers in every worker and host."""
