@@ -102,6 +102,7 @@ def _build(argv: Sequence[str] | None) -> tuple[str, Callable[..., Any], Config]
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     config = Config.load(args)
+    config.ssl_context()  # missing or unreadable TLS files: one line here, not in each worker
     return args.app, _load_app(args.app), config
 
 
@@ -145,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     if config.workers == 0:  # one process, no master
         from fastws.server import run  # imported late: the CLI must work without the server
 
-        run(handler, config)
+        try:
+            run(handler, config)
+        except OSError as exc:  # cannot listen (address in use, permission...)
+            print(f"fastws serve: error: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         return 0
     # A master with config.workers worker processes (gunicorn keeps its master even for one
     # worker: supervision, HUP reload and /metrics work the same way whatever the count).

@@ -293,6 +293,39 @@ def test_bad_process_request_exits_2_naming_the_flag() -> None:
     assert "--process-request" in line and "No module named 'nosuchmodule'" in line
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_missing_certfile_exits_2_with_one_line(tmp_path: Path, workers: str) -> None:
+    """A TLS file that cannot be loaded is a configuration error, reported once by the command
+    (before any worker is forked), not a traceback per worker and a respawn loop."""
+    missing = tmp_path / "missing.pem"
+    result = run_cli("serve", "--certfile", str(missing), "--port", "0", "--workers", workers)
+    line = assert_one_line_error(result, "fastws serve: error: cannot load TLS certificate/key")
+    assert str(missing) in line and "No such file or directory" in line
+
+
+def test_keyfile_that_is_not_a_key_exits_2(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    result = run_cli("serve", "--certfile", str(junk), "--port", "0")
+    assert_one_line_error(result, "fastws serve: error: cannot load TLS certificate/key")
+
+
+def test_port_in_use_exits_1_with_one_line() -> None:
+    """An address already taken: one line naming it, exit status 1, in both process models."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for workers in ("0", "1"):
+            result = run_cli("serve", "--port", port, "--workers", workers)
+            assert result.returncode == 1, result.stderr
+            assert "Traceback" not in result.stderr
+            [line] = result.stderr.splitlines()
+            assert "address already in use" in line.lower(), line
+
+
 def test_unknown_env_var_warning_is_logged_before_the_error() -> None:
     """The typo warning uses the fastws log format and shows even when startup then fails."""
     result = run_cli("serve", "--port", "x", FASTWS_PROT="1")

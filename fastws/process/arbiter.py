@@ -28,6 +28,7 @@ import os
 import resource
 import select
 import signal
+import ssl as _ssl
 import sys
 import sysconfig
 import time
@@ -80,10 +81,13 @@ class Arbiter:
         handler: Callable[..., Any],
         config: Config,
         app_modules: Collection[str] = (),
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.handler = handler
         self.config = config
+        #: A TLS context object from the Python API; each forked worker inherits it.
+        self.ssl = ssl
         #: Modules imported by loading the application. The master imported them only to
         #: check the command line; every worker drops them and imports the application again
         #: after the fork (like gunicorn without --preload), so that a HUP loads new code and a
@@ -251,6 +255,7 @@ class Arbiter:
             listener=listener,
             master_pid=self.pid,
             reload_modules=self.app_modules,
+            ssl=self.ssl,
         )
         sys.stdout.flush()
         sys.stderr.flush()
@@ -492,6 +497,7 @@ def run(
     handler: Callable[..., Any],
     config: Config,
     app_modules: Collection[str] = (),
+    ssl: _ssl.SSLContext | None = None,
 ) -> int:
     """Run the master until it is told to stop; return its exit status."""
-    return Arbiter(app, handler, config, app_modules).run()
+    return Arbiter(app, handler, config, app_modules, ssl).run()

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import ssl as _ssl
 import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -61,6 +62,9 @@ class WorkerSpec:
     master_pid: int
     #: The application's own modules: dropped and imported again in the worker.
     reload_modules: Collection[str] = ()
+    #: A TLS context given in Python (`fastws.run(..., ssl=ctx)`): the fork inherits it.
+    #: Without one, each worker loads certfile/keyfile itself, so a HUP picks up new files.
+    ssl: _ssl.SSLContext | None = None
 
 
 def run_worker(spec: WorkerSpec) -> NoReturn:
@@ -161,9 +165,9 @@ async def _serve(spec: WorkerSpec, handler: Callable[..., Any], config: Config) 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    server = Server(handler, config, sock=spec.sock)
-    server.scoreboard, server.scoreboard_slot = board, slot
     try:
+        server = Server(handler, config, sock=spec.sock, ssl=spec.ssl)  # loads the TLS files
+        server.scoreboard, server.scoreboard_slot = board, slot
         await server.start()
     except Exception as exc:
         reason = f"cannot serve {spec.sock.getsockname()!r}: {exc}"

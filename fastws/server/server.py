@@ -184,12 +184,27 @@ def run(
     """Serve until SIGINT or SIGTERM, then stop gracefully (Close 1001 to every client).
 
     Like the command line, `run` reads `FASTWS_*` environment variables for the options not
-    given here.
+    given here, and `workers` means what `--workers` means: N worker processes under a master
+    (forked: they inherit `handler` and `ssl` as they are), 0 this process alone. A master
+    that cannot start its workers raises SystemExit with its exit status.
     """
     if config is None:
         config = Config.load(**options)
     elif options:
         raise TypeError("pass either a Config or options, not both")
+    if config.workers:
+        from ..process import arbiter
+
+        if ssl is not None and config.certfile is not None:
+            raise ValueError("pass either ssl= or certfile/keyfile, not both")
+        if ssl is None:
+            config.ssl_context()  # unreadable TLS files: ConfigError here, not in every worker
+
+        name = f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__qualname__', '?')}"
+        status = arbiter.run(name, handler, config, ssl=ssl)
+        if status:
+            raise SystemExit(status)
+        return
     loop = new_event_loop(config.loop)
     try:
         loop.run_until_complete(_serve_until_signal(handler, config, ssl))

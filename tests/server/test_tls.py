@@ -9,6 +9,7 @@ the certificate chain it was configured with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import ssl
@@ -201,3 +202,71 @@ def test_bad_tls_settings_fail_before_listening(certs: Certs, tmp_path: Path) ->
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with pytest.raises(ValueError, match="not both"):
         fastws.serve(echo, certfile=str(certs.combined), ssl=context)
+
+
+RUN_WITH_WORKERS = """
+import os, ssl, sys
+import fastws
+from tests.process.apps import report_pid
+
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+os.remove(cert), os.remove(key)  # the workers can only use the context object itself
+fastws.run(report_pid, ssl=context, workers=2, host="127.0.0.1", port=port, log_level="info")
+"""
+
+
+def test_ssl_context_with_workers(certs: Certs, tmp_path: Path) -> None:
+    """fastws.run(handler, ssl=SSLContext, workers=2): the master forks two workers that serve
+    wss:// with the inherited context object (its files are deleted before the fork), and a
+    verifying client reaches both; TERM stops the master with status 0."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import REPO_ROOT, free_port
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(certs.cert.read_bytes())
+    key.write_bytes(certs.key.read_bytes())
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_WITH_WORKERS, str(cert), str(key), str(port)],
+        cwd=REPO_ROOT,
+        env=dict(env, PYTHONPATH=str(REPO_ROOT)),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 15
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, f"workers seen: {seen}"
+            assert proc.poll() is None, "the server exited"
+            try:
+                with connect(
+                    f"wss://127.0.0.1:{port}/",
+                    ssl=client_context(certs.ca),
+                    proxy=None,
+                    open_timeout=TIMEOUT,
+                ) as ws:
+                    seen.add(int(ws.recv(timeout=TIMEOUT)))
+                    ws.send("over tls, from a worker")
+                    assert ws.recv(timeout=TIMEOUT) == "over tls, from a worker"
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        assert proc.pid not in seen  # served by forked workers, not by the master
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        proc.stderr.close()
+    assert "Traceback" not in log, log
