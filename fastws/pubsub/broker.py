@@ -6,19 +6,34 @@ worker's `deliver` callback. Two implementations: `local` (a shared-memory ring 
 the master before fork: all workers of one host, no broker process) and `redis` (Redis
 pub/sub: many hosts). The hub (`fastws.pubsub.hub`) owns the channel → connections map and
 calls `subscribe`/`unsubscribe` when a worker gains its first / loses its last subscriber.
+
+Every publish is delivered to every worker with subscribers on its channel, the publishing
+worker included (its own subscribers get it through `deliver` too, as Redis echoes a
+publish to the publisher's own subscription): the hub delivers nothing by itself, so each
+subscriber gets each message exactly once, in the same order as every other subscriber of
+the same publisher.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["Broker", "Deliver", "PublishError"]
+if TYPE_CHECKING:
+    from .ring import Ring
+
+__all__ = ["Broker", "Deliver", "Lost", "PublishError", "make_broker"]
 
 #: deliver(channel, payload, text): run on the worker's event loop, once per message, in
 #: publish order per publisher. `payload` is only valid during the call (it may be a view
 #: into a shared ring): a deliverer that keeps it must copy it.
 Deliver = Callable[[str, memoryview, bool], None]
+
+#: lost(channel): messages on `channel` (None: on any channel) may not have reached this
+#: worker (it fell behind the shared ring; the connection to Redis was lost). Run on the
+#: worker's event loop. The hub closes the affected subscribers with 1013 (Try Again Later) so
+#: that no client silently misses messages; they reconnect and resynchronise.
+Lost = Callable[[str | None], None]
 
 
 class PublishError(Exception):
@@ -26,8 +41,9 @@ class PublishError(Exception):
 
 
 class Broker(Protocol):
-    async def start(self, deliver: Deliver) -> None:
-        """Begin delivering messages published on subscribed channels to `deliver`."""
+    async def start(self, deliver: Deliver, lost: Lost | None = None) -> None:
+        """Begin delivering messages published on subscribed channels to `deliver`; call
+        `lost` when messages may have been missed (the hub always passes it)."""
 
     async def publish(self, channel: str, payload: bytes | memoryview, text: bool) -> None:
         """Send to every subscriber of `channel` in every worker; raise `PublishError` if not."""
@@ -40,3 +56,18 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Stop delivering and release the broker's resources."""
+
+
+def make_broker(url: str, *, ring: Ring | None = None, slot: int = 0) -> Broker:
+    """The broker the `broker` option names: "local" (the host's shared ring, or this process
+    alone without one) or a redis:// / rediss:// / unix:// URL (imported only when used)."""
+    if url == "local":
+        from .ring import LocalBroker
+
+        return LocalBroker(ring, slot)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
+
+        broker: Broker = RedisBroker(url)
+        return broker
+    raise ValueError(f"unknown broker {url!r}: expected 'local' or a redis:// URL")
