@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.idle import REQUEST, ROOT, free_port, open_per_worker, raise_nofile, tree
+from bench.procs import cpu_split
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAYLOAD = b"x" * 32
@@ -43,6 +45,28 @@ def cpu_seconds(root: int) -> float:
             fields = stat[stat.rindex(")") + 2 :].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICKS
+
+
+#: Why CPU per message moves: read/write system calls (all kinds: recv, send, writev, epoll
+#: are not in these) and context switches, summed over the server's processes.
+KERNEL_COUNTS = {
+    "syscr": "io",
+    "syscw": "io",
+    "voluntary_ctxt_switches": "status",
+    "nonvoluntary_ctxt_switches": "status",
+}
+
+
+def kernel_counts(root: int) -> dict[str, int]:
+    totals = dict.fromkeys(KERNEL_COUNTS, 0)
+    for pid in tree(root):
+        for source in ("io", "status"):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+                    name, _, value = line.partition(":")
+                    if KERNEL_COUNTS.get(name) == source:
+                        totals[name] += int(value)
+    return totals
 
 
 class Echoes(asyncio.Protocol):
@@ -81,7 +105,7 @@ class Echoes(asyncio.Protocol):
         await self.done
 
 
-async def load(port: int, connections: int, batch: int, messages: int) -> float:
+async def load(port: int, connections: int, batch: int, messages: int, rate: float) -> float:
     loop = asyncio.get_running_loop()
     clients = []
     for i in range(connections):
@@ -93,12 +117,20 @@ async def load(port: int, connections: int, batch: int, messages: int) -> float:
         clients.append(proto)
     rounds = max(messages // (connections * batch), 1)
 
-    async def run(proto: Echoes) -> None:
+    # With a rate, each connection sends its batch on a fixed schedule (open loop), so every
+    # worker count sees the same messages per second; without, as fast as echoes come back.
+    interval = connections * batch / rate if rate else 0.0
+
+    async def run(proto: Echoes, offset: float) -> None:
+        due = loop.time() + offset
         for _ in range(rounds):
+            if interval:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                due += interval
             await proto.round()
 
     started = time.perf_counter()
-    await asyncio.gather(*(run(p) for p in clients))
+    await asyncio.gather(*(run(p, interval * i / connections) for i, p in enumerate(clients)))
     elapsed = time.perf_counter() - started
     for proto in clients:
         proto.transport.abort()  # type: ignore[union-attr]
@@ -110,6 +142,11 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, object]:
     cmd = [sys.executable, "-m", "fastws", "serve", "--port", str(port), "--workers", str(workers)]
     cmd += ["--log-level", "warning", "--ping-interval", "off"]
     server = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, preexec_fn=raise_nofile)
+    if args.pin:
+        # Before it forks: the workers inherit the master's cpu.
+        server_cpus, client_cpus = cpu_split()
+        os.sched_setaffinity(server.pid, server_cpus)
+        os.sched_setaffinity(0, client_cpus)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -122,9 +159,13 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, object]:
         sent = (max(args.messages // (args.connections * args.batch), 1)) * args.connections
         sent *= args.batch
 
+        counts: dict[str, int] = {}
+
         async def scenario() -> tuple[float, float]:
-            before = cpu_seconds(server.pid)
-            elapsed = await load(port, args.connections, args.batch, args.messages)
+            before, before_counts = cpu_seconds(server.pid), kernel_counts(server.pid)
+            elapsed = await load(port, args.connections, args.batch, args.messages, args.rate)
+            after_counts = kernel_counts(server.pid)
+            counts.update({k: after_counts[k] - before_counts[k] for k in after_counts})
             return cpu_seconds(server.pid) - before, elapsed
 
         try:
@@ -133,6 +174,7 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, object]:
             cpu, elapsed = uvloop.run(scenario())
         except ImportError:
             cpu, elapsed = asyncio.run(scenario())
+        per_thousand = {f"{k}_per_1000": round(v / sent * 1000, 1) for k, v in counts.items()}
         return {
             "workers": workers,
             "messages": sent,
@@ -140,6 +182,7 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, object]:
             "cpu_s_per_million": round(cpu / sent * 1e6, 2),
             "wall_s": round(elapsed, 2),
             "messages_per_s": round(sent / elapsed),
+            **per_thousand,
         }
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -157,16 +200,36 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16, help="frames in flight per connection")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="messages/s in total (0: as fast as possible)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="server (all workers) on one cpu, this load generator on the others, as bench/ runs",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over the worker counts")
     parser.add_argument("--smoke", action="store_true", help="20,000 messages, 1 and 2 workers")
     args = parser.parse_args()
     if args.smoke:
         args.messages, args.workers = 20_000, "1,2"
     raise_nofile()
-    results = [measure(int(w), args) for w in args.workers.split(",")]
-    base = results[0]["cpu_s_per_million"]
-    for result in results:
-        result["relative_to_first"] = round(result["cpu_s_per_million"] / base, 3)  # type: ignore[operator]
-        print(json.dumps(result))
+    counts = [int(w) for w in args.workers.split(",")]
+    runs: dict[int, list[dict[str, object]]] = {w: [] for w in counts}
+    for round_ in range(args.repeat):
+        # Alternate the order: the run order alone moves a figure by about 15 %.
+        for workers in counts if round_ % 2 == 0 else counts[::-1]:
+            result = measure(workers, args)
+            runs[workers].append(result)
+            print(json.dumps(result), flush=True)
+    medians = {w: statistics.median(r["cpu_s_per_million"] for r in runs[w]) for w in counts}  # type: ignore[misc]
+    for workers in counts:
+        summary = {
+            "workers": workers,
+            "median_cpu_s_per_million": medians[workers],
+            "relative_to_first": round(medians[workers] / medians[counts[0]], 3),
+        }
+        print(json.dumps(summary))
     return 0
 
 
