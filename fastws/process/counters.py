@@ -22,6 +22,11 @@ NAMES = (
     "bytes_out",  # wire bytes of the data frames sent (frame headers included)
     "errors",  # handler or process_request exceptions (the client gets 1011 or 500)
     "http_requests",  # plain HTTP GET /healthz and /metrics answered
+    "broadcast_skipped",  # broadcast messages not sent to a slow connection (overflow=skip)
+    "broadcast_closed",  # slow connections closed 1008 by a broadcast (overflow=close)
+    "published",  # messages published on a channel by this worker
+    "publish_failed",  # publishes the broker refused (PublishError)
+    "pubsub_lagged",  # times this worker fell behind the channels' ring (subscribers: 1013)
 )
 GAUGES = frozenset({"connections_open"})
 (
@@ -35,6 +40,11 @@ GAUGES = frozenset({"connections_open"})
     BYTES_OUT,
     ERRORS,
     HTTP_REQUESTS,
+    BROADCAST_SKIPPED,
+    BROADCAST_CLOSED,
+    PUBLISHED,
+    PUBLISH_FAILED,
+    PUBSUB_LAGGED,
 ) = range(len(NAMES))
 
 #: Close codes counted one by one (RFC 6455 7.4.1); any other code is counted as "other".

@@ -32,6 +32,14 @@ _HELP = {
     "bytes_out": "Bytes of data frames sent (frame headers included).",
     "errors": "Handler or process_request exceptions.",
     "http_requests": "Plain HTTP requests answered (/healthz, /metrics).",
+    "broadcast_skipped": "Broadcast messages not sent to a connection over broadcast_limit"
+    " (broadcast_overflow=skip).",
+    "broadcast_closed": "Connections closed with 1008 for being over broadcast_limit"
+    " (broadcast_overflow=close).",
+    "published": "Messages published on channels.",
+    "publish_failed": "Publishes the broker could not take (PublishError raised).",
+    "pubsub_lagged": "Times a worker fell behind the shared ring and closed its subscribers"
+    " with 1013.",
 }
 
 
