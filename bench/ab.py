@@ -4,7 +4,8 @@ For a change to the per-message I/O path that the micro suites (which drive the 
 core alone) cannot see. Each tree runs as `python -m fastws serve --workers 0` with
 PYTHONPATH set to it; the same fastws client sends 64-byte binary messages over one
 connection, `--window` in flight; server CPU comes from /proc. Make tree A with e.g.
-`git worktree add /tmp/before HEAD~1`.
+`git worktree add /tmp/before HEAD~1`. `--size` changes the message size (large messages:
+`--size 1MiB --window 4 --messages 2000`).
 
     python -m bench.ab /tmp/before . --window 100 --rounds 5
 """
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import fastws
+from fastws.config import parse_size
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -29,10 +31,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start(tree: str, port: int) -> subprocess.Popen[bytes]:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(tree: str, port: int, size: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
     cmd = [sys.executable, "-m", "fastws", "serve", "--port", str(port), "--workers", "0"]
-    proc = subprocess.Popen([*cmd, "--log-level", "warning"], env=env, cwd="/")
+    cmd += ["--max-message-size", str(max(size, 1 << 20)), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, cwd="/")
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -43,9 +52,10 @@ def _start(tree: str, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit(f"the server from {tree} did not start")
 
 
-async def _echo(port: int, messages: int, window: int) -> float:
-    payload = os.urandom(64)
-    async with fastws.connect(f"ws://127.0.0.1:{port}", max_queue=2 * window) as ws:
+async def _echo(port: int, messages: int, window: int, size: int) -> float:
+    payload = os.urandom(size)
+    url = f"ws://127.0.0.1:{port}"
+    async with fastws.connect(url, max_queue=2 * window, max_message_size=size) as ws:
         start = time.perf_counter()
         for _ in range(messages // window):
             for _ in range(window):
@@ -62,17 +72,20 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100, help="messages in flight")
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--size", type=parse_size, default=64, help="message size, e.g. 1MiB")
     args = parser.parse_args()
     trees = {"A": args.tree_a, "B": args.tree_b}
-    ports = {"A": 9471, "B": 9472}
-    procs = {name: _start(tree, ports[name]) for name, tree in trees.items()}
+    ports = {"A": _free_port(), "B": _free_port()}
+    procs = {name: _start(tree, ports[name], args.size) for name, tree in trees.items()}
     cpu: dict[str, list[float]] = {name: [] for name in trees}
     rate: dict[str, list[float]] = {name: [] for name in trees}
     try:
         for _ in range(args.rounds):
             for name in trees:
                 before = _cpu_seconds(procs[name].pid)
-                rate[name].append(asyncio.run(_echo(ports[name], args.messages, args.window)))
+                rate[name].append(
+                    asyncio.run(_echo(ports[name], args.messages, args.window, args.size))
+                )
                 used = _cpu_seconds(procs[name].pid) - before
                 cpu[name].append(used / args.messages * 1e6)
     finally:
