@@ -623,6 +623,18 @@ class Config:
             example="5s",
         ),
     )
+    message_timeout: float | None = field(
+        default=60.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "Close a connection with 1008 when a message (or a control frame) has started"
+            " arriving and is still incomplete after this long, so a peer that answers pings"
+            " but trickles a message cannot hold it forever; checked at each keepalive ping"
+            " (up to ping_interval late). Raise it for large uploads over slow links (16 MiB"
+            " in 60 s needs 2.2 Mbit/s); off (or 0) waits forever.",
+            example="5m",
+        ),
+    )
     max_request_line: int = field(
         default=8 * 1024,
         metadata=_knob(

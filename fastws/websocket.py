@@ -112,6 +112,12 @@ def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
 
 _NO_QUEUE: tuple[()] = ()
 
+#: Connections in the middle of sending a fragmented message, with the broadcast messages
+#: that came meanwhile (opcode, payload): 5.4 "the fragments of one message MUST NOT be
+#: interleaved between the fragments of another message", so `broadcast()` holds them here
+#: and `send_fragments` sends them after its last frame. Empty almost always.
+fragmenting: dict[WebSocket, list[tuple[int, Any]]] = {}
+
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
@@ -145,7 +151,9 @@ class WebSocket(asyncio.BufferedProtocol):
         "_loop",
         "_lost",
         "_max_queue",
+        "_message_timeout",
         "_open",
+        "_partial",
         "_ping_interval",
         "_ping_timeout",
         "_pings",
@@ -186,6 +194,7 @@ class WebSocket(asyncio.BufferedProtocol):
         client: bool,
         write_timeout: float | None = None,
         budget: Budget | None = None,
+        message_timeout: float | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.request = None
@@ -204,6 +213,10 @@ class WebSocket(asyncio.BufferedProtocol):
         self._ping_interval = ping_interval or None
         self._ping_timeout = ping_timeout or None
         self._write_timeout = write_timeout or None
+        self._message_timeout = message_timeout or None
+        # The partly received message seen at the last keepalive tick: (its number in
+        # Connection.begun, loop time first seen); see _check_message.
+        self._partial: tuple[int, float] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_size = 0  # outgoing bytes buffered when the stall timer was armed
         self._transport: asyncio.Transport | None = None
@@ -346,8 +359,9 @@ class WebSocket(asyncio.BufferedProtocol):
             self.close_code = CloseCode.ABNORMAL
             self.close_reason = ""
         if self._keepalive is not None:
-            assert self._ping_interval is not None
-            wheel(self._loop, self._ping_interval).discard(self, self._keepalive)
+            period = self._tick_period()
+            assert period is not None
+            wheel(self._loop, period).discard(self, self._keepalive)
             self._keepalive = None
         for timer in (self._close_timer, self._stall_timer):
             if timer is not None:
@@ -376,8 +390,9 @@ class WebSocket(asyncio.BufferedProtocol):
     def _opened(self, leftover: bytes) -> None:
         """The handshake succeeded: frames from now on (`leftover` came with the handshake)."""
         self._open = True
-        if self._ping_interval is not None:
-            self._keepalive = wheel(self._loop, self._ping_interval).add(self, self._ping_interval)
+        period = self._tick_period()
+        if period is not None:
+            self._keepalive = wheel(self._loop, period).add(self, period)
         if leftover:
             self._conn.receive_data(leftover)
             self._dispatch()
@@ -690,6 +705,7 @@ class WebSocket(asyncio.BufferedProtocol):
         opcode = 0
         pending: Any = None
         sent = 0
+        held: list[tuple[int, Any]] | None = None
         try:
             async for item in _aiterate(fragments):
                 kind, payload = _as_payload(item)
@@ -698,6 +714,8 @@ class WebSocket(asyncio.BufferedProtocol):
                 elif kind != opcode:
                     raise TypeError("all fragments of a message must be of the same type")
                 if pending is not None:
+                    if held is None:
+                        held = fragmenting.setdefault(self, [])
                     await self._send_frame(opcode if not sent else Opcode.CONT, pending, False)
                     sent += 1
                 pending = payload
@@ -710,6 +728,23 @@ class WebSocket(asyncio.BufferedProtocol):
             if sent:
                 self._fail_locally(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
             raise
+        finally:
+            if held is not None and fragmenting.get(self) is held:
+                del fragmenting[self]
+                self._send_held(held)
+
+    def _send_held(self, held: list[tuple[int, Any]]) -> None:
+        """The broadcast messages held back while a fragmented message was being sent."""
+        conn = self._conn
+        for opcode, payload in held:
+            if self._transport is None or conn.state is not State.OPEN:
+                return
+            frame = conn.send_data(opcode, payload)  # counted in messages_out by broadcast()
+            if type(frame) is bytes:
+                _stats[BYTES_OUT] += len(frame)
+            else:
+                _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
+            self._write_data(frame)
 
     async def _send_frame(self, opcode: int, payload: Any, fin: bool) -> None:
         transport = self._transport
@@ -771,10 +806,27 @@ class WebSocket(asyncio.BufferedProtocol):
         if not fut.done():
             fut.set_result(now - sent)
 
+    def _tick_period(self) -> float | None:
+        """How often the loop's KeepaliveWheel visits this connection (None: never): every
+        ping_interval, or twice per message_timeout when keepalive pings are off."""
+        if self._ping_interval is not None:
+            return self._ping_interval
+        if self._message_timeout is not None:
+            return self._message_timeout / 2
+        return None
+
     def _send_keepalive(self) -> None:
-        """Ping the peer; no pong within ping_timeout means a dead peer: close 1011."""
+        """The wheel's visit: fail a message that takes too long, then ping the peer (no pong
+        within ping_timeout means a dead peer: close 1011)."""
         self._keepalive = None
         if self._conn.state is not State.OPEN or self._transport is None:
+            return
+        if self._message_timeout is not None and self._message_expired():
+            return
+        period = self._tick_period()
+        assert period is not None
+        if self._ping_interval is None:
+            self._keepalive = wheel(self._loop, period).add(self, period)
             return
         payload = int(time.monotonic() * 1e6).to_bytes(8, "big")
         self._flush()
@@ -788,8 +840,40 @@ class WebSocket(asyncio.BufferedProtocol):
         if timeout is not None:
             timer = self._loop.call_later(timeout, self._keepalive_expired, fut)
             fut.add_done_callback(lambda _: timer.cancel())
-        assert self._ping_interval is not None
-        self._keepalive = wheel(self._loop, self._ping_interval).add(self, self._ping_interval)
+        self._keepalive = wheel(self._loop, period).add(self, period)
+
+    def _message_expired(self) -> bool:
+        """message_timeout: a message still incomplete that long after this check first saw it
+        fails the connection with 1008. A peer that answers pings but trickles a message (or
+        one frame) forever would otherwise hold its connection and buffer indefinitely.
+
+        Checked at the wheel's visits only, so nothing is added to the message path; the
+        close comes between message_timeout and message_timeout + one period after the
+        message started. While we are not reading (backpressure, memory budget) the clock
+        restarts: that delay is ours, not the peer's.
+        """
+        conn = self._conn
+        current = conn.partial()
+        if not current or self._reading_paused or self._writing_paused or conn.blocked:
+            self._partial = None
+            return False
+        now = self._loop.time()
+        seen = self._partial
+        if seen is None or seen[0] != current:
+            self._partial = (current, now)
+            return False
+        assert self._message_timeout is not None
+        if now - seen[1] < self._message_timeout:
+            return False
+        self._partial = None
+        # 7.4.1: 1008 is the generic "violates its policy" code; RFC 6455 has no timeout code.
+        conn.fail(
+            CloseCode.POLICY_VIOLATION,
+            f"message incomplete after {now - seen[1]:.0f}s (message_timeout"
+            f" {self._message_timeout:g}s, {conn.partial_size()} bytes received)",
+        )
+        self._dispatch()
+        return True
 
     def _keepalive_expired(self, fut: asyncio.Future[float]) -> None:
         if fut.done() or self._transport is None:

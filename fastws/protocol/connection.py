@@ -136,6 +136,9 @@ class Connection:
         self._mop = 0
         self._msize = 0
         self._mfrags = 0
+        # Messages (and control frames) that started arriving in pieces: names the one in
+        # progress, for the I/O layer's message_timeout (see partial()).
+        self.begun = 0
         self._decoder: TextDecoder | None = None
         # A binary message is assembled in one buffer: _mlen bytes of _mbuf are filled.
         self._mbuf: bytearray | Region | None = None
@@ -353,6 +356,8 @@ class Connection:
                 self._begin_message(opcode)
         else:
             self._ctrl = b""
+            if not self._mop:
+                self.begun += 1
 
     def _consume(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Take payload bytes of the frame in progress from `data[pos:end]`."""
@@ -428,6 +433,7 @@ class Connection:
             self._end_message()
 
     def _begin_message(self, opcode: int) -> None:
+        self.begun += 1
         self._mop = opcode
         self._mstream = self.streaming and opcode == Opcode.BINARY and not self._mdeflate
         if self._mstream:
@@ -583,6 +589,26 @@ class Connection:
             self.state = State.CLOSED
             self._reset()
             self.events.append(Close(code, reason))
+
+    def partial(self) -> int:
+        """Which message (or control frame) is partly received: its number, 0 if none.
+
+        A partial frame header alone does not count: it is at most 13 bytes, and a peer
+        sending one costs what an idle connection costs.
+        """
+        if self._mop or self._remaining:
+            return self.begun
+        return 0
+
+    def partial_size(self) -> int:
+        """Payload bytes received so far of the message in progress."""
+        return max(0, self._msize - self._remaining) if self._mop else len(self._ctrl)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection for a reason the I/O layer found (a timeout, say): our Close
+        frame with `code` is queued and a `Failure` event reports it, as for a protocol error."""
+        if self.state is not State.CLOSED:
+            self._fail(code, reason)
 
     def _fail(self, code: int, reason: str) -> None:
         """7.1.7 _Fail the WebSocket Connection_: send a Close frame (if we still may)."""

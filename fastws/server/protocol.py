@@ -61,6 +61,7 @@ class ServerProtocol(WebSocket):
             client=False,
             write_timeout=config.write_timeout,
             budget=server.budget,
+            message_timeout=config.message_timeout,
         )
         self._server = server
         self._close_on_open = None
