@@ -19,6 +19,8 @@ Servers get ``--workers 1`` (a master with one worker) unless the test passes ``
 ``ServerProcess`` has ``.port``, ``.host``, ``.url`` (``ws://127.0.0.1:P/``), ``.url_for(path)``,
 ``.proc`` (the Popen), ``.pid``, ``.stderr()`` (everything logged so far), ``.wait_for_log(text)``,
 ``.rss_bytes()`` (VmRSS summed over the server's process tree, from /proc) and ``.stop()``.
+``host=`` (e.g. ``"127.0.0.2"``) makes it listen on another loopback address (tests that
+need several "hosts").
 
 The server under test
 ---------------------
@@ -143,8 +145,9 @@ class ServerProcess:
             # a test then meets the same worker, as the server tests assume (e.g. a probe
             # that must keep being served while an attack runs on the same process).
             options = {"workers": 1, **options}
+        # host="127.0.0.2" listens there instead (another "host" of a multi-host test).
+        self.host = str(options.pop("host", "127.0.0.1"))
         self.options = dict(options)
-        self.host = "127.0.0.1"
         self.port = free_port(self.host)
         self.cmd = [
             *server_command(),
