@@ -27,8 +27,25 @@ NAMES = (
     "published",  # messages published on a channel by this worker
     "publish_failed",  # publishes the broker refused (PublishError)
     "pubsub_lagged",  # times this worker fell behind the channels' ring (subscribers: 1013)
+    # Budgets, sampled at heartbeat time by process.gauges (never on the message path):
+    "max_connections",  # gauge: the configured limit (0: none)
+    "message_memory_bytes",  # gauge: held in large-message regions (buffers.Budget)
+    "message_memory_limit_bytes",  # gauge: max_message_memory
+    "write_buffer_bytes",  # gauge: written by handlers, not yet taken by the kernel
+    "connections_writing_paused",  # gauge: peers not reading, over write_limit
+    "connections_waiting_for_memory",  # gauge: reading paused for max_message_memory
 )
-GAUGES = frozenset({"connections_open"})
+GAUGES = frozenset(
+    {
+        "connections_open",
+        "max_connections",
+        "message_memory_bytes",
+        "message_memory_limit_bytes",
+        "write_buffer_bytes",
+        "connections_writing_paused",
+        "connections_waiting_for_memory",
+    }
+)
 (
     CONNECTIONS_OPEN,
     HANDSHAKES,
@@ -45,6 +62,12 @@ GAUGES = frozenset({"connections_open"})
     PUBLISHED,
     PUBLISH_FAILED,
     PUBSUB_LAGGED,
+    MAX_CONNECTIONS,
+    MESSAGE_MEMORY,
+    MESSAGE_MEMORY_LIMIT,
+    WRITE_BUFFER,
+    WRITING_PAUSED,
+    WAITING_FOR_MEMORY,
 ) = range(len(NAMES))
 
 #: Close codes counted one by one (RFC 6455 7.4.1); any other code is counted as "other".

@@ -40,6 +40,12 @@ _HELP = {
     "publish_failed": "Publishes the broker could not take (PublishError raised).",
     "pubsub_lagged": "Times a worker fell behind the shared ring and closed its subscribers"
     " with 1013.",
+    "max_connections": "Connections a worker may hold (max_connections; 0: no limit).",
+    "message_memory_bytes": "Bytes held by large received messages (max_message_memory budget).",
+    "message_memory_limit_bytes": "max_message_memory: the large-message budget of a worker.",
+    "write_buffer_bytes": "Bytes sent by handlers that the kernel has not taken yet (sampled).",
+    "connections_writing_paused": "Connections whose peer is not reading: over write_limit.",
+    "connections_waiting_for_memory": "Connections not read from until message memory frees.",
 }
 
 

@@ -27,6 +27,8 @@ COLUMNS = (
     ("bytes_out_total", "bytes out"),
     ("busy_total", "busy"),
     ("errors_total", "errors"),
+    ("message_memory_bytes", "msg mem"),
+    ("write_buffer_bytes", "write buf"),
 )
 
 

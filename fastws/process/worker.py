@@ -180,6 +180,7 @@ async def _serve(spec: WorkerSpec, handler: Callable[..., Any], config: Config) 
 
     def heartbeat() -> None:
         nonlocal beat_handle
+        server.sample_gauges()
         board.beat(slot, state)
         beat_handle = loop.call_later(HEARTBEAT, heartbeat)
 

@@ -172,6 +172,7 @@ class ServerProtocol(WebSocket):
             self._handshake_timer = None
         counters.values[counters.HTTP_REQUESTS] += 1
         board = self._server.scoreboard
+        self._server.sample_gauges()
         if board is not None:
             board.beat(self._server.scoreboard_slot)  # this worker's own counts: up to date
         snap = metrics.snapshot(board)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..buffers import Budget
 from ..config import Config
+from ..process.gauges import GaugeSampler
 from ..protocol.frames import CloseCode
 from .protocol import ServerProtocol
 
@@ -56,6 +57,8 @@ class Server:
         self._stopping = False
         # One budget for every connection of this process (see buffers.Budget).
         self.budget = Budget(config.max_message_memory)
+        # The budgets as gauges for /metrics, sampled with each heartbeat (process.gauges).
+        self.sample_gauges = GaugeSampler(self)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

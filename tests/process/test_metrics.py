@@ -138,3 +138,83 @@ def test_single_process_mode_reports_itself(start_server: Any) -> None:
     assert total(samples, "fastws_workers") == 1
     assert total(samples, "fastws_messages_in_total") == 1
     assert total(samples, "fastws_messages_in_total", worker=str(server.pid)) == 1
+
+
+# --- budgets: limits and what is held against them ------------------------------------------
+
+
+def gauge(server: Any, name: str, **labels: str) -> float:
+    return total(metrics(server), f"fastws_{name}", **labels)
+
+
+def test_budgets_show_the_configured_limits_per_worker_and_in_total(start_server: Any) -> None:
+    """max_connections and max_message_memory appear per worker and summed for the server."""
+    server = start_server(workers=2, max_connections=50, max_message_memory="64MiB")
+    pids = workers(server, 2)
+    samples = metrics(server)
+    for pid in pids:
+        assert total(samples, "fastws_max_connections", worker=str(pid)) == 50
+        assert total(samples, "fastws_message_memory_limit_bytes", worker=str(pid)) == 64 << 20
+    assert total(samples, "fastws_max_connections") == 100
+    assert total(samples, "fastws_message_memory_limit_bytes") == 128 << 20
+    assert total(samples, "fastws_message_memory_bytes") == 0
+    assert total(samples, "fastws_write_buffer_bytes") == 0
+
+
+def test_message_memory_and_waiting_connections_move(start_server: Any) -> None:
+    """A large frame that has started arriving holds its declared size of the message budget;
+    a second one that does not fit waits (reading paused); both show in /metrics, and both
+    gauges return to 0 once the messages are complete and echoed."""
+    from tests.wire import OP_BINARY, WireClient
+
+    mib = 1 << 20
+    server = start_server(workers=1, max_message_memory="4MiB")
+    workers(server, 1)
+    with WireClient(server.port) as first, WireClient(server.port) as second:
+        first.handshake()
+        second.handshake()
+        first.send_frame(OP_BINARY, b"", length_override=4 * mib, masking_key=b"\0\0\0\0")
+        first.send_raw(b"a" * mib)
+        wait_for(lambda: gauge(server, "message_memory_bytes") == 4 * mib, 5, "4 MiB held")
+        second.send_frame(OP_BINARY, b"", length_override=2 * mib, masking_key=b"\0\0\0\0")
+        second.send_raw(b"b" * 1000)
+        wait_for(lambda: gauge(server, "connections_waiting_for_memory") == 1, 5, "one waiting")
+        first.send_raw(b"a" * (3 * mib))
+        assert first.recv_message() == (OP_BINARY, b"a" * (4 * mib))
+        second.send_raw(b"b" * (2 * mib - 1000))
+        assert second.recv_message() == (OP_BINARY, b"b" * (2 * mib))
+        wait_for(
+            lambda: (
+                gauge(server, "message_memory_bytes") == 0
+                and gauge(server, "connections_waiting_for_memory") == 0
+            ),
+            5,
+            "the budget to be free again",
+        )
+
+
+def test_write_buffer_of_a_client_that_does_not_read(start_server: Any) -> None:
+    """A client that sends 8 MiB and reads nothing: its echo waits in the server's write
+    buffer, which /metrics shows (bytes, and one connection over write_limit); once the
+    client goes, both return to 0."""
+    import socket
+
+    from tests.wire import OP_BINARY, WireClient
+
+    server = start_server(workers=1, write_limit="64KiB")
+    workers(server, 1)
+    with WireClient(server.port) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.handshake()
+        client.send_frame(OP_BINARY, b"x" * (8 << 20))
+        wait_for(lambda: gauge(server, "connections_writing_paused") == 1, 5, "writing paused")
+        buffered = gauge(server, "write_buffer_bytes")
+        assert 64 << 10 < buffered <= 8 << 20
+    wait_for(
+        lambda: (
+            gauge(server, "write_buffer_bytes") == 0
+            and gauge(server, "connections_writing_paused") == 0
+        ),
+        5,
+        "the write buffer to be gone",
+    )

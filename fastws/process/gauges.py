@@ -1,0 +1,53 @@
+"""A worker's budgets as gauges: how close it is to max_connections, max_message_memory and
+its write buffers, published with the heartbeat into the counters /metrics reports.
+
+Sampled at heartbeat time, never kept up to date on the message path. The cheap ones (the
+configured limits, the bytes the message budget holds) are read at every beat. The write
+buffers take a pass over the connections (~170 ns each: 17 ms at 100,000 connections), so
+that pass is spaced out to cost at most `MAX_SHARE` of the worker's time: every beat on a
+small server, every ~1.7 s at 100,000 connections.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from . import counters
+
+if TYPE_CHECKING:
+    from ..server.server import Server
+
+__all__ = ["MAX_SHARE", "GaugeSampler"]
+
+#: Largest share of a worker's time the pass over its connections may take.
+MAX_SHARE = 0.01
+
+
+class GaugeSampler:
+    """Writes `server`'s budget gauges into `counters.values` when called (each heartbeat)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._next_pass = 0.0  # monotonic time before which the connections are not walked
+
+    def __call__(self) -> None:
+        server = self._server
+        values = counters.values
+        values[counters.MAX_CONNECTIONS] = server.config.max_connections or 0
+        values[counters.MESSAGE_MEMORY] = server.budget.held
+        values[counters.MESSAGE_MEMORY_LIMIT] = server.budget.limit
+        start = time.monotonic()
+        if start < self._next_pass:
+            return
+        buffered = writing_paused = waiting = 0
+        for ws in server._connections:
+            transport = ws._transport
+            if transport is not None:
+                buffered += transport.get_write_buffer_size()
+            writing_paused += ws._writing_paused
+            waiting += ws._conn.blocked
+        values[counters.WRITE_BUFFER] = buffered
+        values[counters.WRITING_PAUSED] = writing_paused
+        values[counters.WAITING_FOR_MEMORY] = waiting
+        self._next_pass = start + (time.monotonic() - start) / MAX_SHARE
