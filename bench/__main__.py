@@ -1,6 +1,6 @@
 """python -m bench: end-to-end benchmarks of fastws against its peers (see bench/README.md).
 
-python -m bench run [--servers fastws,websockets,...] [--scenarios a,b,c,d,e,f] [...]
+python -m bench run [--servers fastws,websockets,...] [--scenarios a,b,c,d,e,f,g] [...]
 python -m bench profile [--scenario c] [--tool cprofile|py-spy]
 python -m bench list
 """
@@ -88,7 +88,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the scenario matrix against the servers")
     run.add_argument("--servers", type=_csv, default=list(SERVERS), help="comma-separated")
-    run.add_argument("--scenarios", type=_csv, default=list("abcdef"), help="comma-separated, a-g")
+    run.add_argument("--scenarios", type=_csv, default=list("abcdefg"), help="comma-separated, a-h")
     run.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     run.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
     run.add_argument("--repeat", type=int, default=1, help="runs per server and scenario (median)")

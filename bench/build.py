@@ -16,6 +16,9 @@ from pathlib import Path
 
 C_DIR = Path(__file__).resolve().parent / "c"
 PROGRAMS = ("loadgen", "echo")
+#: libraries each helper links: the load generator deflates and inflates (scenario g) with
+#: zlib, whose headers come with zlib1g-dev on Debian
+LIBS: dict[str, tuple[str, ...]] = {"loadgen": ("-lz",)}
 
 
 class BuildError(RuntimeError):
@@ -36,7 +39,8 @@ def build(name: str, cache_dir: Path | None = None) -> Path:
     cc = compiler()
     if cc is None:
         raise BuildError("no C compiler found (set CC or install cc): bench/ builds its helpers")
-    digest = hashlib.sha256(source.read_bytes() + cc.encode()).hexdigest()[:16]
+    libs = LIBS.get(name, ())
+    digest = hashlib.sha256(source.read_bytes() + " ".join((cc, *libs)).encode()).hexdigest()[:16]
     base = cache_dir or Path(tempfile.gettempdir()) / f"fastws-bench-{os.getuid()}"
     target = base / f"{name}-{digest}"
     if target.exists():
@@ -44,12 +48,13 @@ def build(name: str, cache_dir: Path | None = None) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
     proc = subprocess.run(
-        [cc, "-O2", "-Wall", "-o", str(partial), str(source)],
+        [cc, "-O2", "-Wall", "-o", str(partial), str(source), *libs],
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
-        raise BuildError(f"{cc} failed on {source.name}:\n{proc.stderr}")
+        hint = "\n(install zlib's headers: zlib1g-dev)" if "zlib.h" in proc.stderr else ""
+        raise BuildError(f"{cc} failed on {source.name}:\n{proc.stderr}{hint}")
     partial.replace(target)  # atomic: a concurrent build never sees a half-written binary
     return target

@@ -60,7 +60,7 @@ def folded_summary(path: Path, top: int) -> str:
 def cmd_profile(args: argparse.Namespace) -> int:
     scn = SCENARIOS[args.scenario]
     if scn.idle or scn.pending:
-        print(f"profile runs a load scenario (a-e), not {scn.key}", file=sys.stderr)
+        print(f"profile runs a load scenario (a-e, g, h), not {scn.key}", file=sys.stderr)
         return 2
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M%S")
     out: Path = args.out or RESULTS / "tmp" / f"profile-{scn.key}-{args.tool}-{stamp}"
@@ -94,7 +94,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         folded = out / "fastws.folded"
         port = free_port(HOST)
         server = ServerProcess(
-            spec.command(HOST, port, runner.bins), HOST, port, opts.server_cpus, out / "server.log"
+            spec.argv(HOST, port, runner.bins, scn.deflate),
+            HOST,
+            port,
+            opts.server_cpus,
+            out / "server.log",
         )
         rec = {"ok": True, "metrics": {}, "error": None}
         try:

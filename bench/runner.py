@@ -125,9 +125,8 @@ class Runner:
     def run_one(self, spec: ServerSpec, scn: Scenario, rep: int) -> dict[str, Any]:
         port = free_port(HOST)
         log_path = self.workdir / f"{scn.key}-{spec.name}-{rep}.log"
-        server = ServerProcess(
-            spec.command(HOST, port, self.bins), HOST, port, self.opt.server_cpus, log_path
-        )
+        argv = spec.argv(HOST, port, self.bins, scn.deflate)
+        server = ServerProcess(argv, HOST, port, self.opt.server_cpus, log_path)
         rec = _record(spec, scn, rep)
         try:
             server.wait_listening()
@@ -158,6 +157,8 @@ class Runner:
                 argv += [f"--{name}", str(kw[name])]
         if kw.get("text"):
             argv.append("--text")
+        if kw.get("deflate"):
+            argv += ["--deflate", kw["deflate"]]
         if spec.websocket:
             argv += ["--key", self.key, "--accept", _accept(self.key)]
         else:
@@ -208,6 +209,7 @@ class Runner:
                 depth=scn.depth,
                 size=scn.size,
                 text=scn.text,
+                deflate=scn.deflate,
                 warmup=opt.warmup,
                 duration=opt.duration,
                 procs=max(1, min(opt.client_procs, scn.conns)),
@@ -240,6 +242,8 @@ class Runner:
             "msgs_per_cpu_s": lg["msgs_per_s"] / server_cpu if server_cpu else None,
             "mb_per_cpu_s": lg["mb_per_s"] / server_cpu if server_cpu else None,
         }
+        if scn.deflate:
+            rec["metrics"]["echo_wire_ratio"] = lg["echo_wire_bytes"] / scn.size
         _check(lg, rec)
 
     def _run_idle(
@@ -332,6 +336,10 @@ def _check(lg: dict[str, Any], rec: dict[str, Any], expect: int | None = None) -
     if _failed(lg):
         rec["ok"] = False
         rec["error"] = f"{lg.get('errors')} connection(s) failed: {lg.get('error') or 'no echo'}"
+    elif lg.get("deflate") and not lg.get("compressed_echoes"):
+        # negotiated (the generator checks the handshake) but never used: not a compressed run
+        rec["ok"] = False
+        rec["error"] = f"permessage-deflate agreed ({lg.get('extensions')}) but no echo compressed"
     elif expect is not None and lg.get("verified") != expect:
         rec["ok"] = False
         rec["error"] = f"{lg.get('verified')} of {expect} idle connections echoed"

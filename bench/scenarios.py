@@ -31,6 +31,7 @@ MBS_CPU = Metric("mb_per_cpu_s", "MB per server CPU-s", True)
 HS = Metric("handshakes_per_s", "handshakes/s", True)
 HS_CPU = Metric("handshakes_per_cpu_s", "handshakes per server CPU-s", True)
 RSS_CONN = Metric("rss_per_conn_kib", "RSS KiB/conn", False, "{:.1f}")
+WIRE = Metric("echo_wire_ratio", "echo bytes on the wire / payload", False, "{:.2f}")
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,31 @@ class Scenario:
     idle: bool = False  # scenario f: open connections, hold them idle, measure
     #: a server feature the scenario needs (see ServerSpec.features); None: every server
     requires: str | None = None
+    #: permessage-deflate offer of the load generator (its --deflate): "no-takeover" or
+    #: "server-takeover"; None: no compression
+    deflate: str | None = None
     #: why the scenario cannot run yet, if it cannot
     pending: str | None = None
 
     def describe(self) -> str:
         return f"{self.key}) {self.title}"
+
+
+def _compressed(key: str, takeover: str, deflate: str) -> Scenario:
+    """1 KiB JSON text deflated by the client without context takeover; the server asked for
+    none either (g: what browsers' messages cost a server that keeps no zlib state per
+    connection, fastws' default) or allowed to keep its own context (h)."""
+    return Scenario(
+        key,
+        f"1 KiB JSON text, permessage-deflate, {takeover}, 10 conns x 10 in flight",
+        (MSGS, MSGS_CPU, P50, P99, WIRE),
+        size=KiB,
+        text=True,
+        conns=10,
+        depth=10,
+        requires="compression",
+        deflate=deflate,
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -73,16 +94,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("e", "16 MiB binary, 1 conn x 1 in flight", (MBS, MBS_CPU, PEAK), size=16 * MiB),
         Scenario("f", "idle connections", (HS, HS_CPU, RSS_CONN), idle=True),
-        Scenario(
-            "g",
-            "1 KiB compressed echo",
-            (MSGS, P99),
-            size=KiB,
-            conns=10,
-            depth=10,
-            requires="compression",
-            pending="waits for permessage-deflate (issue 6): the load generator needs a"
-            " deflate mode and the servers a 'compression' feature",
-        ),
+        _compressed("g", "no context takeover", "no-takeover"),
+        _compressed("h", "server context takeover", "server-takeover"),
     )
 }

@@ -12,6 +12,21 @@
  * opcode whose payload equals that slice byte for byte (fragmented echoes are accepted);
  * with --raw the echo must equal the masked frame as sent (a plain TCP echo).
  *
+ * --deflate MODE (permessage-deflate, RFC 7692; scenario g): the handshake offers
+ *   no-takeover:     permessage-deflate; client_no_context_takeover; server_no_context_takeover
+ *   server-takeover: permessage-deflate; client_no_context_takeover
+ * and a connection fails unless the server accepts it (and, for no-takeover, confirms
+ * server_no_context_takeover, as 7.1.1.1 requires). The payloads are then JSON-like text
+ * (json_like()), each variant deflated once, in advance, on its own (zlib level 6, window 15,
+ * sync flush, 00 00 ff ff removed, RSV1 set): the client never takes its context over, so a
+ * precomputed frame is exactly what a streaming client would send. Echoes with RSV1 are
+ * inflated as they arrive (one inflater per connection: reset for every message with
+ * no-takeover, kept across messages with server-takeover) and the output is compared byte
+ * for byte with the payload; echoes without RSV1 (allowed per message) are compared as sent.
+ * With --raw --deflate the echoed frame is compared as sent and its payload is then inflated
+ * and compared as well: the same work per message as a compressed WebSocket echo, so the raw
+ * TCP echo shows what the generator can drive in this mode.
+ *
  * Modes:
  *   load (default): open all connections, keep --depth messages in flight on each for
  *     --warmup + --duration seconds, count and time the echoes of the measured window,
@@ -36,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -45,6 +61,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -63,6 +80,10 @@ typedef struct {
     uint64_t verified;     /* echoes verified byte-exactly, whole run */
     uint64_t errors;       /* connections that failed (any reason) */
     uint64_t opened;       /* handshakes completed */
+    uint64_t compressed;   /* echoes that came compressed (RSV1) and inflated to the payload */
+    uint64_t plain;        /* echoes that came uncompressed */
+    uint64_t echo_wire;    /* payload bytes of all echoes as they came over the wire */
+    char ext[192];         /* the server's Sec-WebSocket-Extensions (first connection) */
     double t_first_connect, t_last_open;
     double cpu;            /* CPU seconds used inside the window */
     uint64_t lat[NB];      /* echo round trips, ns */
@@ -90,6 +111,12 @@ typedef struct {
     int hdr_have, in_payload, frame_fin, in_msg, want_out;
     uint64_t frame_left, msg_off;
     double *sent_at;       /* ring of depth send times */
+    /* --deflate: the echo being received is compressed; its inflater; reset it per message;
+       the inflater saw the end of a DEFLATE stream (BFINAL) in this message;
+       inflated bytes of this message so far */
+    int compressed, reset_each, z_end;
+    z_stream *z;
+    uint64_t out_off;
 } conn_t;
 
 /* options */
@@ -97,12 +124,18 @@ static const char *host = "127.0.0.1", *path = "/", *ws_key = "dGhlIHNhbXBsZSBub
                   *ws_accept = NULL;
 static int steps[16] = {0}, nsteps;
 static int port, raw, conns = 1, depth = 1, opcode = 2, procs = 1, nsrc, idle, hconc = 256;
+enum { DEFLATE_OFF, DEFLATE_NO_TAKEOVER, DEFLATE_SERVER_TAKEOVER };
+static int deflate_mode, show_payload;
+static const char *offers[] = {
+    NULL, "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+    "permessage-deflate; client_no_context_takeover"};
 static size_t size = 64;
 static double warmup = 1.0, duration = 5.0;
 
-/* frames */
-static uint8_t *pattern, **frames;
-static size_t flen;
+/* frames: variant v is frames[v] (flens[v] bytes, masked) carrying wire[v] (wlens[v] bytes,
+   unmasked; deflated with --deflate), which is payloads[v] (size bytes) */
+static uint8_t *pattern, **frames, **payloads, **wire;
+static size_t *flens, *wlens;
 static int nvar;
 static char req[1024];
 static size_t reqlen;
@@ -117,6 +150,8 @@ static int sending, recording, one_shot;
 static double t_end;
 static int64_t outstanding;
 static uint8_t rbuf[RBUF];
+static uint8_t zout[65536];
+static const uint8_t deflate_tail[4] = {0, 0, 0xff, 0xff};
 
 static double mono(void) {
     struct timespec ts;
@@ -152,40 +187,115 @@ static uint64_t rnd(void) {
     return rng_state;
 }
 
+/* A JSON document of exactly n bytes, the kind of message compression is turned on for:
+ * an update with a list of items under the same keys, other values for each variant v,
+ * and a free-text note of random words that fills it to n. Deflate (level 6) takes 1 KiB to
+ * ~39 % (--show-payload prints one and the mean size on the wire). */
+static void json_like(uint8_t *out, size_t n, int v) {
+    static const char *words[] = {"red",  "green", "blue",  "sale",    "new",  "bulk",
+                                  "eu",   "us",    "apac",  "fragile", "gift", "backorder",
+                                  "gold", "basic", "plus",  "refurb"};
+    char *buf = malloc(n + 512);
+    size_t len = (size_t)snprintf(buf, n + 512,
+                                  "{\"type\":\"update\",\"seq\":%d,\"user\":%llu,\"ts\":\"2026-11-25T"
+                                  "%02d:%02d:%02d.%03dZ\",\"items\":[",
+                                  v, (unsigned long long)(rnd() % 1000000), (int)(rnd() % 24),
+                                  (int)(rnd() % 60), (int)(rnd() % 60), (int)(rnd() % 1000));
+    for (int i = 0;; i++) {
+        char item[256];
+        int k = snprintf(item, sizeof item,
+                         "%s{\"id\":%llu,\"name\":\"item-%llu\",\"price\":%llu.%02llu,\"qty\":%llu,"
+                         "\"tags\":[\"%s\",\"%s\"],\"in_stock\":%s}",
+                         i ? "," : "", (unsigned long long)(rnd() % 1000000),
+                         (unsigned long long)(rnd() % 10000), (unsigned long long)(rnd() % 500),
+                         (unsigned long long)(rnd() % 100), (unsigned long long)(rnd() % 50),
+                         words[rnd() % 16], words[rnd() % 16], rnd() % 4 ? "true" : "false");
+        if (len + (size_t)k + 12 > n) break;
+        memcpy(buf + len, item, (size_t)k);
+        len += (size_t)k;
+    }
+    if (len + 12 > n) { /* too small for JSON: printable text */
+        for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(0x20 + rnd() % 95);
+    } else {
+        len += (size_t)snprintf(buf + len, 16, "],\"note\":\"");
+        while (len < n - 2) { /* words up to the closing quote, the last one cut to fit */
+            const char *w = words[rnd() % 16];
+            for (size_t i = 0; w[i] && len < n - 2; i++) buf[len++] = w[i];
+            if (len < n - 2) buf[len++] = ' ';
+        }
+        memcpy(buf + n - 2, "\"}", 2);
+        memcpy(out, buf, n);
+    }
+    free(buf);
+}
+
+/* Raw DEFLATE of p (RFC 7692 7.2.1): one message on its own, sync flush, tail removed. */
+static size_t deflate_message(const uint8_t *p, size_t n, uint8_t **out) {
+    z_stream z = {0};
+    if (deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+    size_t cap = deflateBound(&z, n) + 16;
+    *out = malloc(cap);
+    z.next_in = (Bytef *)p;
+    z.avail_in = n;
+    z.next_out = *out;
+    z.avail_out = cap;
+    if (deflate(&z, Z_SYNC_FLUSH) != Z_OK || z.avail_in) abort();
+    size_t len = cap - z.avail_out;
+    deflateEnd(&z);
+    if (len < 4 || memcmp(*out + len - 4, deflate_tail, 4)) abort();
+    return len - 4;
+}
+
 static void build_frames(void) {
     nvar = size <= 4096 ? 64 : size <= (1u << 20) ? 4 : 2;
-    pattern = malloc(size + nvar);
-    for (size_t i = 0; i < size + nvar; i++) {
-        uint64_t r = rnd();
-        pattern[i] = opcode == 1 ? (uint8_t)(0x20 + r % 95) : (uint8_t)r;
-    }
-    size_t hl = 2 + (size >= 65536 ? 8 : size >= 126 ? 2 : 0) + 4;
-    flen = hl + size;
+    payloads = malloc(sizeof(uint8_t *) * nvar);
+    wire = malloc(sizeof(uint8_t *) * nvar);
     frames = malloc(sizeof(uint8_t *) * nvar);
+    flens = malloc(sizeof(size_t) * nvar);
+    wlens = malloc(sizeof(size_t) * nvar);
+    if (deflate_mode) {
+        for (int v = 0; v < nvar; v++) {
+            json_like(payloads[v] = malloc(size), size, v);
+            wlens[v] = deflate_message(payloads[v], size, &wire[v]);
+        }
+    } else {
+        pattern = malloc(size + nvar);
+        for (size_t i = 0; i < size + nvar; i++) {
+            uint64_t r = rnd();
+            pattern[i] = opcode == 1 ? (uint8_t)(0x20 + r % 95) : (uint8_t)r;
+        }
+        for (int v = 0; v < nvar; v++) {
+            payloads[v] = wire[v] = pattern + v;
+            wlens[v] = size;
+        }
+    }
     for (int v = 0; v < nvar; v++) {
-        uint8_t *f = frames[v] = malloc(flen), *key;
-        f[0] = 0x80 | opcode;
-        if (size < 126) {
-            f[1] = 0x80 | size;
-        } else if (size < 65536) {
+        size_t n = wlens[v], hl = 2 + (n >= 65536 ? 8 : n >= 126 ? 2 : 0) + 4;
+        uint8_t *f = frames[v] = malloc(hl + n), *key;
+        flens[v] = hl + n;
+        f[0] = 0x80 | (deflate_mode ? 0x40 : 0) | opcode;
+        if (n < 126) {
+            f[1] = 0x80 | n;
+        } else if (n < 65536) {
             f[1] = 0x80 | 126;
-            f[2] = size >> 8;
-            f[3] = size & 0xff;
+            f[2] = n >> 8;
+            f[3] = n & 0xff;
         } else {
             f[1] = 0x80 | 127;
-            for (int i = 0; i < 8; i++) f[2 + i] = (uint8_t)(size >> (56 - 8 * i));
+            for (int i = 0; i < 8; i++) f[2 + i] = (uint8_t)(n >> (56 - 8 * i));
         }
         key = f + hl - 4;
         uint64_t r = rnd();
         memcpy(key, &r, 4);
-        const uint8_t *src = pattern + v;
-        for (size_t i = 0; i < size; i++) f[hl + i] = src[i] ^ key[i & 3];
+        for (size_t i = 0; i < n; i++) f[hl + i] = wire[v][i] ^ key[i & 3];
     }
+    char ext[160] = "";
+    if (deflate_mode) snprintf(ext, sizeof ext, "Sec-WebSocket-Extensions: %s\r\n", offers[deflate_mode]);
     reqlen = snprintf(req, sizeof req,
                       "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                      path, host, port, ws_key);
+                      "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                      path, host, port, ws_key, ext);
     /* Close 1000, masked with a zero key (legal: any 32-bit value is a key). */
     uint8_t c[8] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8};
     memcpy(close_frame, c, 8);
@@ -220,7 +330,7 @@ static void flush(conn_t *c) {
         size_t off = c->wr_off;
         for (uint64_t s = c->q_seq; s < c->q_end && n < MAXIOV; s++, n++, off = 0) {
             iov[n].iov_base = frames[s % nvar] + off;
-            iov[n].iov_len = flen - off;
+            iov[n].iov_len = flens[s % nvar] - off;
         }
         ssize_t w = writev(c->fd, iov, n);
         if (w < 0) {
@@ -233,7 +343,7 @@ static void flush(conn_t *c) {
         }
         size_t left = (size_t)w;
         while (left) {
-            size_t rem = flen - c->wr_off;
+            size_t rem = flens[c->q_seq % nvar] - c->wr_off;
             if (left >= rem) {
                 left -= rem;
                 c->q_seq++;
@@ -257,6 +367,13 @@ static void complete(conn_t *c, double now) {
     c->recv_seq++;
     outstanding--;
     res->verified++;
+    if (deflate_mode) {
+        if (c->compressed)
+            res->compressed++;
+        else
+            res->plain++;
+        c->compressed = 0;
+    }
     if (recording && now < t_end) {
         res->msgs++;
         res->bytes += size;
@@ -265,20 +382,77 @@ static void complete(conn_t *c, double now) {
     if (sending && !one_shot) queue(c, 1, now);
 }
 
+/* Start inflating a compressed echo: a fresh inflater, or the connection's own kept one. */
+static int inflate_begin(conn_t *c) {
+    if (!c->z) {
+        c->z = calloc(1, sizeof *c->z);
+        if (inflateInit2(c->z, -15) != Z_OK) return fail(c, "inflateInit2 failed"), -1;
+    } else if (c->reset_each || c->z_end) {
+        inflateReset(c->z);
+    }
+    c->z_end = 0;
+    c->out_off = 0;
+    c->compressed = 1;
+    return 0;
+}
+
+/* Inflate n more bytes of the compressed echo of message recv_seq and compare the output
+   with its payload as it comes: returns -1 when the connection failed. */
+static int inflate_some(conn_t *c, const uint8_t *p, size_t n) {
+    z_stream *z = c->z;
+    const uint8_t *want = payloads[c->recv_seq % nvar];
+    if (c->z_end) return 0; /* after BFINAL: the rest of the message (the tail) is not data */
+    z->next_in = (Bytef *)p;
+    z->avail_in = (uInt)n;
+    for (;;) {
+        z->next_out = zout;
+        z->avail_out = sizeof zout;
+        int r = inflate(z, Z_SYNC_FLUSH);
+        if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR) {
+            char why[128];
+            snprintf(why, sizeof why, "compressed echo does not inflate: %s", z->msg ? z->msg : "?");
+            return fail(c, why), -1;
+        }
+        size_t got = sizeof zout - z->avail_out;
+        if (c->out_off + got > size) return fail(c, "inflated echo longer than the message"), -1;
+        if (got && memcmp(zout, want + c->out_off, got))
+            return fail(c, "inflated echo differs from the payload"), -1;
+        c->out_off += got;
+        if (r == Z_STREAM_END) {
+            c->z_end = 1;
+            return 0;
+        }
+        if (z->avail_out) return 0; /* all input taken */
+    }
+}
+
+/* The end of a compressed echo: the removed tail, then the whole payload must be there. */
+static int inflate_end(conn_t *c) {
+    if (inflate_some(c, deflate_tail, 4)) return -1;
+    if (c->out_off != size) return fail(c, "inflated echo shorter than the message"), -1;
+    return 0;
+}
+
 /* Bytes of the echo stream: returns -1 when the connection failed. */
 static int on_data(conn_t *c, const uint8_t *p, size_t n, double now) {
     if (c->state == ST_CLOSING) return 0; /* the server's close reply; ignored */
     if (raw) {
         while (n) {
             if (c->recv_seq >= c->q_end) return fail(c, "echo of a message never sent"), -1;
-            size_t take = flen - c->msg_off < n ? flen - c->msg_off : n;
-            if (memcmp(p, frames[c->recv_seq % nvar] + c->msg_off, take))
+            int v = (int)(c->recv_seq % nvar);
+            size_t take = flens[v] - c->msg_off < n ? flens[v] - c->msg_off : n;
+            if (memcmp(p, frames[v] + c->msg_off, take))
                 return fail(c, "echoed bytes differ"), -1;
             p += take;
             n -= take;
             c->msg_off += take;
-            if (c->msg_off == flen) {
+            if (c->msg_off == flens[v]) {
                 c->msg_off = 0;
+                res->echo_wire += wlens[v];
+                /* the echo is the frame as sent: inflate its payload as a server's echo */
+                if (deflate_mode && (inflate_begin(c) || inflate_some(c, wire[v], wlens[v]) ||
+                                     inflate_end(c)))
+                    return -1;
                 complete(c, now);
             }
         }
@@ -318,7 +492,7 @@ static int on_data(conn_t *c, const uint8_t *p, size_t n, double now) {
                 len = 0;
                 for (int i = 0; i < 8; i++) len = (len << 8) | h[2 + i];
             }
-            if (h[0] & 0x70) return fail(c, "reserved bits set in an echo"), -1;
+            if (h[0] & (deflate_mode ? 0x30 : 0x70)) return fail(c, "reserved bits set in an echo"), -1;
             if (h[1] & 0x80) return fail(c, "masked frame from the server"), -1;
             if (op == 8) return fail(c, "the server sent Close"), -1;
             if (op >= 8) return fail(c, "unexpected control frame (keepalive ping?)"), -1;
@@ -327,17 +501,24 @@ static int on_data(conn_t *c, const uint8_t *p, size_t n, double now) {
                 if (op != opcode) return fail(c, "echo has the wrong opcode"), -1;
                 c->in_msg = 1;
                 c->msg_off = 0;
+                if ((h[0] & 0x40) && inflate_begin(c)) return -1;
             } else if (op != 0) {
                 return fail(c, "new message inside a fragmented echo"), -1;
+            } else if (h[0] & 0x40) {
+                return fail(c, "RSV1 on a continuation frame"), -1;
             }
-            if (c->msg_off + len > size) return fail(c, "echo longer than the message"), -1;
+            if (!c->compressed && c->msg_off + len > size)
+                return fail(c, "echo longer than the message"), -1;
             c->frame_left = len;
             c->frame_fin = h[0] >> 7;
             c->in_payload = 1;
         }
         size_t take = c->frame_left < n ? c->frame_left : n;
-        if (take && memcmp(p, pattern + c->recv_seq % nvar + c->msg_off, take))
+        if (c->compressed) {
+            if (take && inflate_some(c, p, take)) return -1;
+        } else if (take && memcmp(p, payloads[c->recv_seq % nvar] + c->msg_off, take)) {
             return fail(c, "echoed payload differs"), -1;
+        }
         p += take;
         n -= take;
         c->frame_left -= take;
@@ -345,7 +526,10 @@ static int on_data(conn_t *c, const uint8_t *p, size_t n, double now) {
         if (!c->frame_left) {
             c->in_payload = 0;
             if (c->frame_fin) {
-                if (c->msg_off != size) return fail(c, "echo shorter than the message"), -1;
+                if (c->compressed ? inflate_end(c) != 0 : c->msg_off != size)
+                    return c->state == ST_DONE ? -1
+                                               : (fail(c, "echo shorter than the message"), -1);
+                res->echo_wire += c->msg_off;
                 c->in_msg = 0;
                 complete(c, now);
             }
@@ -366,6 +550,7 @@ static void start_connect(conn_t *c) {
     inet_pton(AF_INET, host, &sa.sin_addr);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
     c->fd = fd;
+    c->reset_each = deflate_mode == DEFLATE_NO_TAKEOVER; /* --raw: the handshake never says */
     c->t_connect = mono();
     if (!res->t_first_connect) res->t_first_connect = c->t_connect;
     if (fd < 0) return fail_sys(c, "socket");
@@ -382,6 +567,26 @@ static void start_connect(conn_t *c) {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     c->want_out = 1;
+}
+
+/* --deflate: the server must have accepted our offer, as offered (RFC 7692 5, 7.1). */
+static int check_extensions(conn_t *c, const char *head) {
+    const char *e = strcasestr(head, "\nsec-websocket-extensions:");
+    if (!e) return fail(c, "the server did not accept permessage-deflate (no extension)"), -1;
+    e += 27;
+    while (*e == ' ' || *e == '\t') e++;
+    size_t len = strcspn(e, "\r\n");
+    char value[192];
+    snprintf(value, sizeof value, "%.*s", (int)(len < sizeof value ? len : sizeof value - 1), e);
+    if (!res->ext[0]) memcpy(res->ext, value, sizeof res->ext);
+    if (strncasecmp(value, "permessage-deflate", 18))
+        return fail(c, "the server did not accept permessage-deflate"), -1;
+    if (strcasestr(value, "client_max_window_bits"))
+        return fail(c, "the server set client_max_window_bits, which was not offered"), -1;
+    c->reset_each = strcasestr(value, "server_no_context_takeover") != NULL;
+    if (deflate_mode == DEFLATE_NO_TAKEOVER && !c->reset_each)
+        return fail(c, "the server did not confirm server_no_context_takeover"), -1;
+    return 0;
 }
 
 static void on_handshake(conn_t *c, double now) {
@@ -404,6 +609,7 @@ static void on_handshake(conn_t *c, double now) {
     while (*a == ' ' || *a == '\t') a++;
     if (ws_accept && strncmp(a, ws_accept, strlen(ws_accept)))
         return fail(c, "wrong Sec-WebSocket-Accept");
+    if (deflate_mode && check_extensions(c, c->hbuf)) return;
     opened(c, now);
     size_t head = (size_t)(end + 4 - c->hbuf);
     if ((size_t)c->hlen > head) on_data(c, (uint8_t *)c->hbuf + head, c->hlen - head, now);
@@ -614,7 +820,8 @@ int main(int argc, char **argv) {
         {"text", 0, 0, 't'},     {"warmup", 1, 0, 'w'},   {"duration", 1, 0, 'D'},
         {"procs", 1, 0, 'P'},    {"key", 1, 0, 'k'},      {"accept", 1, 0, 'a'},
         {"sources", 1, 0, 'S'},  {"idle", 1, 0, 'i'},    {"hs-concurrency", 1, 0, 'H'},
-        {"path", 1, 0, 'x'},     {0, 0, 0, 0}};
+        {"path", 1, 0, 'x'},     {"deflate", 1, 0, 'z'},  {"show-payload", 0, 0, 'Z'},
+        {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -638,17 +845,32 @@ int main(int argc, char **argv) {
             break;
         case 'H': hconc = atoi(optarg); break;
         case 'x': path = optarg; break;
+        case 'z':
+            deflate_mode = !strcmp(optarg, "no-takeover")       ? DEFLATE_NO_TAKEOVER
+                           : !strcmp(optarg, "server-takeover") ? DEFLATE_SERVER_TAKEOVER
+                                                                : -1;
+            break;
+        case 'Z': show_payload = 1; break;
         default: fprintf(stderr, "loadgen: bad option\n"); return 2;
         }
     }
     if (!port || conns < 1 || depth < 1 || size < 1 || procs < 1 || procs > MAXPROCS ||
-        procs > conns || hconc < 1 || (idle && (procs != 1 || !nsteps))) {
+        procs > conns || hconc < 1 || (idle && (procs != 1 || !nsteps)) || deflate_mode < 0) {
         fprintf(stderr, "loadgen: need --port, positive --conns/--depth/--size/--procs;"
-                        " --idle STEPS (e.g. 1000,10000) needs --procs 1\n");
+                        " --idle STEPS (e.g. 1000,10000) needs --procs 1;"
+                        " --deflate is no-takeover or server-takeover\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     build_frames();
+    if (show_payload) { /* what the messages look like: variant 0, and the sizes */
+        size_t total = 0;
+        for (int v = 0; v < nvar; v++) total += wlens[v];
+        fwrite(payloads[0], 1, size, stdout);
+        printf("\n%d variants of %zu bytes, %.1f bytes on the wire on average\n", nvar, size,
+               (double)total / nvar);
+        return 0;
+    }
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     pid_t pids[MAXPROCS];
     for (int i = 0; i < procs; i++) {
@@ -679,6 +901,10 @@ int main(int argc, char **argv) {
         tot.verified += r->verified;
         tot.errors += r->errors;
         tot.opened += r->opened;
+        tot.compressed += r->compressed;
+        tot.plain += r->plain;
+        tot.echo_wire += r->echo_wire;
+        if (!tot.ext[0]) memcpy(tot.ext, r->ext, sizeof tot.ext);
         tot.cpu += r->cpu;
         if (!first || (r->t_first_connect && r->t_first_connect < first)) first = r->t_first_connect;
         if (r->t_last_open > last) last = r->t_last_open;
@@ -703,6 +929,17 @@ int main(int argc, char **argv) {
     print_lat("latency_us", tot.lat);
     printf(", ");
     print_lat("handshake_us", tot.hs);
+    size_t sent_wire = 0;
+    for (int v = 0; v < nvar; v++) sent_wire += wlens[v];
+    printf(", \"deflate\": \"%s\", \"extensions\": ",
+           deflate_mode == DEFLATE_NO_TAKEOVER       ? "no-takeover"
+           : deflate_mode == DEFLATE_SERVER_TAKEOVER ? "server-takeover"
+                                                     : "");
+    json_str(tot.ext);
+    printf(", \"compressed_echoes\": %llu, \"plain_echoes\": %llu, \"sent_wire_bytes\": %.1f,"
+           " \"echo_wire_bytes\": %.1f",
+           (unsigned long long)tot.compressed, (unsigned long long)tot.plain,
+           (double)sent_wire / nvar, tot.verified ? (double)tot.echo_wire / tot.verified : 0.0);
     printf(", \"error\": ");
     json_str(tot.err);
     printf("}\n");

@@ -2,8 +2,8 @@
 
 Every peer runs its own echo server in its recommended fast configuration (the scripts in
 this directory); settings that would make the comparison unfair are equal for all:
-compression off, no keepalive pings, no message size limit that the matrix would hit,
-listen backlog 2048.
+compression off (on only for the compressed scenarios, for the servers that have it), no
+keepalive pings, no message size limit that the matrix would hit, listen backlog 2048.
 """
 
 from __future__ import annotations
@@ -32,9 +32,19 @@ class ServerSpec:
     websocket: bool = True
     #: Python modules it needs; a server whose modules are missing is reported, not run
     modules: tuple[str, ...] = ()
-    #: optional features ("compression" once fastws has it): scenarios that need one skip
-    #: the servers without it
+    #: optional features ("compression": permessage-deflate); scenarios that need one skip
+    #: the servers without it (the report shows n/a)
     features: frozenset[str] = field(default_factory=frozenset)
+    #: deflate mode of a compressed scenario ("no-takeover", "server-takeover") -> the
+    #: arguments that turn compression on
+    compression_args: Callable[[str], tuple[str, ...]] = lambda _mode: ()
+
+    def argv(self, host: str, port: int, bins: dict[str, Path], deflate: str | None) -> list[str]:
+        """The command line; with `deflate` (a compressed scenario's mode) compression on."""
+        argv = self.command(host, port, bins)
+        if deflate:
+            argv += self.compression_args(deflate)
+        return argv
 
     def missing(self) -> list[str]:
         return [m for m in self.modules if importlib.util.find_spec(m) is None]
@@ -58,6 +68,14 @@ def _fastws(host: str, port: int, _bins: dict[str, Path]) -> list[str]:
     return argv
 
 
+def _fastws_compression(mode: str) -> tuple[str, ...]:
+    """Default settings (level 1, window 15); server-takeover lets it keep its context."""
+    args: tuple[str, ...] = ("--compression", "deflate")
+    if mode == "server-takeover":
+        args += ("--compression-context-takeover", "server")
+    return args
+
+
 def _script(name: str, *extra: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
     def command(host: str, port: int, _bins: dict[str, Path]) -> list[str]:
         return [PY, str(HERE / name), str(port), "--host", host, *extra]
@@ -77,36 +95,47 @@ SERVERS: dict[str, ServerSpec] = {
             "fastws serve (built-in echo app, uvloop, one process)",
             _fastws,
             modules=("fastws", "uvloop"),
+            features=frozenset({"compression"}),
+            compression_args=_fastws_compression,
         ),
         ServerSpec(
             "websockets",
             "websockets (asyncio implementation) on asyncio's default loop",
             _script("websockets_echo.py"),
             modules=("websockets",),
+            features=frozenset({"compression"}),
+            compression_args=lambda _mode: ("--compression",),
         ),
         ServerSpec(
             "websockets-uvloop",
             "websockets (asyncio implementation) on uvloop",
             _script("websockets_echo.py", "--uvloop"),
             modules=("websockets", "uvloop"),
+            features=frozenset({"compression"}),
+            compression_args=lambda _mode: ("--compression",),
         ),
         ServerSpec(
             "aiohttp",
             "aiohttp web server on uvloop",
             _script("aiohttp_echo.py"),
             modules=("aiohttp", "uvloop"),
+            features=frozenset({"compression"}),
+            compression_args=lambda _mode: ("--compression",),
         ),
         ServerSpec(
             "picows",
             "picows (Cython) on uvloop, echoing frames from its read buffer",
             _script("picows_echo.py"),
-            modules=("picows", "uvloop"),
+            modules=("picows", "uvloop"),  # no permessage-deflate: n/a in scenario g
         ),
         ServerSpec(
             "raw-tcp",
             "C epoll TCP echo (no WebSocket): the physical limit of loopback here",
             _raw,
             websocket=False,
+            # Echoes the compressed frames as sent; the generator inflates each one as it
+            # would a server's echo: the generator's own limit in the compressed scenarios.
+            features=frozenset({"compression"}),
         ),
     )
 }
