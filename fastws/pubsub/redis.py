@@ -267,7 +267,8 @@ class RedisBroker:
             # [b"message", channel, data]; also [b"subscribe" / b"unsubscribe", channel, n].
             if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                 self._on_message(reply[1], reply[2])
-            elif isinstance(reply, list) and reply and reply[0] == b"pong":
+            elif reply == b"PONG" or (isinstance(reply, list) and reply and reply[0] == b"pong"):
+                # (b"PONG" while subscribed to nothing, [b"pong", b""] in subscribed mode)
                 self._pong = asyncio.get_running_loop().time()
 
     def _on_message(self, name: bytes, data: bytes) -> None:
