@@ -260,6 +260,28 @@ class _Choice(_Kind):
         raise ValueError(f"{value!r} is not one of {', '.join(self.choices)}")
 
 
+class _Switch(_Kind):
+    """On or off; the flag alone (``--dashboard``) means on."""
+
+    metavar = "[{on,off}]"  # the value is optional on the command line
+    #: What the CLI flag means when given without a value.
+    alone = "on"
+    _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0", "")
+
+    def __call__(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if _is_word(value, *self._ON):
+            return True
+        if _is_word(value, *self._OFF):
+            return False
+        # `fastws serve --dashboard app:handler` gives the flag the APP as its value.
+        raise ValueError(f"{value!r} is not on or off (an APP goes before the flag)")
+
+    def show(self, value: Any) -> str:
+        return "on" if value else "off"
+
+
 class _Names(_Kind):
     """A list of words; comma-separated when given as a string."""
 
@@ -776,6 +798,18 @@ class Config:
             example="1000",
         ),
     )
+    dashboard: bool = field(
+        default=False,
+        metadata=_knob(
+            _Switch(),
+            "Serve a live dashboard page at /dashboard on the server's port (the --dashboard"
+            " flag alone turns it on): per worker and in total, connections, handshakes,"
+            " messages and bytes per second, close codes and memory, from the same counters as"
+            " /metrics, pushed each second over a WebSocket. Like /metrics it is answered"
+            " before process_request: enable it only where /metrics may be seen.",
+            example="on",
+        ),
+    )
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Reject unknown knobs here rather than with the dataclass's TypeError, so
@@ -874,12 +908,16 @@ class Config:
         )
         for option in cls.options():
             help_text = f"{option.help} (default: {option.default_text}; env: {option.env})"
+            extra: dict[str, Any] = {"metavar": option.metavar}
+            alone = getattr(option.convert, "alone", None)
+            if alone is not None:  # a switch: the flag alone means on (argparse adds the [])
+                extra = {"metavar": option.metavar.strip("[]"), "nargs": "?", "const": alone}
             group.add_argument(
                 option.flag,
                 dest=option.name,
-                metavar=option.metavar,
                 default=argparse.SUPPRESS,
                 help=help_text.replace("%", "%%"),
+                **extra,
             )
 
     @classmethod

@@ -514,3 +514,12 @@ def test_readme_options_table_is_the_generated_one() -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert Config.fields_table().rstrip("\n") in readme
+
+
+def test_a_switch_flag_alone_means_on() -> None:
+    """`fastws serve --dashboard`: a switch needs no value on the command line."""
+    assert Config.load(cli_namespace("--dashboard"), environ={}).dashboard is True
+    assert Config.load(cli_namespace("--dashboard", "off"), environ={}).dashboard is False
+    assert Config.load(environ={"FASTWS_DASHBOARD": "yes"}).dashboard is True
+    with pytest.raises(ConfigError, match="an APP goes before the flag"):
+        Config(dashboard="app:handler")

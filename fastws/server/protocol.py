@@ -109,6 +109,11 @@ class ServerProtocol(WebSocket):
             return
         self._parser = None
         self.request = request
+        if request.path == "/dashboard" and self._server.config.dashboard:
+            from . import dashboard  # only a server with --dashboard loads it
+
+            dashboard.answer(self, request, parser.leftover)
+            return
         if request.path in _HTTP_ROUTES and "Upgrade" not in request.headers:
             self._answer_http(request.path)
             return
@@ -166,11 +171,7 @@ class ServerProtocol(WebSocket):
         """Plain HTTP GET /healthz or /metrics (no Upgrade header): the whole server's state."""
         from ..process import metrics  # only the monitoring path needs it
 
-        self._parser = None
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        counters.values[counters.HTTP_REQUESTS] += 1
+        counters.values[counters.HTTP_REQUESTS] += 1  # before the snapshot: it counts itself
         board = self._server.scoreboard
         self._server.sample_gauges()
         if board is not None:
@@ -180,10 +181,20 @@ class ServerProtocol(WebSocket):
             body, kind = metrics.prometheus(snap), metrics.CONTENT_TYPE
         else:
             body, kind = metrics.healthz(snap), "application/json"
-        response = Response(200, headers=[("Content-Type", kind)], body=body.encode())
+        self._respond(Response(200, headers=[("Content-Type", kind)], body=body.encode()))
+
+    def _respond(self, response: Response) -> None:
+        """Answer a plain HTTP request (/healthz, /metrics, /dashboard), then close."""
+        self._parser = None
+        self._cancel_handshake_timer()
         if self._transport is not None:
             self._transport.write(response.serialize())
             self._transport.close()
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
 
     def _reject(self, response: Response, why: str) -> None:
         """Answer with an HTTP error instead of upgrading, then close."""
