@@ -365,6 +365,10 @@ class RedisBroker:
                     _fail(batch, PublishError(f"redis broker: connection lost ({_reason(exc)})"))
                     self._lost(exc)
                     return
+                except BaseException as exc:  # cancelled by close(), or a bug: nobody waits forever
+                    _fail(batch, PublishError(f"redis broker: publish interrupted ({exc!r})"))
+                    self._lost(exc)
+                    raise
         finally:
             self._writer = None
 
