@@ -36,8 +36,13 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import RedisError, ResponseError
+try:
+    from redis.asyncio.connection import AbstractConnection, ConnectionPool
+    from redis.exceptions import RedisError, ResponseError
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        f"a redis:// broker needs the redis package: pip install 'fastws[redis]' ({exc})"
+    ) from exc
 
 from .broker import Deliver, Lost, PublishError
 
