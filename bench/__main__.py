@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 from importlib import metadata
@@ -171,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "sources": options.sources,
         },
     }
+    # A TERM (e.g. `kill`) unwinds like Ctrl-C, so the server of the current run is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     records = runner.run(lambda recs: write_json(out / "results.json", meta, recs))
     meta["loadavg_end"] = _loadavg()
     render(out, meta, records, plot=not args.no_plots)

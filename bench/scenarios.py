@@ -56,7 +56,7 @@ class Scenario:
         return f"{self.key}) {self.title}"
 
 
-def _compressed(key: str, takeover: str, deflate: str) -> Scenario:
+def _compressed(key: str, takeover: str, deflate: str, requires: str) -> Scenario:
     """1 KiB JSON text deflated by the client without context takeover; the server asked for
     none either (g: what browsers' messages cost a server that keeps no zlib state per
     connection, fastws' default) or allowed to keep its own context (h)."""
@@ -68,7 +68,7 @@ def _compressed(key: str, takeover: str, deflate: str) -> Scenario:
         text=True,
         conns=10,
         depth=10,
-        requires="compression",
+        requires=requires,
         deflate=deflate,
     )
 
@@ -94,7 +94,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("e", "16 MiB binary, 1 conn x 1 in flight", (MBS, MBS_CPU, PEAK), size=16 * MiB),
         Scenario("f", "idle connections", (HS, HS_CPU, RSS_CONN), idle=True),
-        _compressed("g", "no context takeover", "no-takeover"),
-        _compressed("h", "server context takeover", "server-takeover"),
+        _compressed("g", "no context takeover", "no-takeover", "server_no_context_takeover"),
+        _compressed("h", "server context takeover", "server-takeover", "compression"),
     )
 }

@@ -18,6 +18,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
+#: permessage-deflate with the offer's parameters honoured (scenarios g and h)
+DEFLATE = frozenset({"compression", "server_no_context_takeover"})
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,9 @@ class ServerSpec:
     websocket: bool = True
     #: Python modules it needs; a server whose modules are missing is reported, not run
     modules: tuple[str, ...] = ()
-    #: optional features ("compression": permessage-deflate); scenarios that need one skip
-    #: the servers without it (the report shows n/a)
+    #: optional features ("compression": permessage-deflate; "server_no_context_takeover":
+    #: honours that parameter of an offer); scenarios that need one skip the servers without
+    #: it (the report shows n/a)
     features: frozenset[str] = field(default_factory=frozenset)
     #: deflate mode of a compressed scenario ("no-takeover", "server-takeover") -> the
     #: arguments that turn compression on
@@ -95,7 +98,7 @@ SERVERS: dict[str, ServerSpec] = {
             "fastws serve (built-in echo app, uvloop, one process)",
             _fastws,
             modules=("fastws", "uvloop"),
-            features=frozenset({"compression"}),
+            features=DEFLATE,
             compression_args=_fastws_compression,
         ),
         ServerSpec(
@@ -103,7 +106,7 @@ SERVERS: dict[str, ServerSpec] = {
             "websockets (asyncio implementation) on asyncio's default loop",
             _script("websockets_echo.py"),
             modules=("websockets",),
-            features=frozenset({"compression"}),
+            features=DEFLATE,
             compression_args=lambda _mode: ("--compression",),
         ),
         ServerSpec(
@@ -111,7 +114,7 @@ SERVERS: dict[str, ServerSpec] = {
             "websockets (asyncio implementation) on uvloop",
             _script("websockets_echo.py", "--uvloop"),
             modules=("websockets", "uvloop"),
-            features=frozenset({"compression"}),
+            features=DEFLATE,
             compression_args=lambda _mode: ("--compression",),
         ),
         ServerSpec(
@@ -119,6 +122,16 @@ SERVERS: dict[str, ServerSpec] = {
             "aiohttp web server on uvloop",
             _script("aiohttp_echo.py"),
             modules=("aiohttp", "uvloop"),
+            features=DEFLATE,
+            compression_args=lambda _mode: ("--compression",),
+        ),
+        ServerSpec(
+            "tornado",
+            "Tornado's WebSocketHandler on uvloop",
+            _script("tornado_echo.py"),
+            modules=("tornado", "uvloop"),
+            # Tornado 6.6 drops valueless parameters when it parses an offer, so it never
+            # answers (or honours) server_no_context_takeover: n/a in g, runs in h.
             features=frozenset({"compression"}),
             compression_args=lambda _mode: ("--compression",),
         ),
@@ -135,7 +148,7 @@ SERVERS: dict[str, ServerSpec] = {
             websocket=False,
             # Echoes the compressed frames as sent; the generator inflates each one as it
             # would a server's echo: the generator's own limit in the compressed scenarios.
-            features=frozenset({"compression"}),
+            features=DEFLATE,
         ),
     )
 }
