@@ -109,6 +109,7 @@ def make_parser() -> argparse.ArgumentParser:
     prof.add_argument("--tool", choices=("cprofile", "py-spy"), default="cprofile")
     prof.add_argument("--duration", type=float, default=5.0)
     prof.add_argument("--top", type=int, default=30)
+    prof.add_argument("--native", action="store_true", help="py-spy: sample C frames too")
     prof.add_argument("--out", type=Path, default=None)
     rep = sub.add_parser("report", help="render results.md and plots again from results.json")
     rep.add_argument("dir", type=Path)

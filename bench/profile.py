@@ -106,8 +106,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
             # Sample the measured window only: start after the warm-up.
             record = [
                 pyspy, "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
-                "--duration", str(int(args.duration)), "--output", str(folded), "--nonblocking", "--subprocesses",
+                "--duration", str(int(args.duration)), "--output", str(folded), "--subprocesses",
             ]  # fmt: skip
+            # --native: C frames too (uvloop, numpy, the syscalls' callers); it must stop the
+            # process to unwind, so it slows the server a little.
+            record += ["--native"] if args.native else ["--nonblocking"]
             timer = threading.Timer(
                 opts.warmup + 0.3,
                 lambda: spy.append(subprocess.Popen(record, stderr=subprocess.DEVNULL)),

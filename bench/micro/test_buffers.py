@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastws.buffers import Region, allocate
+from fastws.buffers import Budget, Region, RegionCache, allocate
 
 KiB = 1024
 SIZES = [64 * KiB, 256 * KiB, 1024 * KiB, 16 * 1024 * KiB]
@@ -43,6 +43,23 @@ def test_bytearray(benchmark, size: int) -> None:  # type: ignore[no-untyped-def
 def test_mmap_region(benchmark, size: int) -> None:  # type: ignore[no-untyped-def]
     chunk = b"\x5a" * (64 * KiB)
     benchmark(_fill_and_free_region, size, chunk)
+
+
+def _fill_and_free_cached(size: int, chunk: bytes, budget: Budget) -> None:
+    region = allocate(size, budget)
+    view = memoryview(region)
+    for pos in range(0, size, len(chunk)):
+        view[pos : pos + len(chunk)] = chunk
+    view.release()
+    region.free()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("size", SIZES[2:])
+def test_cached_region(benchmark, size: int) -> None:  # type: ignore[no-untyped-def]
+    """What a server pays per large message once RegionCache has a region of its class."""
+    chunk = b"\x5a" * (64 * KiB)
+    budget = Budget(1 << 30, RegionCache(64 << 20))
+    benchmark(_fill_and_free_cached, size, chunk, budget)
 
 
 def test_allocate_picks_by_size() -> None:

@@ -17,7 +17,7 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..buffers import Budget
+from ..buffers import Budget, RegionCache
 from ..config import Config
 from ..process.gauges import GaugeSampler
 from ..protocol.frames import CloseCode
@@ -28,6 +28,10 @@ __all__ = ["Handler", "Server", "run", "serve"]
 logger = logging.getLogger("fastws")
 
 Handler = Callable[[Any], Awaitable[None]]
+
+
+#: How often unused large-message buffers are looked for and unmapped (see RegionCache).
+TRIM_INTERVAL = 2.0
 
 
 class Server:
@@ -55,8 +59,11 @@ class Server:
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[ServerProtocol] = set()
         self._stopping = False
-        # One budget for every connection of this process (see buffers.Budget).
-        self.budget = Budget(config.max_message_memory)
+        # One budget for every connection of this process (see buffers.Budget), and the
+        # large-message buffers it keeps for reuse (see buffers.RegionCache).
+        cache = RegionCache(config.buffer_cache) if config.buffer_cache else None
+        self.budget = Budget(config.max_message_memory, cache)
+        self._trim_timer: asyncio.TimerHandle | None = None
         # The budgets as gauges for /metrics, sampled with each heartbeat (process.gauges).
         self.sample_gauges = GaugeSampler(self)
 
@@ -80,9 +87,16 @@ class Server:
                 reuse_address=True,
                 **tls,
             )
+        if self.budget.cache is not None:
+            self._trim_timer = loop.call_later(TRIM_INTERVAL, self._trim_cache)
         scheme = "ws" if self.ssl is None else "wss"
         for sock in self._server.sockets:
             logger.info("listening on %s://%s", scheme, _format_address(sock.getsockname()))
+
+    def _trim_cache(self) -> None:
+        assert self.budget.cache is not None
+        self.budget.cache.trim()
+        self._trim_timer = asyncio.get_running_loop().call_later(TRIM_INTERVAL, self._trim_cache)
 
     def _new_protocol(self) -> ServerProtocol:
         return ServerProtocol(self)
@@ -111,6 +125,8 @@ class Server:
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
         if self._server is not None:
             self._server.close()
         # A connection accepted in the same loop iteration gets its connection_made() only
