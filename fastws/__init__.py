@@ -9,11 +9,14 @@ async def handler(ws: fastws.WebSocket) -> None:
 fastws.run(handler, port=8000)
 """
 
+from .broadcast import broadcast
 from .client import connect
 from .config import Config, ConfigError
 from .message import Message, MessageReleased
 from .protocol.frames import CloseCode
 from .protocol.handshake import Headers, Request, Response
+from .pubsub.broker import PublishError
+from .pubsub.hub import publish
 from .server import Server, run, serve
 from .websocket import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, WebSocket
 
@@ -27,11 +30,14 @@ __all__ = [
     "Headers",
     "Message",
     "MessageReleased",
+    "PublishError",
     "Request",
     "Response",
     "Server",
     "WebSocket",
+    "broadcast",
     "connect",
+    "publish",
     "run",
     "serve",
 ]

@@ -187,6 +187,21 @@ class _Text(_Kind):
         return text
 
 
+class _Broker(_Text):
+    """local, or the URL of a Redis server (redis://, rediss://, unix://)."""
+
+    def __init__(self) -> None:
+        super().__init__("{local,URL}")
+
+    def __call__(self, value: Any) -> str:
+        text = super().__call__(value)
+        if text.lower() == "local":
+            return "local"
+        if not text.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} is neither local nor a redis://, rediss:// or unix:// URL")
+        return text
+
+
 class _Int(_Kind):
     """A whole number in a range, like a port or a count."""
 
@@ -806,6 +821,47 @@ class Config:
             "Connections one worker holds at most; further handshakes get 503 with Retry-After."
             " none means no limit but the open-file limit.",
             example="1000",
+        ),
+    )
+    broadcast_limit: int = field(
+        default=1 << 20,
+        metadata=_knob(
+            _Size(0),
+            "Bytes a connection's outgoing buffer may hold (at least write_limit) for"
+            " broadcast() and channel messages to still be written to it; a connection further"
+            " behind gets broadcast_overflow, so one slow client never delays the others.",
+            example="256KiB",
+        ),
+    )
+    broadcast_overflow: str = field(
+        default="close",
+        metadata=_knob(
+            _Choice("close", "skip"),
+            "What a connection over broadcast_limit gets: close closes it with 1008 (it would"
+            " otherwise miss messages without knowing), skip leaves this message out for it."
+            " Counted in /metrics as broadcast_closed / broadcast_skipped.",
+            example="skip",
+        ),
+    )
+    broker: str = field(
+        default="local",
+        metadata=_knob(
+            _Broker(),
+            "What carries channel messages (publish) between workers: local is a shared-memory"
+            " ring on this host, no broker process; a redis:// (or rediss://, unix://) URL uses"
+            " Redis pub/sub, which also reaches other hosts.",
+            example="redis://127.0.0.1:6379/0",
+        ),
+    )
+    pubsub_ring_size: int = field(
+        default=16 << 20,
+        metadata=_knob(
+            _Size(4096),
+            "Bytes of each worker's shared-memory ring for channel messages (broker local;"
+            " memory is used only as messages pass). It bounds the largest message published"
+            " across workers and how far a busy worker may fall behind before its subscribers"
+            " are closed with 1013.",
+            example="64MiB",
         ),
     )
     dashboard: bool = field(

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
+from ..pubsub.ring import Ring
 from .scoreboard import BOOTING, READY, STOPPING, Scoreboard
 from .sockets import Listeners
 from .worker import WORKER_BOOT_ERROR, WorkerSpec, run_worker
@@ -99,6 +100,7 @@ class Arbiter:
         self.reloading = False
         self.listeners = Listeners(config)
         self.scoreboard: Scoreboard | None = None
+        self.ring: Ring | None = None
         self.pid = os.getpid()
         self._signals: list[int] = []
         self._pipe: tuple[int, int] | None = None
@@ -118,6 +120,8 @@ class Arbiter:
             logger.error("%s", exc.strerror or exc)
             return 1
         self.scoreboard = Scoreboard(max(MIN_SLOTS, 4 * self.num_workers))
+        if self.config.broker == "local":  # channels between workers: one ring per slot
+            self.ring = Ring(self.scoreboard.slots + 1, self.config.pubsub_ring_size)
         self._install_signals()
         logger.info(
             "master %d listening on %s (%s), %d workers",
@@ -252,6 +256,7 @@ class Arbiter:
             close_fds=list(self._pipe or ()),
             scoreboard=self.scoreboard,
             slot=slot,
+            ring=self.ring,
             listener=listener,
             master_pid=self.pid,
             reload_modules=self.app_modules,
@@ -303,6 +308,8 @@ class Arbiter:
                 continue
             view = self.scoreboard.read(worker.slot)
             self.scoreboard.retire(worker.slot)
+            if self.ring is not None:
+                self.ring.retire(worker.slot)
             self._worker_exited(worker, status, view.message)
 
     def _worker_exited(self, worker: Worker, status: int, message: str) -> None:

@@ -62,6 +62,8 @@ class WorkerSpec:
     master_pid: int
     #: The application's own modules: dropped and imported again in the worker.
     reload_modules: Collection[str] = ()
+    #: The host's channels ring (broker local), created by the master before forking.
+    ring: Any = None
     #: A TLS context given in Python (`fastws.run(..., ssl=ctx)`): the fork inherits it.
     #: Without one, each worker loads certfile/keyfile itself, so a HUP picks up new files.
     ssl: _ssl.SSLContext | None = None
@@ -168,6 +170,7 @@ async def _serve(spec: WorkerSpec, handler: Callable[..., Any], config: Config) 
     try:
         server = Server(handler, config, sock=spec.sock, ssl=spec.ssl)  # loads the TLS files
         server.scoreboard, server.scoreboard_slot = board, slot
+        server.ring = spec.ring
         await server.start()
     except Exception as exc:
         reason = f"cannot serve {spec.sock.getsockname()!r}: {exc}"

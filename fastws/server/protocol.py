@@ -86,6 +86,9 @@ class ServerProtocol(WebSocket):
             self._handshake_timer = None
         super().connection_lost(exc)
         self._server._connections.discard(self)
+        hub = self._server.hub
+        if hub is not None and hub._rooms_of:
+            hub.drop(self)
         if self._open:
             counters.values[counters.CONNECTIONS_OPEN] -= 1
             counters.values[counters.close_index(self.close_code or CloseCode.ABNORMAL)] += 1
@@ -265,6 +268,34 @@ class ServerProtocol(WebSocket):
             await self.close(CloseCode.INTERNAL_ERROR)
             return
         await self.close()
+
+    # -- channels ---------------------------------------------------------------------------
+
+    @property
+    def server(self) -> Server:
+        """The server this connection belongs to: `ws.server.publish(...)`, `.broadcast(...)`."""
+        return self._server
+
+    def subscribe(self, channel: str) -> None:
+        """Receive every message published on `channel` from now on, from any worker (and,
+        with Redis, any host), until `unsubscribe` or the connection closes."""
+        self._server._hub().subscribe(self, channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving `channel`'s messages (nothing happens if not subscribed)."""
+        hub = self._server.hub
+        if hub is not None:
+            hub.unsubscribe(self, channel)
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels this connection is subscribed to."""
+        hub = self._server.hub
+        return hub.channels(self) if hub is not None else frozenset()
+
+    async def publish(self, channel: str, message: Any) -> None:
+        """`ws.server.publish(channel, message)`."""
+        await self._server.publish(channel, message)
 
     @property
     def request_path(self) -> str:

@@ -14,13 +14,17 @@ import logging
 import signal
 import socket
 import ssl as _ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
 from ..process.gauges import GaugeSampler
 from ..protocol.frames import CloseCode
+from ..pubsub.broker import make_broker
+from ..pubsub.hub import Hub
+from ..websocket import WebSocket
 from .protocol import ServerProtocol
 
 __all__ = ["Handler", "Server", "run", "serve"]
@@ -40,6 +44,8 @@ class Server:
     #: Set by a worker process: the shared page /metrics reads (None: this process alone).
     scoreboard: Any = None
     scoreboard_slot: int = 0
+    #: Set by a worker process: the host's channels ring (None: channels stay in-process).
+    ring: Any = None
 
     def __init__(
         self,
@@ -66,10 +72,16 @@ class Server:
         self._trim_timer: asyncio.TimerHandle | None = None
         # The budgets as gauges for /metrics, sampled with each heartbeat (process.gauges).
         self.sample_gauges = GaugeSampler(self)
+        #: Channels (rooms) of this server in this process; made by start().
+        self.hub: Hub | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        broker = make_broker(config.broker, ring=self.ring, slot=self.scoreboard_slot)
+        hub = Hub(broker, limit=config.broadcast_limit, overflow=config.broadcast_overflow)
+        await hub.start()
+        self.hub = hub
         # The TLS handshake comes before connection_made(), so it needs its own bound.
         tls: dict[str, Any] = {}
         if self.ssl is not None:
@@ -114,6 +126,29 @@ class Server:
     def connections(self) -> frozenset[ServerProtocol]:
         return frozenset(self._connections)
 
+    # -- fan-out -------------------------------------------------------------------------------
+
+    def broadcast(self, connections: Iterable[WebSocket], message: Any) -> int:
+        """Send `message` to every open connection of `connections`, framed once; return to
+        how many it went. Slow connections get this server's broadcast_overflow policy."""
+        config = self.config
+        return broadcast(
+            connections,
+            message,
+            limit=config.broadcast_limit,
+            overflow=config.broadcast_overflow,
+        )
+
+    async def publish(self, channel: str, message: Any) -> None:
+        """Send `message` to every subscriber of `channel` in every worker (and, with a Redis
+        broker, every host); raises PublishError if the broker could not take it."""
+        await self._hub().publish(channel, message)
+
+    def _hub(self) -> Hub:
+        if self.hub is None:
+            raise RuntimeError("the server is not started")
+        return self.hub
+
     async def serve_forever(self) -> None:
         assert self._server is not None, "start() the server first"
         with contextlib.suppress(asyncio.CancelledError):
@@ -146,6 +181,8 @@ class Server:
                 ws._transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        if self.hub is not None:
+            await self.hub.close()
 
     async def __aenter__(self) -> Server:
         await self.start()
