@@ -488,14 +488,16 @@ async def run_scenario(
 
 
 @contextlib.contextmanager
-def own_server(workers: int, worker_timeout: float, extra: list[str]) -> Iterator[tuple[str, int]]:
+def own_server(
+    workers: int, worker_timeout: float, extra: list[str], app: str = "bench.faults:pid_echo"
+) -> Iterator[tuple[str, int]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "fastws", "serve", "bench.faults:pid_echo"),
+            *(sys.executable, "-m", "fastws", "serve", app),
             *("--port", str(port), "--workers", str(workers)),
             *("--worker-timeout", str(worker_timeout), "--log-level", "warning"),
             *extra,

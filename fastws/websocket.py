@@ -28,7 +28,7 @@ from .keepalive import wheel
 from .message import Message
 from .process.counters import BYTES_IN, BYTES_OUT, MESSAGES_IN, MESSAGES_OUT
 from .process.counters import values as _stats
-from .protocol.connection import Chunk, Close, Connection, Failure, Pong, State
+from .protocol.connection import SLICE_FRAMES, Chunk, Close, Connection, Failure, Pong, State
 from .protocol.frames import CloseCode, Opcode
 
 if TYPE_CHECKING:
@@ -207,6 +207,7 @@ class WebSocket(asyncio.BufferedProtocol):
             max_fragments=max_fragments,
             budget=budget,
         )
+        self._conn.slice_frames = SLICE_FRAMES  # other connections of the loop get their turn
         self._max_queue = max_queue
         self._write_limit = write_limit
         self._close_timeout = close_timeout
@@ -577,10 +578,19 @@ class WebSocket(asyncio.BufferedProtocol):
             self._transport.resume_reading()
 
     def _wait_for_memory(self) -> None:
-        """A new large message waits for the worker's message budget: stop reading meanwhile."""
+        """The core holds bytes back (`blocked`): stop reading until it can go on. Either the
+        rest of a read of many small frames, parsed from the next loop iteration on so other
+        connections are served in between, or a new large message waiting for the worker's
+        message budget."""
         transport = self._transport
+        if transport is None:
+            return
+        if self._conn.sliced:
+            transport.pause_reading()
+            self._loop.call_soon(self._retry_memory)
+            return
         budget = self._conn.budget
-        if transport is None or budget is None:
+        if budget is None:
             return
         transport.pause_reading()
         loop = self._loop
@@ -600,7 +610,7 @@ class WebSocket(asyncio.BufferedProtocol):
             return
         if conn.events or conn.out:
             self._dispatch()
-        if conn.blocked:  # the bytes held back started yet another large message
+        if conn.blocked:  # another slice to parse, or another large message to admit
             self._wait_for_memory()
         elif not self._reading_paused and not self._writing_paused and self._transport:
             self._transport.resume_reading()

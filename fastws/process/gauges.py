@@ -46,7 +46,7 @@ class GaugeSampler:
             if transport is not None:
                 buffered += transport.get_write_buffer_size()
             writing_paused += ws._writing_paused
-            waiting += ws._conn.blocked
+            waiting += ws._conn.blocked and not ws._conn.sliced
         values[counters.WRITE_BUFFER] = buffered
         values[counters.WRITING_PAUSED] = writing_paused
         values[counters.WAITING_FOR_MEMORY] = waiting

@@ -257,6 +257,33 @@ def test_fragment_count_limit() -> None:
     assert failure(conn, data) == (1009, "too many fragments")
 
 
+@pytest.mark.parametrize("quota", [1, 3, 1024])
+def test_sliced_parsing_delivers_the_same_events(quota: int) -> None:
+    """With `slice_frames`, one read of many frames outside the fast path (fragments, pings)
+    is parsed a slice of `quota` frames at a time: `blocked` and `sliced` are set in between
+    (so the I/O layer can serve other connections of its loop), and resuming slice by slice
+    gives exactly the events one unsliced parse gives, in order."""
+    stream = client_frame(9, b"p0")
+    for i in range(40):
+        stream += client_frame(2 if i == 0 else 0, bytes([i]) * 3, fin=i == 39)
+    stream += client_frame(1, b"whole") + client_frame(9, b"p1")
+    stream += b"".join(client_frame(1 if i == 0 else 0, b"t", fin=i == 9) for i in range(10))
+    expected = feed(Connection(), stream)
+    frames = 1 + 40 + 1 + 10  # the whole text message takes the fast path: not counted
+
+    conn = Connection()
+    conn.slice_frames = quota
+    conn.receive_data(stream)
+    slices = 1
+    while conn.blocked:
+        assert conn.sliced
+        assert conn.resume()
+        slices += 1
+    assert not conn.sliced
+    assert conn.events == expected
+    assert slices == -(-frames // quota)
+
+
 def test_huge_declared_frame_costs_no_memory() -> None:
     """A 2 GiB frame declaration reserves address space only (an mmap), not memory."""
     conn = Connection(max_message_size=1 << 31)
