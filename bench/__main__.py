@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{spec.name:18} {spec.description}" + (f" [missing {missing}]" if missing else "")
             )
         for scn in SCENARIOS.values():
-            print(f"  {scn.describe()}" + (f" [{scn.pending}]" if scn.pending else ""))
+            print(f"  {scn.describe()}")
         return 0
     if args.command == "report":
         return cmd_report(args)

@@ -63,10 +63,6 @@ def markdown(meta: dict[str, Any], records: list[dict[str, Any]], servers: list[
     lines += [head, "|" + "---|" * (len(servers) + 2)]
     for key, scn in SCENARIOS.items():
         by = summary.get(key, {})
-        if scn.pending:
-            if any(r["scenario"] == key for r in records):
-                lines.append(f"| {scn.describe()} | {scn.pending} |" + " |" * len(servers))
-            continue
         if key not in {r["scenario"] for r in records}:
             continue
         title = scn.describe()

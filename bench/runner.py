@@ -112,8 +112,6 @@ class Runner:
         return records
 
     def _skip_reason(self, scn: Scenario, spec: ServerSpec) -> str | None:
-        if scn.pending:
-            return scn.pending
         if spec.missing():
             return f"not installed: {', '.join(spec.missing())}"
         if scn.idle and not spec.websocket:

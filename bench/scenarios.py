@@ -49,8 +49,6 @@ class Scenario:
     #: permessage-deflate offer of the load generator (its --deflate): "no-takeover" or
     #: "server-takeover"; None: no compression
     deflate: str | None = None
-    #: why the scenario cannot run yet, if it cannot
-    pending: str | None = None
 
     def describe(self) -> str:
         return f"{self.key}) {self.title}"
