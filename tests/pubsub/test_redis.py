@@ -11,13 +11,18 @@ connections to Redis, exactly as in separate processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import websockets
 
+from tests.process.helpers import metrics, total, wait_for
 from tests.pubsub.redis_server import RedisServer, redis_server_path
 
 redis = pytest.importorskip("redis.asyncio")
@@ -296,13 +301,25 @@ def test_start_without_redis_serves_and_connects_later(
 def test_close_fails_waiting_publishes_and_leaves_no_connection(
     redis_server: RedisServer,
 ) -> None:
-    """close() ends the broker's tasks and connections: Redis sees no client of it left."""
+    """close() ends the broker's tasks and connections: Redis sees no client of it left, and
+    publishes still waiting for Redis's reply raise PublishError: none waits forever."""
 
     async def main() -> None:
-        broker, _ = await started(redis_server)
+        broker, _ = await started(redis_server, timeout=60)
         broker.subscribe("room")
         await eventually(lambda: _subscribers_equal(redis_server, "room", 1))
-        await broker.close()
+        assert redis_server.pid is not None
+        os.kill(redis_server.pid, signal.SIGSTOP)  # no reply comes while it is stopped
+        try:
+            in_flight = [asyncio.create_task(broker.publish("room", b"x", False)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            assert not any(task.done() for task in in_flight)
+            await broker.close()
+            async with asyncio.timeout(WAIT):
+                outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
+            assert all(isinstance(outcome, PublishError) for outcome in outcomes)
+        finally:
+            os.kill(redis_server.pid, signal.SIGCONT)
         await eventually(lambda: _subscribers_equal(redis_server, "room", 0))
         client = redis.Redis.from_url(redis_server.url)
         try:
@@ -314,3 +331,185 @@ def test_close_fails_waiting_publishes_and_leaves_no_connection(
             await broker.publish("room", b"closed", False)
 
     asyncio.run(main())
+
+
+# -- end to end: fastws servers ("hosts") behind one Redis ---------------------------------------
+
+APP = "tests.pubsub.redis_apps:relay"
+HOSTS = ("127.0.0.2", "127.0.0.3")
+
+
+def start_hosts(start_server: Any, redis_server: RedisServer) -> list[Any]:
+    """Two servers, each on its own loopback address with 2 workers, sharing one Redis."""
+    return [start_server(app=APP, host=host, workers=2, broker=redis_server.url) for host in HOSTS]
+
+
+async def connect(stack: contextlib.AsyncExitStack, server: Any) -> tuple[Any, int]:
+    """A websockets client of `server` (closed with the stack) and its worker's pid."""
+    ws = await stack.enter_async_context(websockets.connect(server.url, max_queue=None))
+    return ws, json.loads(await ws.recv())["pid"]
+
+
+async def command(ws: Any, message: dict[str, Any]) -> Any:
+    await ws.send(json.dumps(message))
+    return json.loads(await ws.recv())
+
+
+async def subscribed(
+    stack: contextlib.AsyncExitStack, server: Any, count: int, room: str = "room"
+) -> tuple[list[Any], set[int]]:
+    """`count` clients of `server` subscribed to `room`, and the pids of their workers."""
+    clients, pids = [], set()
+    for _ in range(count):
+        ws, pid = await connect(stack, server)
+        assert await command(ws, {"sub": room}) == {"ok": "sub"}
+        clients.append(ws)
+        pids.add(pid)
+    return clients, pids
+
+
+def test_two_hosts_deliver_to_each_others_subscribers(
+    redis_server: RedisServer, start_server: Any
+) -> None:
+    """Two servers (two "hosts", 2 workers each) behind one Redis: a publish on either host
+    reaches every subscriber on both hosts, in every worker, exactly once and in order."""
+    hosts = start_hosts(start_server, redis_server)
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            clients, pids = [], set()
+            for host in hosts:
+                host_clients, host_pids = await subscribed(stack, host, 6)
+                clients += host_clients
+                pids |= host_pids
+            # Every worker that holds subscribers has SUBSCRIBEd (once) in Redis.
+            await eventually(lambda: _subscribers_equal(redis_server, "room", len(pids)))
+            expected = []
+            for host, name in zip(hosts, "ab", strict=True):
+                publisher, _ = await connect(stack, host)
+                answer = await command(publisher, {"pub": "room", "text": name, "count": 20})
+                assert answer == {"published": 20, "failed": 0}
+                expected += [f"{name}{i}" for i in range(20)]
+            answer = await command(publisher, {"pub": "room", "text": "end", "count": 1})
+            assert answer == {"published": 1, "failed": 0}
+            for ws in clients:
+                async with asyncio.timeout(WAIT):
+                    received = [await ws.recv() for _ in range(len(expected) + 1)]
+                # In order, nothing twice, nothing missing: the marker comes right after.
+                assert received == [*expected, "end0"]
+
+    asyncio.run(main())
+
+
+def test_redis_killed_and_restarted_while_publishing(
+    redis_server: RedisServer, start_server: Any
+) -> None:
+    """Redis killed (by PID) while a client publishes through host A to subscribers on host
+    B: both hosts keep serving (echo answers), publishes are reported as failed (to the
+    application, as PublishError, and in /metrics), never silently lost; Redis restarted: the
+    subscribers that were there during the outage are closed with 1013 (they may have missed
+    messages), and delivery resumes for subscribers."""
+    host_a, host_b = start_hosts(start_server, redis_server)
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            before, pids = await subscribed(stack, host_b, 4)
+            await eventually(lambda: _subscribers_equal(redis_server, "room", len(pids)))
+            publisher, _ = await connect(stack, host_a)
+            results: list[tuple[int, int]] = []  # (published, failed) per batch of 10
+
+            async def publishing() -> None:
+                while not stop.is_set():
+                    answer = await command(publisher, {"pub": "room", "text": "m", "count": 10})
+                    results.append((answer["published"], answer["failed"]))
+
+            stop = asyncio.Event()
+            task = asyncio.create_task(publishing())
+            try:
+                await eventually(lambda: (10, 0) in results)
+                redis_server.kill()
+                down = len(results)
+                await eventually(lambda: any(failed for _, failed in results[down:]))
+                # Both hosts keep serving, on new connections and on a subscribed one.
+                for host in (host_a, host_b):
+                    ws, _ = await connect(stack, host)
+                    assert await command(ws, {"echo": "still here"}) == {"echo": "still here"}
+                await before[0].send(json.dumps({"echo": "me too"}))
+
+                await asyncio.to_thread(redis_server.start)
+                up = len(results)
+                await eventually(lambda: (10, 0) in results[up:])
+            finally:
+                stop.set()
+                await task
+            # The subscribers of the outage: closed with 1013 once B is back on Redis.
+            for ws in before:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    async with asyncio.timeout(WAIT):
+                        while True:
+                            await ws.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1013
+            # New subscribers get what is published from now on.
+            after, pids = await subscribed(stack, host_b, 4)
+            await eventually(lambda: _subscribers_equal(redis_server, "room", len(pids)))
+            assert await command(publisher, {"pub": "room", "text": "new", "count": 3}) == {
+                "published": 3,
+                "failed": 0,
+            }
+            for ws in after:
+                async with asyncio.timeout(WAIT):
+                    assert [await ws.recv() for _ in range(3)] == ["new0", "new1", "new2"]
+            failed = sum(failed for _, failed in results)
+            assert failed > 0
+            # Every failure the application saw is counted in host A's /metrics.
+            await asyncio.to_thread(
+                wait_for,
+                lambda: total(metrics(host_a), "fastws_publish_failed_total") == failed,
+                WAIT,
+                f"fastws_publish_failed_total == {failed}",
+            )
+
+    asyncio.run(main())
+    host_a.wait_for_log("redis broker: lost the connection")
+    host_a.wait_for_log("redis broker: connected to")
+
+
+def test_a_redis_that_stops_answering_is_detected_by_the_health_check(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The subscription connection is PINGed every health_interval: a healthy Redis keeps the
+    session (with and without channels subscribed); a Redis that stops answering (SIGSTOP:
+    connections stay open, nothing comes back) fails it within two intervals, publishes fail
+    after `timeout`, and the broker is back once Redis answers again (SIGCONT)."""
+
+    async def main() -> None:
+        broker, inbox = await started(
+            redis_server, health_interval=0.1, timeout=0.5, reconnect_max=0.2
+        )
+        try:
+            await asyncio.sleep(0.5)  # 5 intervals without channels
+            broker.subscribe("room")
+            await eventually(lambda: _subscribers_equal(redis_server, "room", 1))
+            await asyncio.sleep(0.5)  # 5 intervals subscribed
+            assert broker.connected
+            assert not any("lost" in r.getMessage() for r in caplog.records)
+
+            assert redis_server.pid is not None
+            os.kill(redis_server.pid, signal.SIGSTOP)
+            try:
+                await eventually(lambda: not broker.connected)
+                with pytest.raises(PublishError):
+                    await broker.publish("room", b"frozen", False)
+            finally:
+                os.kill(redis_server.pid, signal.SIGCONT)
+            await eventually(lambda: broker.connected)
+            await eventually(lambda: _subscribers_equal(redis_server, "room", 1))
+            await broker.publish("room", b"thawed", False)
+            assert (await inbox.wait_for(1))[-1] == ("room", b"thawed", False)
+        finally:
+            await broker.close()
+
+    with caplog.at_level(logging.INFO, logger="fastws.pubsub"):
+        asyncio.run(main())
+    assert any("no answer to PING" in r.getMessage() for r in caplog.records)
