@@ -1,0 +1,1 @@
+"""A chat with rooms on fastws channels: python -m examples.chat."""

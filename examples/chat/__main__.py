@@ -1,0 +1,3 @@
+from examples.chat.server import run
+
+run()

@@ -1,0 +1,1 @@
+"""Large binary messages between a browser and fastws: python -m examples.streaming."""

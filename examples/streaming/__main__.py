@@ -1,0 +1,3 @@
+from examples.streaming.server import run
+
+run()
