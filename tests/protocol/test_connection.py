@@ -301,3 +301,14 @@ def test_client_masks_and_rejects_masked_frames() -> None:
     assert isinstance(frame, bytes) and frame[1] & 0x80  # 5.1: clients MUST mask
     assert feed(client, b"\x81\x02hi") == ["hi"]
     assert failure(client, client_frame(1, b"x"))[0] == 1002
+
+
+def test_connection_state_has_no_instance_dict() -> None:
+    """Every open connection holds one Connection: with __slots__ it costs ~300 bytes, where
+    an instance dict past CPython's key-sharing limit (~30 attributes) cost 1.6 KB more per
+    idle connection. A new attribute must be added to __slots__ (assigning one that is not
+    there raises)."""
+    for conn in (Connection(), Connection(client=True)):
+        assert not hasattr(conn, "__dict__")
+        with pytest.raises(AttributeError):
+            conn.not_a_slot = 1  # type: ignore[attr-defined]
