@@ -29,6 +29,18 @@ def test_numpy_inplace(benchmark, size: int) -> None:
     benchmark(unmask_inplace, buf, KEY)
 
 
+@pytest.mark.parametrize("size", [65536, 1 << 20, 4 << 20])
+def test_numpy_inplace_offset(benchmark, size: int) -> None:
+    """In place on a chunk at an odd offset, as the receive path unmasks a read that landed
+    after a previous one of arbitrary length (the uint64 view is then unaligned)."""
+    buf = bytearray(os.urandom(size + 8))
+    view = memoryview(buf)[3 : 3 + size]
+    expected = unmask(bytes(view), KEY, 1)
+    unmask_inplace(view, KEY, 1)
+    assert view == expected
+    benchmark(unmask_inplace, view, KEY, 1)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_unmask_to_bytes(benchmark, size: int) -> None:
     """What the receive loop calls for a complete frame: the kernel chosen by size."""

@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from fastws.buffers import Budget, RegionCache
+from fastws.message import Message
 from fastws.protocol.connection import Connection
 from fastws.protocol.frames import encode_header
 from fastws.protocol.mask import unmask
@@ -52,6 +54,37 @@ def test_receive_fragmented(benchmark) -> None:
     )
     conn = Connection()
     assert benchmark(_run, conn, data) == 1
+
+
+def _receive_large(conn: Connection, frame: memoryview, first: int, read: int) -> int:
+    """What WebSocket.get_buffer/buffer_updated do for a large frame: the first read (header
+    and the start of the payload) is parsed from the shared buffer, the rest is written by
+    "the kernel" (a copy here) at payload_target() in reads of `read` bytes."""
+    conn.receive_data(frame[:first])
+    pos = first
+    while not conn.events:
+        target = conn.payload_target()
+        assert target is not None
+        k = min(read, len(target), len(frame) - pos)
+        target[:k] = frame[pos : pos + k]
+        conn.payload_written(k)
+        pos += k
+    (message,) = conn.events
+    conn.events = []
+    assert isinstance(message, Message)
+    size = len(message)
+    message.release()
+    return size
+
+
+@pytest.mark.parametrize("size", [1 << 20, 16 << 20])
+def test_receive_large(benchmark, size: int) -> None:
+    """A large binary frame received in place: 256 KiB through the shared receive buffer,
+    then reads of 1,000,003 bytes (odd sizes, as the kernel returns them) straight into the
+    message's region, each unmasked where it landed; regions recycled as in a server."""
+    frame = memoryview(client_frame(2, os.urandom(size)))
+    conn = Connection(max_message_size=size, budget=Budget(1 << 30, RegionCache(64 << 20)))
+    assert benchmark(_receive_large, conn, frame, 256 * 1024, 1_000_003) == size
 
 
 @pytest.mark.parametrize("size", [64, 1024, 65536])
