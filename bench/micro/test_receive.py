@@ -87,6 +87,37 @@ def test_receive_large(benchmark, size: int) -> None:
     assert benchmark(_receive_large, conn, frame, 256 * 1024, 1_000_003) == size
 
 
+def _receive_stream(conn: Connection, frame: memoryview, first: int, read: int) -> int:
+    """_receive_large in streaming mode (ws.stream()): each piece released when it comes."""
+    conn.streaming = True
+    conn.receive_data(frame[:first])
+    pos = first
+    size = 0
+    while True:
+        for chunk in conn.events:
+            size += len(chunk.data)
+            chunk.data.release()
+            if chunk.last:
+                conn.events = []
+                return size
+        conn.events = []
+        target = conn.payload_target()
+        assert target is not None
+        k = min(read, len(target), len(frame) - pos)
+        target[:k] = frame[pos : pos + k]
+        conn.payload_written(k)
+        pos += k
+
+
+def test_receive_stream(benchmark) -> None:
+    """A 16 MiB binary frame received with streaming on: 1 MiB pieces, as ws.stream() gets
+    them, in reads of 1,000,003 bytes."""
+    size = 16 << 20
+    frame = memoryview(client_frame(2, os.urandom(size)))
+    conn = Connection(max_message_size=size, budget=Budget(1 << 30, RegionCache(64 << 20)))
+    assert benchmark(_receive_stream, conn, frame, 256 * 1024, 1_000_003) == size
+
+
 @pytest.mark.parametrize("size", [64, 1024, 65536])
 def test_send_binary(benchmark, size: int) -> None:
     """Framing a server message: header lookup/pack, and join or (header, payload)."""

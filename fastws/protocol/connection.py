@@ -575,7 +575,9 @@ class Connection:
         """Streaming: deliver the filled chunk (if any), start one for `coming` more bytes."""
         if self._mbuf is not None and self._mlen:
             self.events.append(Chunk(Message(self._mbuf, self._mlen), False))
-        self._mbuf = allocate(min(STREAM_CHUNK, coming))
+        # Through the budget's RegionCache: a released piece's pages are reused by the next,
+        # not faulted in afresh each MiB. Pieces are not charged (max_queue bounds them).
+        self._mbuf = allocate(min(STREAM_CHUNK, coming), self.budget)
         self._mlen = 0
 
     def resume(self) -> bool:

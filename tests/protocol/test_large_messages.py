@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from fastws.buffers import MMAP_MIN, Budget, Region
+from fastws.buffers import MMAP_MIN, Budget, Region, RegionCache
 from fastws.message import Message, MessageReleased
 from fastws.protocol.connection import DIRECT_MIN, STREAM_CHUNK, Chunk, Connection, Failure
 
@@ -223,6 +223,54 @@ def test_streaming_delivers_a_large_frame_in_chunks_written_in_place() -> None:
     arrays = [c.data.array() for c in chunks]  # type: ignore[attr-defined]
     for target in targets:
         assert any(np.shares_memory(a, np.frombuffer(target, np.uint8)) for a in arrays)
+
+
+def _stream(
+    conn: Connection, head: bytes, data: bytes, release: bool
+) -> tuple[list[Message], list[object]]:
+    """Stream one frame in reads of 500,001 bytes, releasing each piece on arrival if asked;
+    the pieces and the buffers they were written into."""
+    conn.streaming = True
+    conn.receive_data(head)
+    pieces: list[Message] = []
+    buffers: list[object] = []
+    pos = 0
+    while pos < len(data):
+        if not buffers or conn._mbuf is not buffers[-1]:
+            buffers.append(conn._mbuf)
+        target = conn.payload_target()
+        assert target is not None
+        n = min(500_001, len(target), len(data) - pos)
+        target[:n] = data[pos : pos + n]
+        del target
+        conn.payload_written(n)
+        pos += n
+        for chunk in take(conn):
+            assert isinstance(chunk, Chunk)
+            pieces.append(chunk.data)
+            if release:
+                chunk.data.release()
+    return pieces, buffers
+
+
+def test_streaming_reuses_released_pieces_and_never_a_held_one() -> None:
+    """With a RegionCache, a piece the application released lends its pages to a later
+    piece (no fresh page faults per MiB); pieces still held are never written over."""
+    payload = os.urandom(6 * MiB)
+    head, key = header(len(payload))
+    data = masked(payload, key)
+    conn = Connection(budget=Budget(1 << 30, RegionCache(64 * MiB)))
+    held, first = _stream(conn, head, data, release=False)
+    assert b"".join(bytes(p) for p in held) == payload
+    assert len(held) == len(first) == 6
+    assert len({id(b) for b in first}) == 6  # all held at once: six regions
+    for piece in held:
+        piece.release()
+    released, second = _stream(conn, head, data, release=True)
+    assert len(released) == 6
+    # released on arrival: the second message was written into the first one's regions
+    assert all(any(b is a for a in first) for b in second)
+    assert len({id(b) for b in second}) <= 2
 
 
 def test_streaming_a_fragmented_message_keeps_order_across_frames() -> None:
