@@ -10,15 +10,25 @@ on one connection per client process, by length on the others). Reported per ser
 - deliveries/s: N x M / (time from the first publish to the last delivery);
 - deliveries per server CPU-second: N x M / (user + system CPU of the server's processes over
   that time, from /proc): the figure that does not depend on how many cores the server used;
-- the ratio of each to the `websockets` peer's.
+  with `--broker URL --broker-pid PID` the broker's (redis-server's) CPU is counted too;
+- server CPU per delivery split into user and system time: on loopback the system part holds
+  the whole TCP path of both ends (the sender's write also runs the receiver's side);
+- the ratio of each to the `websockets` peer's;
+- in the JSON, `writes_per_subscriber`: the server's write(2)/writev(2) calls per subscriber
+  (/proc/PID/io syscw; send(2), which asyncio's transports use, is not counted there: 0 for
+  `websockets` on asyncio). Below the message count when a server batches messages.
 
     python -m bench.fanout --subscribers 10000 --messages 100                  # burst
-    python -m bench.fanout --subscribers 10000 --messages 300 --rate 100       # 100 msg/s
+    python -m bench.fanout --subscribers 10000 --messages 30 --rate 5          # paced
     python -m bench.fanout --servers fastws,websockets --workers 2 --repeat 3
+    python -m bench.fanout --servers fastws,websockets --broker redis://127.0.0.1:6379/0 \\
+        --broker-pid "$(pidof redis-server)"
     python -m bench.fanout --smoke                                             # seconds
 
 Servers: `fastws` (channels: `fastws.publish` in the /pub handler, subscribers spread over
 `--workers` workers, delivery between workers through the shared ring, or `--broker URL`),
+`fastws --pipelined` (the publisher starts each publish as a task instead of awaiting it before
+reading the next message: with Redis, an awaited publish waits for Redis's acknowledgement),
 `fastws-direct` (`server.broadcast()` to the app's own set, one process: the same thing the
 peer does), `websockets` and `websockets-uvloop` (bench/servers/fanout_websockets.py, one
 process). fastws runs with --broadcast-limit 1GiB so that clients slowed down by sharing the
@@ -26,7 +36,9 @@ cores with the server are never dropped (the peer never drops anyone either).
 
 Burst (`--rate 0`, default) sends the M messages back to back, so a server may frame several
 per loop iteration (fastws then writes them to each subscriber in one writev); `--rate R`
-paces them, one per loop iteration, the per-message cost.
+paces them, one per loop iteration, the per-message cost (5 msg/s to 10,000 subscribers is
+50,000 deliveries/s, which every server here keeps up with; at a rate a server cannot keep up
+with, messages queue and it is a burst again).
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.procs import cpu_seconds, descendants, free_port, raise_fd_limit
+from bench.procs import CLK_TCK, descendants, free_port, raise_fd_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -155,9 +167,35 @@ def child(port: int, count: int, sources: list[str], messages: int, size: int) -
 # -- one run --------------------------------------------------------------------------------------
 
 
+def write_calls(pids: list[int]) -> int:
+    """Write system calls (write, writev, send...) made so far by the processes (/proc/PID/io)."""
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/io").read_text().splitlines():
+                if line.startswith("syscw:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by the processes, from /proc."""
+    user = system = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
 def server_argv(name: str, port: int, args: argparse.Namespace) -> list[str]:
     if name in ("fastws", "fastws-direct"):
-        app = "publish" if name == "fastws" else "direct"
+        app = ("pipelined" if args.pipelined else "publish") if name == "fastws" else "direct"
         workers = str(args.workers) if name == "fastws" else "0"
         argv = [PY, "-m", "fastws", "serve", f"bench.servers.fanout_fastws:{app}"]
         argv += ["--port", str(port), "--workers", workers, "--broadcast-limit", "1GiB"]
@@ -212,6 +250,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, object]:
                 raise RuntimeError(f"a client process failed to connect ({line!r})")
         time.sleep(0.5)  # let the last subscriptions settle, and the server go idle
         pids = descendants(server.pid)
+        if name == "fastws" and args.broker and args.broker_pid:
+            pids.append(args.broker_pid)  # the broker's CPU is the server side's too
         pub = socket.create_connection(("127.0.0.1", port))
         pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pub.sendall(REQUEST.format(path="/pub").encode())
@@ -219,7 +259,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, object]:
         while b"\r\n\r\n" not in head:
             head += pub.recv(4096)
         frames = [masked(message(i, args.size)) for i in range(args.messages)]
-        cpu0 = cpu_seconds(pids)
+        cpu0, writes0 = cpu_times(pids), write_calls(pids)
         t0 = time.monotonic()
         if args.rate:
             for i, data in enumerate(frames):
@@ -234,7 +274,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, object]:
             assert client.stdout is not None
             results.append(json.loads(client.stdout.readline()))
             client.wait(30)
-        cpu1 = cpu_seconds(pids)
+        cpu1, writes1 = cpu_times(pids), write_calls(pids)
         pub.close()
     finally:
         for client in clients:
@@ -254,7 +294,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, object]:
     last = max(float(r["last"]) for r in results)
     elapsed = max(last - t0, 1e-9)
     deliveries = complete * args.messages
-    cpu = cpu1 - cpu0
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = user + system
     return {
         "server": name,
         "subscribers": args.subscribers,
@@ -264,8 +305,13 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, object]:
         "size": args.size,
         "rate": args.rate,
         "workers": args.workers if name == "fastws" else 1,
+        "broker": (args.broker or "local") if name == "fastws" else None,
+        "pipelined": bool(args.pipelined) if name == "fastws" else None,
         "seconds": round(elapsed, 3),
         "server_cpu_s": round(cpu, 3),
+        "server_user_s": round(user, 3),
+        "server_sys_s": round(system, 3),
+        "writes_per_subscriber": round((writes1 - writes0) / max(1, complete), 2),
         "deliveries_per_s": round(deliveries / elapsed),
         "deliveries_per_cpu_s": round(deliveries / cpu) if cpu > 0 else None,
         "server_log_tail": stderr[-400:] if complete < args.subscribers else "",
@@ -284,6 +330,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0, help="messages/s; 0: all at once")
     parser.add_argument("--workers", type=int, default=2, help="fastws workers")
     parser.add_argument("--broker", default=None, help="fastws --broker (default local)")
+    parser.add_argument(
+        "--broker-pid", type=int, help="count this process's CPU (redis-server) with fastws's"
+    )
+    parser.add_argument(
+        "--pipelined",
+        action="store_true",
+        help="fastws: the publisher does not await each publish before the next (tasks)",
+    )
     parser.add_argument("--per-process", type=int, default=2500, help="subscribers/client")
     parser.add_argument("--sources", type=int, default=8, help="127.0.0.x source addresses")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, servers alternating")
@@ -316,17 +370,31 @@ def main() -> int:
 
 def report(rows: list[dict[str, object]], names: list[str]) -> str:
     """Medians per server, and the ratios to the websockets peer (same run)."""
+
+    def median(mine: list[dict[str, object]], key: str) -> float:
+        return statistics.median(float(r[key] or 0) for r in mine)  # type: ignore[arg-type]
+
     med: dict[str, tuple[float, float]] = {}
+    split: dict[str, tuple[float, float]] = {}  # server CPU µs per delivery: user, system
     for name in names:
         mine = [r for r in rows if r["server"] == name]
-        med[name] = (
-            statistics.median(float(r["deliveries_per_s"]) for r in mine),  # type: ignore[arg-type]
-            statistics.median(float(r["deliveries_per_cpu_s"] or 0) for r in mine),  # type: ignore[arg-type]
+        med[name] = (median(mine, "deliveries_per_s"), median(mine, "deliveries_per_cpu_s"))
+        per = [
+            (
+                1e6 * float(r["server_user_s"]) / max(1, int(r["complete"]) * int(r["messages"])),  # type: ignore[call-overload,arg-type]
+                1e6 * float(r["server_sys_s"]) / max(1, int(r["complete"]) * int(r["messages"])),  # type: ignore[call-overload,arg-type]
+            )
+            for r in mine
+        ]
+        split[name] = (
+            statistics.median(u for u, _ in per),
+            statistics.median(s for _, s in per),
         )
     peer = next((n for n in ("websockets", "websockets-uvloop") if n in med), None)
     lines = [
-        "| server | deliveries/s | deliveries per server CPU-s |",
-        "| --- | --- | --- |",
+        "| server | deliveries/s | deliveries per server CPU-s | server CPU µs per delivery:"
+        " user + system |",
+        "| --- | --- | --- | --- |",
     ]
     for name in names:
         rate, per_cpu = med[name]
@@ -335,7 +403,8 @@ def report(rows: list[dict[str, object]], names: list[str]) -> str:
             cpu_cell = f"{per_cpu:,.0f} ({per_cpu / med[peer][1]:.2f}x)"
         else:
             rate_cell, cpu_cell = f"{rate:,.0f}", f"{per_cpu:,.0f}"
-        lines.append(f"| {name} | {rate_cell} | {cpu_cell} |")
+        user, system = split[name]
+        lines.append(f"| {name} | {rate_cell} | {cpu_cell} | {user:.2f} + {system:.2f} |")
     return "\n".join(lines)
 
 
