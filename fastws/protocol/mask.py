@@ -53,7 +53,10 @@ def unmask(data: bytes | bytearray | memoryview, mask: bytes, phase: int = 0) ->
     if n < NUMPY_MIN:
         return _xor_int(data, mask)
     buf = bytearray(data)
-    unmask_inplace(buf, mask)
+    if _np is None:
+        unmask_inplace(buf, mask)
+    else:  # a new bytearray's memory comes from malloc: aligned, no address to look up
+        _xor_words(buf, n, mask, 0)
     return bytes(buf)
 
 
@@ -72,17 +75,22 @@ def unmask_inplace(buf: bytearray | memoryview, mask: bytes, phase: int = 0) -> 
     # through a bounce buffer (copy in, XOR, copy out), 3-4x slower. The receive path
     # unmasks each read where it landed in the message, after reads of any length, so the
     # 1-7 bytes before the first aligned word are done apart.
-    view = memoryview(buf)
-    head = -_addressof(_c_char.from_buffer(view)) & 7
+    _xor_words(buf, n, mask, -_addressof(_c_char.from_buffer(buf)) & 7)
+
+
+def _xor_words(buf: bytearray | memoryview, n: int, mask: bytes, head: int) -> None:
+    """numpy's in-place XOR on the uint64 words from byte `head` on (the first aligned
+    one); the `head` bytes before them and the 0-7 after, with the int kernel."""
+    assert _np is not None
     if head:
-        view[:head] = _xor_int(view[:head], mask)
+        buf[:head] = _xor_int(buf[:head], mask)
         mask = rotate(mask, head)
     n8 = (n - head) & ~7
-    words = _np.frombuffer(view, dtype=_np.uint64, count=n8 >> 3, offset=head)
+    words = _np.frombuffer(buf, dtype=_np.uint64, count=n8 >> 3, offset=head)
     _np.bitwise_xor(words, _np.frombuffer(mask * 2, dtype=_np.uint64)[0], out=words)
     end = head + n8
     if end != n:  # the last 1-7 bytes; n8 is a multiple of 4, so the phase is unchanged
-        view[end:] = _xor_int(view[end:], mask)
+        buf[end:] = _xor_int(buf[end:], mask)
 
 
 def mask_into(data: bytes | bytearray | memoryview, mask: bytes, out: bytearray) -> None:
