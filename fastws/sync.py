@@ -310,6 +310,9 @@ class ClientConnection:
         opcode, payload = _payload(message)
         with self._send_lock:
             self._check_open()
+            # Every earlier send returned after sendall(): the socket took its bytes, so the
+            # buffer the last payload was masked into may be reused.
+            self._conn.mask_buffer_free = True
             frame = self._conn.send_data(opcode, payload)
             try:
                 if type(frame) is bytes:

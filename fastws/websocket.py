@@ -292,7 +292,10 @@ class WebSocket(asyncio.BufferedProtocol):
         self._writing_paused = True
         transport = self._transport
         if transport is not None:
-            if not self._reading_paused:
+            # A server stops reading from a peer that does not read its answers. A client
+            # must go on reading (up to max_queue): a server that does the same would
+            # otherwise wait for it while it waits for the server, for ever.
+            if not self._reading_paused and not self._conn.client:
                 transport.pause_reading()
             if self._write_timeout is not None and self._stall_timer is None:
                 # Measured once the write that paused us is complete (writelines may pause
@@ -638,6 +641,8 @@ class WebSocket(asyncio.BufferedProtocol):
         # a handler that never has to wait would otherwise keep sending into the void.
         if transport is None or conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        if conn.client:
+            conn.mask_buffer_free = self._all_written()
         frame = conn.send_data(opcode, payload)
         _stats[MESSAGES_OUT] += 1
         if type(frame) is bytes:
@@ -760,6 +765,8 @@ class WebSocket(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None or self._conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+        if self._conn.client:
+            self._conn.mask_buffer_free = self._all_written()
         frame = self._conn.send_data(opcode, payload, fin)
         _stats[MESSAGES_OUT] += fin
         if type(frame) is bytes:
@@ -770,6 +777,15 @@ class WebSocket(asyncio.BufferedProtocol):
             _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
         if self._writing_paused:
             await self._wait_drain()
+
+    def _all_written(self) -> bool:
+        """Everything sent so far has left for the kernel: nothing batched, nothing in the
+        transport's buffer. The client may then mask the next payload into the last one's
+        buffer (the transport no longer reads it)."""
+        transport = self._transport
+        return (
+            not self._wpending and transport is not None and not transport.get_write_buffer_size()
+        )
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its limit."""

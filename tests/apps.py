@@ -6,6 +6,7 @@ them back to the client as JSON text messages, so the tests can check it from ou
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,14 @@ PING_PAYLOAD = b"fastws-ping"
 
 async def echo(ws: Any) -> None:
     async for message in ws:
+        await ws.send(message)
+
+
+async def slow_echo(ws: Any) -> None:
+    """Echo, 20 ms after each message: with max_queue 1 the server stops reading meanwhile,
+    so what a client sends backs up in its own transport."""
+    async for message in ws:
+        await asyncio.sleep(0.02)
         await ws.send(message)
 
 

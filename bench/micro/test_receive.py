@@ -124,3 +124,17 @@ def test_send_binary(benchmark, size: int) -> None:
     conn = Connection()
     payload = os.urandom(size)
     benchmark(conn.send_data, 2, payload)
+
+
+def _client_send(conn: Connection, payload: bytes) -> None:
+    conn.mask_buffer_free = True  # what the I/O layer says once the socket took the last one
+    conn.send_data(2, payload)
+
+
+@pytest.mark.parametrize("size", [65536, 1 << 20, 16 << 20])
+def test_client_send_binary(benchmark, size: int) -> None:
+    """Framing a client message: masking (5.3) copies the payload once, into the buffer the
+    connection keeps for it (a fresh one per message before)."""
+    conn = Connection(client=True)
+    payload = os.urandom(size)
+    benchmark(_client_send, conn, payload)

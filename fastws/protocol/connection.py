@@ -45,6 +45,8 @@ DIRECT_MIN: Final = 16 * 1024
 STREAM_CHUNK: Final = 1 << 20
 # Payloads below this are concatenated with their header into one write.
 _JOIN_MAX: Final = 4096
+# A client keeps the buffer it masks large payloads into for the next one up to this size.
+MASK_BUFFER_MAX: Final = 16 << 20
 # Frames outside the fast path (fragments, control frames) parsed per slice when `slice_frames`
 # is on: ~10 us each in CPython, so one slice keeps the event loop ~10 ms.
 SLICE_FRAMES: Final = 1024
@@ -117,6 +119,7 @@ class Connection:
         "_ffin",
         "_fmask",
         "_fop",
+        "_mask_buf",
         "_mbuf",
         "_mdeflate",
         "_mfrags",
@@ -134,6 +137,7 @@ class Connection:
         "client",
         "deflate",
         "events",
+        "mask_buffer_free",
         "max_fragments",
         "max_frame_size",
         "max_message_size",
@@ -203,6 +207,12 @@ class Connection:
         self._mdeflate = False  # the message being received is compressed
         self._dsize = 0  # its decompressed size so far
         self._sdeflate = False  # the fragmented message being sent is compressed
+        # Client side: large payloads are masked into this buffer (5.3 forces one copy), kept
+        # for the next message while it is at most MASK_BUFFER_MAX. The I/O layer sets
+        # `mask_buffer_free` when the previous masked payload has been written (the socket
+        # took it); otherwise, and for sans-I/O users by default, each message gets a new one.
+        self._mask_buf: bytearray | None = None
+        self.mask_buffer_free = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -805,10 +815,23 @@ class Connection:
             return self._frame(opcode, payload, fin)
         if self.client:  # 5.3: masked, which takes one copy; mask_into makes it the only one
             mask = os.urandom(4)
-            masked = bytearray(n)
+            masked = self._masking_buffer(n)
             mask_into(payload, mask, masked)
             return encode_header(opcode, n, fin=fin, mask=mask), masked
         return encode_header(opcode, n, fin=fin), payload
+
+    def _masking_buffer(self, n: int) -> bytearray | memoryview:
+        """Where a client's large payload of `n` bytes is masked: the kept buffer when the I/O
+        layer has said the last one was written, else a new one (kept if small enough)."""
+        buf = self._mask_buf
+        if buf is not None and self.mask_buffer_free and n <= len(buf):
+            self.mask_buffer_free = False  # until the I/O layer says this one was written
+            return memoryview(buf)[:n] if n < len(buf) else buf
+        buf = bytearray(n)
+        if n <= MASK_BUFFER_MAX:
+            self._mask_buf = buf
+            self.mask_buffer_free = False
+        return buf
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         if len(payload) > 125:

@@ -93,7 +93,9 @@ def _xor_words(buf: bytearray | memoryview, n: int, mask: bytes, head: int) -> N
         buf[end:] = _xor_int(buf[end:], mask)
 
 
-def mask_into(data: bytes | bytearray | memoryview, mask: bytes, out: bytearray) -> None:
+def mask_into(
+    data: bytes | bytearray | memoryview, mask: bytes, out: bytearray | memoryview
+) -> None:
     """Write `data` XORed with `mask` into `out` (same length): one pass, no temporary.
 
     The client's way to mask a large payload: it must copy once (the payload is the

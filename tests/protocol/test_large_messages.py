@@ -296,3 +296,54 @@ def test_streaming_a_fragmented_message_keeps_order_across_frames() -> None:
     write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
     (message,) = take(conn)
     assert isinstance(message, Message) and message == payload
+
+
+def _client_payload(frame: object) -> object:
+    assert isinstance(frame, tuple)
+    return frame[1]
+
+
+def _as_array(buffer: object) -> np.ndarray:
+    return np.frombuffer(buffer, np.uint8)  # type: ignore[call-overload]
+
+
+def test_client_masks_into_one_kept_buffer_once_the_last_was_written() -> None:
+    """5.3 makes a client copy its payload once, to mask it. That copy goes into a buffer the
+    connection keeps, reused only when the I/O layer says the last masked payload was
+    written (`mask_buffer_free`): a frame still waiting to be written is never overwritten.
+    Every frame unmasks to its own payload."""
+    client = Connection(client=True)
+    first, second, third = (os.urandom(256 * 1024) for _ in range(3))
+    third = third[:100_000]
+
+    frame_a = client.send_data(2, first)
+    frame_b = client.send_data(2, second)  # frame_a not written yet: a new buffer
+    a, b = _client_payload(frame_a), _client_payload(frame_b)
+    assert not np.shares_memory(_as_array(a), _as_array(b))
+    a_bytes = bytes(a)  # type: ignore[call-overload]
+
+    client.mask_buffer_free = True  # the I/O layer: everything so far has been written
+    frame_c = client.send_data(2, third)
+    assert np.shares_memory(_as_array(b), _as_array(_client_payload(frame_c)))
+    assert not client.mask_buffer_free  # taken again until the I/O layer says otherwise
+    assert bytes(a) == a_bytes  # the buffer of a frame nobody said was written is untouched
+
+    server = Connection(max_message_size=1 << 20)
+    for frame, payload in ((frame_a, first), (frame_c, third)):
+        assert isinstance(frame, tuple)
+        server.receive_data(frame[0] + bytes(frame[1]))
+        (event,) = take(server)
+        assert (event.data if isinstance(event, Message) else event) == payload
+
+
+def test_client_keeps_no_masking_buffer_above_the_limit() -> None:
+    """A client does not hold on to the buffer of a very large message (MASK_BUFFER_MAX):
+    its memory goes once the frame is written."""
+    from fastws.protocol.connection import MASK_BUFFER_MAX
+
+    client = Connection(client=True)
+    client.send_data(2, b"x" * (MASK_BUFFER_MAX + 1))
+    client.mask_buffer_free = True
+    big = _client_payload(client.send_data(2, b"y" * (MASK_BUFFER_MAX + 1)))
+    small = _client_payload(client.send_data(2, b"z" * 8192))
+    assert not np.shares_memory(_as_array(big), _as_array(small))

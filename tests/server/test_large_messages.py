@@ -86,6 +86,31 @@ def test_binary_echo_is_byte_exact_fastws_client(start_server: ServerFactory, si
     asyncio.run(main())
 
 
+def test_fastws_client_sending_large_messages_back_to_back(start_server: ServerFactory) -> None:
+    """fastws' client masks large payloads into a buffer it reuses once the transport has
+    written the last one: 14 different messages sent back to back to a server that reads
+    slowly (so the last one is often still being written when the next is masked), no echo
+    awaited in between: all come back intact and in order. Also: while its own writes wait,
+    the client goes on reading the echoes (a client that stopped reading too would wait for
+    the server while the server waits for it)."""
+    server = start_server(app="tests.apps:slow_echo", max_message_size="4MiB", max_queue=1)
+    # The 2 MiB messages fill the kernel's buffers (the server reads slowly), so each 40 KB
+    # message after them waits in the client's transport, below write_limit: send() returns
+    # and the next one must not be masked into the buffer that is still being written.
+    payloads = [os.urandom(2 * MiB) for _ in range(6)] + [os.urandom(40_000) for _ in range(8)]
+
+    async def main() -> None:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with asyncio.timeout(60), fastws.connect(url, max_message_size=4 * MiB) as ws:
+            for payload in payloads:
+                await ws.send(payload)
+            for payload in payloads:
+                echoed = await ws.recv()
+                assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+
+    asyncio.run(main())
+
+
 def test_256mib_message_is_received_in_place(start_server: ServerFactory) -> None:
     """Receiving one 256 MiB message: it lands in its own region (zero_copy), the server's
     peak RSS stays below 1.25x the message, and release() gives the memory back at once."""
