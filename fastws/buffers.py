@@ -160,6 +160,16 @@ class RegionCache:
             self.held -= capacity
             return regions.pop()[1]
 
+    def soon_free(self, capacity: int) -> bool:
+        """No free region of `capacity`, but a released one still exported: most likely a
+        transport that has written it and lets go of it within a loop iteration."""
+        with self._lock:
+            if self._parked:
+                self._unpark_locked()
+            if self._free.get(capacity):
+                return False
+            return any(len(region) == capacity for region in self._parked)
+
     def keep(self, region: Region) -> bool:
         """Take `region` for reuse; False when it does not fit (the caller unmaps it)."""
         if region.closed or len(region) > self.limit:

@@ -588,7 +588,7 @@ class WebSocket(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None:
             return
-        if self._conn.sliced:
+        if self._conn.sliced or self._conn.region_wait:
             transport.pause_reading()
             self._loop.call_soon(self._retry_memory)
             return
@@ -628,11 +628,16 @@ class WebSocket(asyncio.BufferedProtocol):
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
-    async def send(self, message: str | bytes | bytearray | memoryview | Any) -> None:
+    async def send(
+        self, message: str | bytes | bytearray | memoryview | Any, *, release: bool = False
+    ) -> None:
         """Send a text (`str`) or binary (any contiguous bytes-like object) message.
 
         Binary payloads above a few KiB are written without a copy: the buffer must not change
-        until it has been sent, that is until `drain()` returns.
+        until it has been sent, that is until `drain()` returns. `release=True` with a
+        received `Message` releases it as soon as it is handed to the transport (an echo or a
+        relay): its memory is reused once the transport has written it, without waiting for
+        this coroutine to resume.
         """
         opcode, payload = _as_payload(message)
         transport = self._transport
@@ -651,6 +656,8 @@ class WebSocket(asyncio.BufferedProtocol):
         else:
             self._write_data(frame)
             _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
+        if release and type(message) is Message:
+            message.release()  # the transport's hold keeps the pages until it has written them
         if self._writing_paused:
             await self._wait_drain()
 

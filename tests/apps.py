@@ -32,6 +32,13 @@ async def slow_echo(ws: Any) -> None:
         await ws.send(message)
 
 
+async def echo_release_report(ws: Any) -> None:
+    """Echo with send(release=True), then say whether the message was released by it."""
+    async for message in ws.messages():
+        await ws.send(message, release=True)
+        await ws.send(json.dumps({"released": getattr(message, "released", None)}))
+
+
 async def ping_then_echo(ws: Any) -> None:
     """Ping the client first; once its pong is back, send {"rtt": seconds}; then echo."""
     rtt = await ws.ping(PING_PAYLOAD)

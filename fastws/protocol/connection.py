@@ -27,7 +27,7 @@ import os
 from enum import IntEnum
 from typing import Final
 
-from ..buffers import MMAP_MIN, Budget, Region, allocate, release, reserve
+from ..buffers import MMAP_MIN, Budget, Region, allocate, release, reserve, size_class
 from ..message import Message
 from .deflate import PerMessageDeflate, compressed_bound
 from .frames import CloseCode, Opcode, ProtocolError, encode_close, encode_header, parse_close
@@ -142,6 +142,7 @@ class Connection:
         "max_frame_size",
         "max_message_size",
         "out",
+        "region_wait",
         "slice_frames",
         "sliced",
         "state",
@@ -198,6 +199,11 @@ class Connection:
         # connection of the loop. 0: parse everything now (sans-I/O users, tests).
         self.slice_frames = 0
         self.sliced = False
+        # Also with slicing on (the I/O layer resumes on a later iteration): a new large
+        # message whose size class has a released region still held by the transport that
+        # wrote it waits one iteration for it (`blocked` and `region_wait`), instead of
+        # mapping a second one: an echo would otherwise hold two messages' memory.
+        self.region_wait = False
         # Set by the I/O layer before a message starts: deliver the next binary message as
         # Chunk events of up to STREAM_CHUNK bytes as it arrives, instead of assembling it.
         self.streaming = False
@@ -403,6 +409,15 @@ class Connection:
             elif not self._mdeflate:  # compressed payloads stream into the inflater instead
                 charged = 0
                 if first and length >= MMAP_MIN and self.budget is not None:
+                    cache = self.budget.cache
+                    if (
+                        self.slice_frames
+                        and self._ffin
+                        and cache is not None
+                        and cache.soon_free(size_class(length))
+                    ):
+                        self.blocked = self.region_wait = True  # resume() allocates
+                        return
                     if not self.budget.try_charge(length):
                         self.blocked = True  # resume() allocates once there is room
                         return
@@ -603,6 +618,9 @@ class Connection:
             self.blocked = self.sliced = False
             self.receive_data(b"")
             return True
+        # After one iteration of region_wait the region is taken from the cache if it is
+        # free by now, else mapped anew: never a second wait.
+        self.region_wait = False
         assert self.budget is not None
         if not self.budget.try_charge(self._remaining):
             return False
@@ -700,7 +718,7 @@ class Connection:
         self._mstream = False
         self._mlen = 0
         self._target = None
-        self.blocked = self.sliced = False
+        self.blocked = self.sliced = self.region_wait = False
         self._mop = 0
         self._mdeflate = False
         if self.deflate is not None:

@@ -347,3 +347,37 @@ def test_client_keeps_no_masking_buffer_above_the_limit() -> None:
     big = _client_payload(client.send_data(2, b"y" * (MASK_BUFFER_MAX + 1)))
     small = _client_payload(client.send_data(2, b"z" * 8192))
     assert not np.shares_memory(_as_array(big), _as_array(small))
+
+
+@pytest.mark.parametrize("let_go", [True, False])
+def test_a_region_still_held_by_a_write_is_waited_for_one_iteration(let_go: bool) -> None:
+    """An echo releases a message while its transport still holds the region (the write
+    lets go a moment later). The next message of that size then waits one loop iteration
+    (`blocked`, `region_wait`: the I/O layer resumes on the next one) and takes that region
+    once it is free, instead of mapping a second one (peak memory: one message, not two).
+    A region still held after that iteration is never written over: a new one is mapped."""
+    conn = Connection(budget=Budget(1 << 30, RegionCache(64 * MiB)))
+    conn.slice_frames = 1024  # an I/O layer that resumes on a later iteration
+    first, second = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    head, key = header(len(first))
+    write_like_the_kernel(conn, head + masked(first, key), 256 * 1024)
+    (message,) = take(conn)
+    assert isinstance(message, Message)
+    region = message.data.obj
+    writing = memoryview(message.data)  # the transport's hold on the echo being written
+    message.release()
+
+    head, key = header(len(second))
+    data = head + masked(second, key)
+    conn.receive_data(data[:300_000])
+    assert conn.blocked and conn.region_wait and not take(conn)
+    if let_go:
+        writing.release()  # the write completed in the meantime
+    assert conn.resume()
+    assert not conn.blocked and not conn.region_wait
+    write_like_the_kernel(conn, data[300_000:], 256 * 1024)
+    (again,) = take(conn)
+    assert isinstance(again, Message) and again == second
+    assert (again.data.obj is region) is let_go
+    if not let_go:
+        assert bytes(writing) == first  # what the transport still writes is untouched

@@ -111,6 +111,21 @@ def test_fastws_client_sending_large_messages_back_to_back(start_server: ServerF
     asyncio.run(main())
 
 
+def test_send_with_release_echoes_intact_and_releases_the_message(
+    start_server: ServerFactory,
+) -> None:
+    """`send(message, release=True)` (what the echo app does): the message goes out intact
+    although it is released as soon as the transport has it (the transport's hold keeps
+    the pages until written), and it is released when send() returns."""
+    server = start_server(app="tests.apps:echo_release_report")
+    payloads = [os.urandom(size) for size in (2 * MiB, 16 * MiB, 2 * MiB)]
+    with _ws(server) as ws:
+        for payload in payloads:
+            ws.send(payload)
+            assert hashlib.sha256(ws.recv()).digest() == hashlib.sha256(payload).digest()
+            assert json.loads(ws.recv()) == {"released": True}
+
+
 def test_256mib_message_is_received_in_place(start_server: ServerFactory) -> None:
     """Receiving one 256 MiB message: it lands in its own region (zero_copy), the server's
     peak RSS stays below 1.25x the message, and release() gives the memory back at once."""
