@@ -228,7 +228,7 @@ def test_echo_sends_every_message_back_unchanged() -> None:
         def messages(self) -> Any:  # the zero-copy iteration the echo app uses
             return self.__aiter__()
 
-        async def send(self, message: str | bytes) -> None:
+        async def send(self, message: str | bytes, *, release: bool = False) -> None:
             self.sent.append(message)
 
     ws = FakeSocket(["hello", b"\x00\xff", "", b""])
