@@ -54,7 +54,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.procs import CLK_TCK, descendants, free_port, raise_fd_limit
+from bench.procs import CLK_TCK, descendants, free_port, raise_fd_limit, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -281,12 +281,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, object]:
             if client.poll() is None:
                 client.kill()
                 client.wait()
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
+        terminate(server, 15)
         stderr = server.stderr.read().decode(errors="replace") if server.stderr else ""
         if server.stderr:
             server.stderr.close()

@@ -45,7 +45,7 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from bench.procs import raise_fd_limit
+from bench.procs import raise_fd_limit, terminate
 
 
 async def pid_echo(ws: Any) -> None:
@@ -514,12 +514,7 @@ def own_server(
             time.sleep(0.05)
         yield f"ws://127.0.0.1:{port}/", proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate(proc, 15)
 
 
 def table(reports: list[dict[str, Any]]) -> str:

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -89,6 +90,17 @@ def cpu_seconds(pids: Iterable[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / CLK_TCK
+
+
+def terminate(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM to a server started in its own process group; SIGKILL to the whole group if
+    it has not exited after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 class ServerProcess:

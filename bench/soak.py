@@ -100,12 +100,7 @@ def own_server(options: list[str]) -> Iterator[tuple[str, int]]:
                 time.sleep(0.05)
         yield f"ws://127.0.0.1:{port}/", proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        procs.terminate(proc, 10)
 
 
 # -- churn ----------------------------------------------------------------------------------------

@@ -56,6 +56,17 @@ def test_receive_fragmented(benchmark) -> None:
     assert benchmark(_run, conn, data) == 1
 
 
+def _kernel_read(conn: Connection, frame: memoryview, pos: int, read: int) -> int:
+    """One read of up to `read` bytes of `frame` from `pos` "by the kernel" (a copy here)
+    straight into payload_target(); returns the new position."""
+    target = conn.payload_target()
+    assert target is not None
+    k = min(read, len(target), len(frame) - pos)
+    target[:k] = frame[pos : pos + k]
+    conn.payload_written(k)
+    return pos + k
+
+
 def _receive_large(conn: Connection, frame: memoryview, first: int, read: int) -> int:
     """What WebSocket.get_buffer/buffer_updated do for a large frame: the first read (header
     and the start of the payload) is parsed from the shared buffer, the rest is written by
@@ -63,12 +74,7 @@ def _receive_large(conn: Connection, frame: memoryview, first: int, read: int) -
     conn.receive_data(frame[:first])
     pos = first
     while not conn.events:
-        target = conn.payload_target()
-        assert target is not None
-        k = min(read, len(target), len(frame) - pos)
-        target[:k] = frame[pos : pos + k]
-        conn.payload_written(k)
-        pos += k
+        pos = _kernel_read(conn, frame, pos, read)
     (message,) = conn.events
     conn.events = []
     assert isinstance(message, Message)
@@ -101,12 +107,7 @@ def _receive_stream(conn: Connection, frame: memoryview, first: int, read: int) 
                 conn.events = []
                 return size
         conn.events = []
-        target = conn.payload_target()
-        assert target is not None
-        k = min(read, len(target), len(frame) - pos)
-        target[:k] = frame[pos : pos + k]
-        conn.payload_written(k)
-        pos += k
+        pos = _kernel_read(conn, frame, pos, read)
 
 
 def test_receive_stream(benchmark) -> None:
