@@ -12,6 +12,7 @@ fastws.run(handler, port=8000)
 from .broadcast import broadcast
 from .client import connect
 from .config import Config, ConfigError
+from .listener import Listener
 from .message import Message, MessageReleased
 from .protocol.frames import CloseCode
 from .protocol.handshake import Headers, Request, Response
@@ -28,6 +29,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "Headers",
+    "Listener",
     "Message",
     "MessageReleased",
     "PublishError",

@@ -27,18 +27,16 @@ two messages.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from .process.counters import BROADCAST_CLOSED, BROADCAST_SKIPPED, BYTES_OUT, MESSAGES_OUT
+from .process.counters import BROADCAST_CLOSED, BROADCAST_SKIPPED, MESSAGES_OUT
 from .process.counters import values as _stats
 from .protocol.connection import State
 from .protocol.deflate import broadcast_frame
 from .protocol.frames import CloseCode, Opcode, encode_header
-from .websocket import WebSocket, _as_payload, fragmenting
+from .websocket import WebSocket, _as_payload
 
 __all__ = ["DEFAULT_LIMIT", "OVERFLOW_POLICIES", "broadcast", "broadcast_payload"]
 
@@ -51,35 +49,6 @@ OVERFLOW_POLICIES = ("close", "skip")
 # Connection.send_data): one item per message in a connection's writev.
 _JOIN_MAX = 4096
 _OPEN = State.OPEN
-
-
-class _Flusher:
-    """The connections of one event loop whose broadcast frames wait for the iteration's end."""
-
-    __slots__ = ("dirty", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.dirty: list[WebSocket] = []
-
-    def __call__(self) -> None:
-        dirty = self.dirty
-        self.dirty = []
-        for ws in dirty:
-            ws._flush()  # also resets ws._flush_scheduled
-
-
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _flusher() -> _Flusher:
-    loop = asyncio.get_running_loop()
-    flusher = _flushers.get(loop)
-    if flusher is None:
-        flusher = _flushers[loop] = _Flusher(loop)
-    return flusher
 
 
 def broadcast(
@@ -111,23 +80,19 @@ def broadcast_payload(
     """`broadcast()` of a payload already encoded (the hub's path: no str to encode)."""
     if overflow is not None and overflow not in OVERFLOW_POLICIES:
         raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
-    flusher = _flusher()
-    dirty = flusher.dirty
-    was_dirty = bool(dirty)
     size = len(payload)
     plain: Any = None  # the uncompressed frame: bytes, or (header, payload)
-    plain_len = 0
     shared: dict[tuple[int, int, int], Any] = {}  # compressed frames by broadcast_key
     sent = 0
-    out_bytes = 0
     for ws in connections:
-        conn = ws._conn
-        if conn.state is not _OPEN or ws._transport is None:
+        conn = ws.protocol
+        if conn.state is not _OPEN or ws.closed:
             continue
-        if ws._writing_paused and _overflowed(ws, limit, overflow):
+        if ws.writing_paused and _overflowed(ws, limit, overflow):
             continue
-        if fragmenting and ws in fragmenting:
-            fragmenting[ws].append((opcode, payload))
+        out = ws.outbox
+        if out.deferred is not None:  # sending a fragmented message: after its last frame
+            out.deferred.append((opcode, payload))
             sent += 1
             continue
         deflate = conn.deflate
@@ -135,46 +100,22 @@ def broadcast_payload(
             frame = plain
             if frame is None:
                 frame = plain = _frame(opcode, payload, size)
-                plain_len = size + len(frame[0]) if type(frame) is tuple else len(frame)
-            frame_len = plain_len
         elif deflate is not None and not conn.client and (key := deflate.broadcast_key):
             if size < deflate.min_size:
                 frame = plain
                 if frame is None:
                     frame = plain = _frame(opcode, payload, size)
-                    plain_len = size + len(frame[0]) if type(frame) is tuple else len(frame)
-                frame_len = plain_len
             else:
                 frame = shared.get(key)
                 if frame is None:
                     frame = shared[key] = _compressed(opcode, payload, size, key)
-                frame_len = size + len(frame[0]) if type(frame) is tuple else len(frame)
         else:  # context takeover or a client connection: this connection's own frame
             frame = conn.send_data(opcode, payload)
-            frame_len = _length(frame)
-        pending = ws._wpending
-        if type(frame) is bytes:
-            pending.append(frame)
-            ws._wpending_size += len(frame)
-        else:
-            pending.extend(frame)
-            ws._wpending_size += len(frame[1])
-        if not ws._flush_scheduled:
-            ws._flush_scheduled = True
-            dirty.append(ws)
+        out.add(frame)
+        out.flush_soon()
         sent += 1
-        out_bytes += frame_len
-    if dirty and not was_dirty:
-        flusher.loop.call_soon(flusher)
     _stats[MESSAGES_OUT] += sent
-    _stats[BYTES_OUT] += out_bytes
     return sent
-
-
-def _length(frame: bytes | tuple[bytes, bytes | bytearray | memoryview]) -> int:
-    if isinstance(frame, bytes):
-        return len(frame)
-    return len(frame[0]) + len(frame[1])
 
 
 def _frame(opcode: int, payload: bytes | bytearray | memoryview, size: int) -> Any:
@@ -201,16 +142,14 @@ def _compressed(
 
 def _overflowed(ws: WebSocket, limit: int | None, overflow: str | None) -> bool:
     """Whether `ws` is too far behind to get this message; if so, apply the policy."""
-    transport = ws._transport
-    assert transport is not None
     if limit is None or overflow is None:
-        config = getattr(getattr(ws, "_server", None), "config", None)
+        config = getattr(getattr(ws, "server", None), "config", None)
         if limit is None:
             limit = config.broadcast_limit if config is not None else DEFAULT_LIMIT
         if overflow is None:
             overflow = config.broadcast_overflow if config is not None else "close"
-    unsent = transport.get_write_buffer_size()
-    if unsent <= max(limit, ws._write_limit):
+    unsent = ws.outbox.in_transport()
+    if unsent <= max(limit, ws.write_limit):
         return False
     if overflow == "skip":
         _stats[BROADCAST_SKIPPED] += 1
@@ -218,7 +157,7 @@ def _overflowed(ws: WebSocket, limit: int | None, overflow: str | None) -> bool:
     _stats[BROADCAST_CLOSED] += 1
     logger.info(
         "connection from %s: %d bytes not yet sent, too slow for broadcast: closing 1008",
-        ws._peer(),
+        ws.peer,
         unsent,
     )
     drop_slow(ws)
@@ -228,10 +167,7 @@ def _overflowed(ws: WebSocket, limit: int | None, overflow: str | None) -> bool:
 def drop_slow(ws: WebSocket) -> None:
     """Close a connection that does not keep up: Close 1008 after what it has not read yet,
     and the TCP connection dropped if it does not read that within close_timeout."""
-    ws._fail_locally(CloseCode.POLICY_VIOLATION, "too slow to receive broadcasts")
-    transport = ws._transport
-    if transport is not None and ws._close_timer is None:
-        ws._close_timer = ws._loop.call_later(ws._close_timeout, transport.abort)
+    ws.fail(CloseCode.POLICY_VIOLATION, "too slow to receive broadcasts")
 
 
 # Opcodes, for callers that pass payloads (the hub).

@@ -17,7 +17,7 @@ from fastws.config import Config, ConfigError, import_object
 
 __all__ = ["DEFAULT_APP", "LOG_FORMAT", "CLIError", "build", "main", "make_parser"]
 
-DEFAULT_APP = "fastws.apps.echo:echo"
+DEFAULT_APP = "fastws.apps.echo:Echo"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, cast
 from .buffers import Budget
 from .keepalive import wheel
 from .message import Message
-from .process.counters import BYTES_IN, BYTES_OUT, MESSAGES_IN, MESSAGES_OUT
+from .outbox import Frame, Outbox, flusher
+from .process.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
 from .process.counters import values as _stats
 from .protocol.connection import SLICE_FRAMES, Chunk, Close, Connection, Failure, Pong, State
 from .protocol.frames import CloseCode, Opcode
@@ -34,6 +35,7 @@ from .protocol.frames import CloseCode, Opcode
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
+    from .listener import Listener
     from .protocol.handshake import Request
 
 __all__ = ["ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "WebSocket"]
@@ -112,12 +114,6 @@ def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
 
 _NO_QUEUE: tuple[()] = ()
 
-#: Connections in the middle of sending a fragmented message, with the broadcast messages
-#: that came meanwhile (opcode, payload): 5.4 "the fragments of one message MUST NOT be
-#: interleaved between the fragments of another message", so `broadcast()` holds them here
-#: and `send_fragments` sends them after its last frame. Empty almost always.
-fragmenting: dict[WebSocket, list[tuple[int, Any]]] = {}
-
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
@@ -146,13 +142,16 @@ class WebSocket(asyncio.BufferedProtocol):
         "_conn",
         "_direct",
         "_drain_waiter",
-        "_flush_scheduled",
+        "_flusher",
+        "_holding",
         "_keepalive",
+        "_listener",
         "_loop",
         "_lost",
         "_max_queue",
         "_message_timeout",
         "_open",
+        "_out",
         "_partial",
         "_ping_interval",
         "_ping_timeout",
@@ -164,8 +163,6 @@ class WebSocket(asyncio.BufferedProtocol):
         "_stall_timer",
         "_transport",
         "_waiter",
-        "_wpending",
-        "_wpending_size",
         "_write_limit",
         "_write_timeout",
         "_writing_paused",
@@ -221,10 +218,15 @@ class WebSocket(asyncio.BufferedProtocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_size = 0  # outgoing bytes buffered when the stall timer was armed
         self._transport: asyncio.Transport | None = None
-        # Data frames sent in one loop iteration leave in one writev (see _write_data).
-        self._wpending: list[Any] = []
-        self._wpending_size = 0
-        self._flush_scheduled = False
+        # What this connection writes, in order (made with the transport, connection_made).
+        self._out: Outbox = None  # type: ignore[assignment]  # set before any write
+        self._flusher = flusher(self._loop)
+        # A callback-style handler (see listener.Listener) gets each message from
+        # buffer_updated; None: a coroutine handler reads them with recv() / async for.
+        self._listener: Listener | None = None
+        # While a read's messages go to the listener, its answers are held and leave in one
+        # write when the read is done.
+        self._holding = False
         self._rbuf = receive_buffer(self._loop)
         self._direct = False  # the last get_buffer() handed out a payload destination
         self._open = False  # the opening handshake is done
@@ -238,7 +240,9 @@ class WebSocket(asyncio.BufferedProtocol):
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
         self._keepalive: int | None = None  # token of our place in the loop's KeepaliveWheel
         self._close_timer: asyncio.TimerHandle | None = None
-        self._lost = self._loop.create_future()
+        # Made when someone waits for the end (close(), wait_closed()): an idle connection
+        # does not carry a Future of its own.
+        self._lost: asyncio.Future[None] | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
 
@@ -248,6 +252,7 @@ class WebSocket(asyncio.BufferedProtocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        self._out = Outbox(transport, self._flusher)
         transport.set_write_buffer_limits(high=self._write_limit)
         self.remote_address = transport.get_extra_info("peername")
 
@@ -353,7 +358,7 @@ class WebSocket(asyncio.BufferedProtocol):
             # has received a message that violates its policy". Our Close frame could only
             # queue behind what the peer does not read: drop the connection instead.
             self.close_code, self.close_reason = CloseCode.POLICY_VIOLATION, "peer not reading"
-        self._conn.state = State.CLOSED
+        self._conn.abort()
         transport.abort()
 
     # -- end of slow readers ---------------------------------------------------------------------
@@ -370,7 +375,9 @@ class WebSocket(asyncio.BufferedProtocol):
         for timer in (self._close_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        self._conn.state = State.CLOSED
+        self._conn.abort()
+        if self._out is not None:
+            self._out.detach()
         closed = _closed(self.close_code, self.close_reason or "")
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -382,21 +389,40 @@ class WebSocket(asyncio.BufferedProtocol):
             if not fut.done():
                 fut.set_exception(closed)
         self._pings.clear()
-        if not self._lost.done():
-            self._lost.set_result(None)
+        lost = self._lost
+        if lost is not None and not lost.done():
+            lost.set_result(None)
         self._transport = None
+        listener = self._listener
+        if listener is not None and self._open:
+            self._listener = None
+            try:
+                listener.on_close(self, self.close_code, self.close_reason or "")
+            except Exception:
+                _stats[ERRORS] += 1
+                logger.exception("on_close failed for the connection from %s", self._peer())
 
     # -- after the handshake ----------------------------------------------------------------
 
     def _handshake_data(self, data: memoryview) -> None:
         raise NotImplementedError  # the server and client sides do their own handshake
 
-    def _opened(self, leftover: bytes) -> None:
-        """The handshake succeeded: frames from now on (`leftover` came with the handshake)."""
+    def _opened(self, leftover: bytes, listener: Listener | None = None) -> None:
+        """The handshake succeeded: frames from now on (`leftover` came with the handshake).
+
+        With a `listener`, messages go to its callbacks from now on (`on_open` first).
+        """
         self._open = True
         period = self._tick_period()
         if period is not None:
             self._keepalive = wheel(self._loop, period).add(self, period)
+        if listener is not None:
+            self._listener = listener
+            try:
+                listener.on_open(self)
+            except Exception as exc:
+                self._listener_failed(exc)
+                return
         if leftover:
             self._conn.receive_data(leftover)
             self._dispatch()
@@ -408,6 +434,9 @@ class WebSocket(asyncio.BufferedProtocol):
         conn = self._conn
         events = conn.events
         conn.events = []
+        if self._listener is not None:
+            self._call_listener(events)
+            return
         queue = self._queue
         _stats[MESSAGES_IN] += len(events)  # minus the control events, below
         for event in events:
@@ -431,21 +460,75 @@ class WebSocket(asyncio.BufferedProtocol):
                 _stats[MESSAGES_IN] -= 1
                 self._peer_closed(event)  # type: ignore[arg-type]
         if conn.out:
-            transport = self._transport
-            if transport is not None:
-                self._flush()
-                transport.writelines(conn.data_to_send())
+            self._write_control()
         if len(queue) >= self._max_queue and not self._reading_paused and conn.state is State.OPEN:
             transport = self._transport
             if transport is not None:
                 self._reading_paused = True
                 transport.pause_reading()
+        if conn.state is State.CLOSED:
+            self._closed_by_protocol(events)
+
+    def _call_listener(self, events: list[Any]) -> None:
+        """`_dispatch` for a callback-style handler: each message to `on_message` now.
+
+        The answers to the messages of one read leave in one write, after them; frames the
+        protocol queued itself (pongs, a Close reply) follow.
+        """
+        listener = self._listener
+        assert listener is not None
+        conn = self._conn
+        self._holding = len(events) > 1
+        _stats[MESSAGES_IN] += len(events)  # minus the control events, below
+        try:
+            for event in events:
+                kind = type(event)
+                if kind is str or kind is Message:
+                    listener.on_message(self, event)
+                elif kind is bytes:
+                    listener.on_message(self, Message(event))
+                elif kind is Pong:
+                    _stats[MESSAGES_IN] -= 1
+                    self._pong(event.payload)
+                else:
+                    _stats[MESSAGES_IN] -= 1
+                    self._peer_closed(event)
+        except ConnectionClosed:
+            pass  # a send after the peer's Close, in the same read: nothing to answer
+        except Exception as exc:
+            self._holding = False
+            self._listener_failed(exc)
+            return
+        self._holding = False
+        if conn.out:
+            self._write_control()
+        elif self._out.size:
+            self._out.flush()
+        if conn.state is State.CLOSED:
+            self._closed_by_protocol(events)
+
+    def _listener_failed(self, exc: Exception) -> None:
+        """A listener callback raised: log it, close 1011 (as for a failed handler)."""
+        _stats[ERRORS] += 1
+        logger.error("listener failed for the connection from %s", self._peer(), exc_info=exc)
+        self._begin_close(CloseCode.INTERNAL_ERROR, "")
+
+    def _write_control(self) -> None:
+        """Write the frames the protocol core queued itself, after everything before them."""
+        out = self._out
+        for frame in self._conn.data_to_send():
+            out.add(frame)
+        out.flush()
+
+    def _closed_by_protocol(self, events: list[Any]) -> None:
+        """The core is CLOSED (closing handshake done, or the connection failed): close TCP."""
         transport = self._transport
-        if conn.state is State.CLOSED and transport is not None:
-            if events and type(events[-1]) is Failure and transport.can_write_eof():
-                self._linger(transport)
-            else:
-                transport.close()  # our side of TCP: 7.1.1, the server closes first
+        if transport is None:
+            return
+        if events and type(events[-1]) is Failure and transport.can_write_eof():
+            self._linger(transport)
+        else:
+            transport.close()  # our side of TCP: 7.1.1, the server closes first
 
     def _linger(self, transport: asyncio.Transport) -> None:
         """Close after failing the connection, without losing our Close frame to a reset.
@@ -567,6 +650,8 @@ class WebSocket(asyncio.BufferedProtocol):
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         if self._waiter is not None:
             raise RuntimeError("another coroutine is already waiting for the next message")
+        if self._listener is not None:
+            raise RuntimeError("messages go to this connection's listener, not to recv()")
         waiter = self._waiter = self._loop.create_future()
         try:
             return await waiter
@@ -639,6 +724,20 @@ class WebSocket(asyncio.BufferedProtocol):
         relay): its memory is reused once the transport has written it, without waiting for
         this coroutine to resume.
         """
+        self.send_nowait(message, release=release)
+        if self._writing_paused:
+            await self._wait_drain()
+
+    def send_nowait(
+        self, message: str | bytes | bytearray | memoryview | Any, *, release: bool = False
+    ) -> None:
+        """`send()` without waiting: the message is queued for the transport at once.
+
+        For callback-style handlers (see `Listener`) and code that may not await. It never
+        blocks: while the peer does not read (`writing_paused`), the server stops reading from
+        it too, so an echo or a request/response handler stays bounded; code that sends
+        unprompted should check `writing_paused`, or `await drain()`.
+        """
         opcode, payload = _as_payload(message)
         transport = self._transport
         conn = self._conn
@@ -647,56 +746,32 @@ class WebSocket(asyncio.BufferedProtocol):
         if transport is None or conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         if conn.client:
-            conn.mask_buffer_free = self._all_written()
-        frame = conn.send_data(opcode, payload)
+            conn.mask_buffer_free = self._out.empty
         _stats[MESSAGES_OUT] += 1
-        if type(frame) is bytes:
-            self._write_data(frame)
-            _stats[BYTES_OUT] += len(frame)
-        else:
-            self._write_data(frame)
-            _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
+        self._write_data(conn.send_data(opcode, payload))
         if release and type(message) is Message:
             message.release()  # the transport's hold keeps the pages until it has written them
-        if self._writing_paused:
-            await self._wait_drain()
 
-    def _write_data(self, frame: bytes | tuple[bytes, Any]) -> None:
-        """Write a data frame, batching while the handler works through queued messages.
+    def _write_data(self, frame: Frame) -> None:
+        """Write a data frame, batching when more answers are coming.
 
-        While received messages are still queued (pipelined requests), the answers are held
-        and leave together in one writev with the answer to the last one, when the loop
-        iteration ends, or at write_limit: one syscall per batch instead of one per message.
-        A lone message is written at once. Whatever is written straight to the transport
-        must `_flush()` first to keep the order.
+        While a callback handler answers the messages of one read, or a coroutine handler
+        still has received messages queued (pipelined requests), the answers are held and
+        leave together in one writev after the last one (at the latest when the loop
+        iteration ends, or at write_limit): one syscall per batch, not one per message. A
+        lone message is written at once.
         """
-        pending = self._wpending
-        if type(frame) is bytes:
-            pending.append(frame)
-            self._wpending_size += len(frame)
+        out = self._out
+        if self._holding:
+            out.add(frame)
+        elif not self._queue:
+            out.write(frame)
         else:
-            pending.extend(frame)
-            self._wpending_size += len(frame[1])  # type: ignore[arg-type]
-        if not self._queue or self._wpending_size >= self._write_limit:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Write what `_write_data` held back."""
-        self._flush_scheduled = False
-        pending = self._wpending
-        if not pending:
-            return
-        self._wpending = []
-        self._wpending_size = 0
-        transport = self._transport
-        if transport is not None:
-            if len(pending) == 1:
-                transport.write(pending[0])
+            out.add(frame)
+            if out.size >= self._write_limit:
+                out.flush()
             else:
-                transport.writelines(pending)
+                out.flush_soon()
 
     async def send_file(
         self, path: str | os.PathLike[str], offset: int = 0, count: int | None = None
@@ -727,7 +802,7 @@ class WebSocket(asyncio.BufferedProtocol):
         opcode = 0
         pending: Any = None
         sent = 0
-        held: list[tuple[int, Any]] | None = None
+        out = self._out
         try:
             async for item in _aiterate(fragments):
                 kind, payload = _as_payload(item)
@@ -736,8 +811,8 @@ class WebSocket(asyncio.BufferedProtocol):
                 elif kind != opcode:
                     raise TypeError("all fragments of a message must be of the same type")
                 if pending is not None:
-                    if held is None:
-                        held = fragmenting.setdefault(self, [])
+                    if not sent:
+                        out.deferred = []  # broadcasts wait for the last fragment
                     await self._send_frame(opcode if not sent else Opcode.CONT, pending, False)
                     sent += 1
                 pending = payload
@@ -748,51 +823,32 @@ class WebSocket(asyncio.BufferedProtocol):
             raise
         except BaseException:
             if sent:
-                self._fail_locally(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
+                self.fail(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
             raise
         finally:
-            if held is not None and fragmenting.get(self) is held:
-                del fragmenting[self]
-                self._send_held(held)
+            held = out.deferred
+            out.deferred = None
+            if held:
+                self._send_deferred(held)
 
-    def _send_held(self, held: list[tuple[int, Any]]) -> None:
+    def _send_deferred(self, held: list[tuple[int, Any]]) -> None:
         """The broadcast messages held back while a fragmented message was being sent."""
         conn = self._conn
         for opcode, payload in held:
             if self._transport is None or conn.state is not State.OPEN:
                 return
-            frame = conn.send_data(opcode, payload)  # counted in messages_out by broadcast()
-            if type(frame) is bytes:
-                _stats[BYTES_OUT] += len(frame)
-            else:
-                _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
-            self._write_data(frame)
+            self._write_data(conn.send_data(opcode, payload))  # counted by broadcast()
 
     async def _send_frame(self, opcode: int, payload: Any, fin: bool) -> None:
         transport = self._transport
         if transport is None or self._conn.state is not State.OPEN or transport.is_closing():
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         if self._conn.client:
-            self._conn.mask_buffer_free = self._all_written()
-        frame = self._conn.send_data(opcode, payload, fin)
+            self._conn.mask_buffer_free = self._out.empty
         _stats[MESSAGES_OUT] += fin
-        if type(frame) is bytes:
-            self._write_data(frame)
-            _stats[BYTES_OUT] += len(frame)
-        else:
-            self._write_data(frame)
-            _stats[BYTES_OUT] += len(frame[0]) + len(frame[1])  # type: ignore[arg-type]
+        self._write_data(self._conn.send_data(opcode, payload, fin))
         if self._writing_paused:
             await self._wait_drain()
-
-    def _all_written(self) -> bool:
-        """Everything sent so far has left for the kernel: nothing batched, nothing in the
-        transport's buffer. The client may then mask the next payload into the last one's
-        buffer (the transport no longer reads it)."""
-        transport = self._transport
-        return (
-            not self._wpending and transport is not None and not transport.get_write_buffer_size()
-        )
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its limit."""
@@ -820,8 +876,7 @@ class WebSocket(asyncio.BufferedProtocol):
         frame = conn.send_ping(data)
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pings[data] = (fut, time.monotonic())
-        self._flush()
-        transport.write(frame)
+        self._out.write(frame)
         return await fut
 
     def _pong(self, payload: bytes) -> None:
@@ -862,8 +917,7 @@ class WebSocket(asyncio.BufferedProtocol):
             self._keepalive = wheel(self._loop, period).add(self, period)
             return
         payload = int(time.monotonic() * 1e6).to_bytes(8, "big")
-        self._flush()
-        self._transport.write(self._conn.send_ping(payload))
+        self._out.write(self._conn.send_ping(payload))
         fut: asyncio.Future[float] = self._loop.create_future()
         # Nobody awaits a keepalive ping: retrieve its exception (connection lost) so asyncio
         # does not log "Future exception was never retrieved" for each lost connection.
@@ -913,36 +967,51 @@ class WebSocket(asyncio.BufferedProtocol):
             return
         fut.cancel()
         logger.info("connection from %s: no pong to a keepalive ping, closing", self._peer())
-        self._fail_locally(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
-    def _fail_locally(self, code: int, reason: str) -> None:
-        """Close with `code` now, without waiting for the peer's answer."""
+    def fail(self, code: int, reason: str) -> None:
+        """Close with `code` now, without waiting for the peer's answer.
+
+        Our Close frame follows what is already queued; TCP is closed once it is written,
+        and dropped if the peer has not read it within close_timeout (a peer too slow to
+        read, say).
+        """
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         transport = self._transport
         if transport is None:
             return
-        if self._conn.state is State.OPEN:
-            self._flush()
-            transport.write(self._conn.send_close(code, reason))
-        self._conn.state = State.CLOSED
+        conn = self._conn
+        if conn.state is State.OPEN:
+            self._out.write(conn.send_close(code, reason))
+        conn.abort()
         transport.close()
+        if self._close_timer is None:
+            self._close_timer = self._loop.call_later(self._close_timeout, transport.abort)
+
+    def close_nowait(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake without waiting for it (`close()` waits): for
+        callback-style handlers. The connection is dropped after close_timeout if the peer
+        does not answer."""
+        self._begin_close(code, reason)
+
+    def _begin_close(self, code: int, reason: str) -> None:
+        transport = self._transport
+        if transport is not None and self._conn.state is State.OPEN:
+            self._out.write(self._conn.send_close(code, reason))
+            self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
+            if self._reading_paused:  # the peer's Close may be behind messages nobody reads
+                self._resume_reading()
+            if self.close_code is None:
+                self.close_code, self.close_reason = code, reason
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Run the closing handshake: send Close, wait for the peer's, then close TCP.
 
         Waits at most `close_timeout` for the peer, then drops the connection.
         """
-        transport = self._transport
-        if transport is not None and self._conn.state is State.OPEN:
-            self._flush()
-            transport.write(self._conn.send_close(code, reason))
-            self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
-            if self._reading_paused:  # the peer's Close may be behind messages nobody reads
-                self._resume_reading()
-            if self.close_code is None:
-                self.close_code, self.close_reason = code, reason
-        await asyncio.shield(self._lost)
+        self._begin_close(code, reason)
+        await self.wait_closed()
 
     def _close_expired(self) -> None:
         if self._transport is not None:
@@ -951,11 +1020,41 @@ class WebSocket(asyncio.BufferedProtocol):
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
-        await asyncio.shield(self._lost)
+        if self._transport is None and self._lost is None:
+            return  # closed already (or never opened)
+        lost = self._lost
+        if lost is None:
+            lost = self._lost = self._loop.create_future()
+        await asyncio.shield(lost)
 
     @property
     def closed(self) -> bool:
         return self._transport is None or self._conn.state is State.CLOSED
+
+    @property
+    def writing_paused(self) -> bool:
+        """The peer is not reading fast enough: more than write_limit bytes wait for it."""
+        return self._writing_paused
+
+    @property
+    def write_limit(self) -> int:
+        """Bytes the transport may hold before `send()` waits (and a server stops reading)."""
+        return self._write_limit
+
+    @property
+    def peer(self) -> str:
+        """The remote address as host:port, for log lines."""
+        return self._peer()
+
+    @property
+    def protocol(self) -> Connection:
+        """The sans-I/O protocol state of this connection (framing, deflate, state)."""
+        return self._conn
+
+    @property
+    def outbox(self) -> Outbox:
+        """What this connection has queued for writing (see fastws.outbox)."""
+        return self._out
 
     @property
     def state(self) -> State:

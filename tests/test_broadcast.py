@@ -48,7 +48,7 @@ class Room:
 
 def pending(ws: Any) -> list[Any]:
     """What a server-side connection will write at the end of this loop iteration."""
-    return list(ws._wpending)
+    return ws.outbox.queued
 
 
 def test_one_frame_is_shared_by_every_connection_and_sent_once_each() -> None:
@@ -100,9 +100,9 @@ def test_compressed_once_per_parameter_set_and_per_connection_with_context_takeo
             shared = [await room.connect(extensions=[no_takeover]) for _ in range(2)]
             takeover = await room.connect()  # websockets' default offer: context takeover
             s_plain, s_shared1, s_shared2, s_takeover = room.members
-            assert s_plain._conn.deflate is None
-            assert s_shared1._conn.deflate.broadcast_key is not None
-            assert s_takeover._conn.deflate.broadcast_key is None
+            assert s_plain.protocol.deflate is None
+            assert s_shared1.protocol.deflate.broadcast_key is not None
+            assert s_takeover.protocol.deflate.broadcast_key is None
             for message in (text, text, "tiny", text.encode()):
                 assert server.broadcast(room.members, message) == 4
                 frame_plain = pending(s_plain)[-1]

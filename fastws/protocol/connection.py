@@ -724,6 +724,14 @@ class Connection:
         if self.deflate is not None:
             self.deflate.abort()
 
+    def abort(self) -> None:
+        """The I/O layer dropped the connection (no closing handshake, or it gave up waiting
+        for one): CLOSED, and any partly received message released. No event: the I/O layer
+        knows why it dropped it."""
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._reset()
+
     def receive_eof(self) -> None:
         """The peer closed TCP. Without a closing handshake that is close code 1006."""
         if self.state is not State.CLOSED:

@@ -26,6 +26,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from ..outbox import Outbox, flusher
 from ..process import counters, metrics
 from ..protocol.connection import State
 from ..protocol.frames import CloseCode, Opcode
@@ -114,6 +115,7 @@ class Viewer(ServerProtocol):
         self._transport.write(accept_response(key).serialize())
         self.request.headers.compact()  # type: ignore[union-attr]
         self._handler_task = self._loop.create_task(self._feed())
+        self._out = Outbox(self._transport, flusher(self._loop), counted=False)
         self._opened(leftover)
 
     async def _feed(self) -> None:

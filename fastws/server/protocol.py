@@ -224,10 +224,12 @@ class ServerProtocol(WebSocket):
         request.headers.compact()  # the handshake is done with lookups; keep the fields only
         counters.values[counters.HANDSHAKES] += 1
         counters.values[counters.CONNECTIONS_OPEN] += 1
-        self._handler_task = self._loop.create_task(self._run_handler())
-        self._opened(leftover)
+        listener = self._server.listener
+        if listener is None:
+            self._handler_task = self._loop.create_task(self._run_handler())
+        self._opened(leftover, listener)
         if self._close_on_open is not None:
-            self._loop.create_task(self.close(*self._close_on_open))
+            self.close_nowait(*self._close_on_open)
 
     def _negotiate_compression(self, request: Request) -> str | None:
         """Accept the client's first valid permessage-deflate offer, if compression is on."""
@@ -259,7 +261,7 @@ class ServerProtocol(WebSocket):
 
     async def _run_handler(self) -> None:
         try:
-            await self._server.handler(self)
+            await self._server.handler(self)  # type: ignore[operator]  # not a Listener here
         except ConnectionClosed:
             pass
         except Exception:
@@ -309,4 +311,4 @@ class ServerProtocol(WebSocket):
         if not self._open:
             self._close_on_open = (code, reason)  # the handshake timeout still bounds the wait
         else:
-            self._loop.create_task(self.close(code, reason))
+            self.close_nowait(code, reason)

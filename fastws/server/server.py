@@ -20,6 +20,7 @@ from typing import Any
 from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
+from ..listener import Listener, as_listener
 from ..process.gauges import GaugeSampler
 from ..protocol.frames import CloseCode
 from ..pubsub.broker import make_broker
@@ -31,7 +32,8 @@ __all__ = ["Handler", "Server", "run", "serve"]
 
 logger = logging.getLogger("fastws")
 
-Handler = Callable[[Any], Awaitable[None]]
+#: A coroutine handler, `async def handler(ws)`; or a callback-style `Listener`.
+Handler = Callable[[Any], Awaitable[None]] | Listener
 
 
 #: How often unused large-message buffers are looked for and unmapped (see RegionCache).
@@ -56,6 +58,8 @@ class Server:
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.handler = handler
+        #: The callback-style handler `handler` stands for (None: a coroutine handler).
+        self.listener = as_listener(handler)
         self.config = config
         if ssl is not None and config.certfile is not None:
             raise ValueError("pass either ssl= or certfile/keyfile, not both")
@@ -257,7 +261,7 @@ def run(
             config.ssl_context()  # unreadable TLS files: ConfigError here, not in every worker
 
         name = f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__qualname__', '?')}"
-        status = arbiter.run(name, handler, config, ssl=ssl)
+        status = arbiter.run(name, handler, config, ssl=ssl)  # type: ignore[arg-type]
         if status:
             raise SystemExit(status)
         return

@@ -165,7 +165,7 @@ def test_fastws_client_negotiates_with_both_servers(deflate_server: ServerProces
             for message in ("x" * 5000, os.urandom(3000), "short", "y" * 100_000, "x" * 5000):
                 await ws.send(message)
                 assert await ws.recv() == message
-            deflate = ws._conn.deflate
+            deflate = ws.protocol.deflate
             return None if deflate is None else deflate.agreement
 
     async def main() -> None:
