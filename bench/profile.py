@@ -12,6 +12,7 @@ Two tools:
 from __future__ import annotations
 
 import argparse
+import os
 import collections
 import contextlib
 import datetime
@@ -65,7 +66,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M%S")
     out: Path = args.out or RESULTS / "tmp" / f"profile-{scn.key}-{args.tool}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
-    spec = SERVERS["fastws"]
+    spec = SERVERS[os.environ.get("FASTWS_PROFILE_SERVER", "fastws")]
     opts = Options(duration=args.duration, warmup=1.0)
     runner = Runner([spec], [scn], opts, out)
     if args.tool == "cprofile":

@@ -83,7 +83,7 @@ class Message:
     def release(self) -> None:
         """Give the memory back now (views taken before keep it until they go). Idempotent."""
         buffer, self._buffer = self._buffer, None
-        if buffer is not None:
+        if buffer is not None and type(buffer) is not bytes:  # bytes: nothing to give back
             release(buffer)
 
     def __enter__(self) -> Message:

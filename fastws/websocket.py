@@ -275,6 +275,20 @@ class WebSocket(asyncio.BufferedProtocol):
         if self._direct:
             conn.payload_written(nbytes)
         else:
+            listener = self._listener
+            if listener is not None:  # a message in one read goes straight to the listener
+                message = conn.receive_one(self._rbuf, nbytes)
+                if message is not None:
+                    _stats[MESSAGES_IN] += 1
+                    try:
+                        listener.on_message(
+                            self, message if type(message) is str else Message(message)
+                        )
+                    except ConnectionClosed:
+                        pass
+                    except Exception as exc:
+                        self._listener_failed(exc)
+                    return
             conn.receive_data(self._rbuf[:nbytes])
         if conn.events or conn.out:
             self._dispatch()
@@ -748,7 +762,14 @@ class WebSocket(asyncio.BufferedProtocol):
         if conn.client:
             conn.mask_buffer_free = self._out.empty
         _stats[MESSAGES_OUT] += 1
-        self._write_data(conn.send_data(opcode, payload))
+        frame = conn.send_data(opcode, payload)
+        # _write_data's first two cases, inline: this is the per-message path.
+        if self._holding:
+            self._out.add(frame)
+        elif not self._queue:
+            self._out.write(frame)
+        else:
+            self._write_data(frame)
         if release and type(message) is Message:
             message.release()  # the transport's hold keeps the pages until it has written them
 

@@ -111,3 +111,42 @@ def _send_batch(ws: WebSocket, payload: bytes) -> None:
 def test_send_small(benchmark: Any, ws: WebSocket) -> None:
     """1,000 sends of a 64-byte binary message (no backpressure): cost per send = mean / 1000."""
     benchmark(_send_batch, ws, b"y" * 64)
+
+
+class _Echo:
+    """The built-in echo's callback, as a plain object (no server needed)."""
+
+    def on_open(self, ws: Any) -> None:
+        pass
+
+    def on_message(self, ws: Any, message: Any) -> None:
+        ws.send_nowait(message, release=True)
+
+    def on_close(self, ws: Any, code: int, reason: str) -> None:
+        pass
+
+
+@pytest.fixture
+def listener_ws(ws: WebSocket) -> WebSocket:
+    ws._listener = _Echo()  # what _opened(leftover, listener) sets for a Listener handler
+    return ws
+
+
+def _receive_and_answer(ws: WebSocket, data: bytes) -> None:
+    buf = ws.get_buffer(-1)
+    buf[: len(data)] = data
+    ws.buffer_updated(len(data))
+
+
+def test_listener_echo_one(benchmark: Any, listener_ws: WebSocket) -> None:
+    """One 64-byte binary frame per read, answered by a Listener's on_message with
+    send_nowait: the whole per-message path of the callback API but the syscalls."""
+    data = client_frame(b"x" * 64)
+    benchmark(_receive_and_answer, listener_ws, data)
+
+
+def test_listener_echo_batch(benchmark: Any, listener_ws: WebSocket) -> None:
+    """1,000 pipelined 64-byte frames in one read, each answered (one writev for all):
+    cost per message = mean / 1000."""
+    data = b"".join(client_frame(b"x" * 64) for _ in range(BATCH))
+    benchmark(_receive_and_answer, listener_ws, data)

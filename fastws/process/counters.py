@@ -19,7 +19,7 @@ NAMES = (
     "messages_in",
     "messages_out",
     "bytes_in",  # wire bytes read after the handshake (frame headers included)
-    "bytes_out",  # wire bytes of the data frames sent (frame headers included)
+    "bytes_out",  # wire bytes of the frames sent after the handshake (headers, control frames)
     "errors",  # handler or process_request exceptions (the client gets 1011 or 500)
     "http_requests",  # plain HTTP GET /healthz and /metrics answered
     "broadcast_skipped",  # broadcast messages not sent to a slow connection (overflow=skip)

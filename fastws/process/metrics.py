@@ -29,7 +29,7 @@ _HELP = {
     "messages_in": "Messages received.",
     "messages_out": "Messages sent.",
     "bytes_in": "Bytes received after the handshake (frame headers included).",
-    "bytes_out": "Bytes of data frames sent (frame headers included).",
+    "bytes_out": "Bytes of frames sent after the opening handshake (control frames too).",
     "errors": "Handler or process_request exceptions.",
     "http_requests": "Plain HTTP requests answered (/healthz, /metrics).",
     "broadcast_skipped": "Broadcast messages not sent to a connection over broadcast_limit"

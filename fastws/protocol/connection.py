@@ -30,7 +30,15 @@ from typing import Final
 from ..buffers import MMAP_MIN, Budget, Region, allocate, release, reserve, size_class
 from ..message import Message
 from .deflate import PerMessageDeflate, compressed_bound
-from .frames import CloseCode, Opcode, ProtocolError, encode_close, encode_header, parse_close
+from .frames import (
+    SMALL_HEADERS,
+    CloseCode,
+    Opcode,
+    ProtocolError,
+    encode_close,
+    encode_header,
+    parse_close,
+)
 from .mask import NUMPY_MIN, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
@@ -468,6 +476,43 @@ class Connection:
         self._advance(n)
         return pos + n
 
+    def receive_one(self, data: memoryview, n: int) -> str | bytes | None:
+        """The request/response case in one call, for an I/O layer that hands each message on
+        at once: if `data[:n]` is exactly one complete text or binary frame of less than 126
+        bytes from a client, and no other frame or message is in progress, return its message
+        (`str` or `bytes`, as `receive_data` would queue it). None: nothing was consumed, give
+        the bytes to `receive_data()` (which also reports anything wrong with them).
+        """
+        if (
+            n < 6
+            or n > 131
+            or self._tail
+            or self._remaining
+            or self._mop
+            or self.client
+            or self.blocked
+            or self.state is not State.OPEN
+        ):
+            return None
+        b0 = data[0]
+        length = data[1] - 0x80  # MASK set, 7-bit length: 0..125; anything else mismatches n
+        if (
+            n != length + 6
+            or (b0 != 0x81 and b0 != 0x82)
+            or length > self.max_message_size
+            or length > self.max_frame_size
+        ):
+            return None
+        from_bytes = int.from_bytes
+        key = from_bytes((bytes(data[2:6]) * ((length >> 2) + 1))[:length], "little")
+        payload = (from_bytes(data[6:n], "little") ^ key).to_bytes(length, "little")
+        if b0 == 0x82:
+            return payload
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            return None  # receive_data fails the connection with 1007
+
     def payload_target(self) -> memoryview | None:
         """Where the next payload bytes may be written directly, if that is worth it."""
         if self._target is None or self._remaining < DIRECT_MIN or self.state is State.CLOSED:
@@ -832,11 +877,13 @@ class Connection:
         """
         if self.state is not State.OPEN:
             raise RuntimeError(f"cannot send data: connection is {self.state.name}")
+        n = len(payload)
+        if n < 126 and fin and self.deflate is None and not self.client:  # the common case
+            return SMALL_HEADERS[opcode][n] + payload
         if self.deflate is not None:
             frame = self._send_compressed(opcode, payload, fin)
             if frame is not None:
                 return frame
-        n = len(payload)
         if n <= _JOIN_MAX:
             return self._frame(opcode, payload, fin)
         if self.client:  # 5.3: masked, which takes one copy; mask_into makes it the only one

@@ -74,7 +74,7 @@ def is_valid_close_code(code: int) -> bool:
 
 # Pre-rendered two-byte headers of unmasked final frames with 7-bit lengths: the server sends
 # mostly small frames, and a table lookup beats struct.pack on the per-message path.
-_SMALL_HEADERS: dict[int, tuple[bytes, ...]] = {
+SMALL_HEADERS: dict[int, tuple[bytes, ...]] = {
     op: tuple(bytes((0x80 | op, n)) for n in range(126)) for op in (0x0, 0x1, 0x2, 0x8, 0x9, 0xA)
 }
 _PACK16 = struct.Struct("!BBH").pack
@@ -90,7 +90,7 @@ def encode_header(
     caller masks the payload itself.
     """
     if fin and not rsv1 and mask is None and length < 126:
-        return _SMALL_HEADERS[opcode][length]
+        return SMALL_HEADERS[opcode][length]
     b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     mbit = 0x80 if mask is not None else 0
     if length < 126:

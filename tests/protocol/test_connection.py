@@ -312,3 +312,49 @@ def test_connection_state_has_no_instance_dict() -> None:
         assert not hasattr(conn, "__dict__")
         with pytest.raises(AttributeError):
             conn.not_a_slot = 1  # type: ignore[attr-defined]
+
+
+# -- receive_one: the one-message-per-read shortcut ------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    opcode=st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3]),
+    payload=st.binary(max_size=140),
+    fin=st.booleans(),
+    masked=st.booleans(),
+    rsv1=st.booleans(),
+    extra=st.binary(max_size=3),
+    limit=st.sampled_from([1 << 20, 64]),
+)
+def test_receive_one_agrees_with_receive_data(
+    opcode: int, payload: bytes, fin: bool, masked: bool, rsv1: bool, extra: bytes, limit: int
+) -> None:
+    """For any read, receive_one either declines (None, nothing consumed: receive_data then
+    gives the usual answer) or returns exactly the message receive_data would have queued,
+    with no other event and no frame to send. Never a message receive_data would refuse."""
+    data = client_frame(opcode, payload, fin=fin, masked=masked, rsv=4 if rsv1 else 0) + extra
+    shortcut = Connection(max_message_size=limit)
+    general = Connection(max_message_size=limit)
+    general.receive_data(data)
+    result = shortcut.receive_one(memoryview(data), len(data))
+    if result is None:
+        shortcut.receive_data(data)
+        assert repr(shortcut.events) == repr(general.events)
+        assert shortcut.state is general.state
+        return
+    assert general.events == [result]
+    assert general.state is State.OPEN and not general.data_to_send()
+    assert shortcut.state is State.OPEN and not shortcut.events
+
+
+def test_receive_one_declines_while_something_is_in_progress() -> None:
+    """A half-received frame, an unfinished fragmented message or a partial header keep the
+    shortcut out: those bytes belong to the general parser."""
+    conn = Connection()
+    conn.receive_data(client_frame(0x1, b"abc", fin=False))  # a fragmented message begins
+    whole = client_frame(0x1, b"xyz")
+    assert conn.receive_one(memoryview(whole), len(whole)) is None
+    conn = Connection()
+    conn.receive_data(client_frame(0x2, b"x" * 100)[:3])  # a partial header is kept
+    assert conn.receive_one(memoryview(whole), len(whole)) is None
