@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -42,6 +43,9 @@ import fastws
 from fastws.client import InvalidHandshake, backoff, process_exception
 from fastws.protocol.handshake import ClientResponse, Headers
 from tests.conftest import REPO_ROOT, free_port
+
+# The TLS fixtures (a CA made at test time, a wss:// fastws server) of the server's TLS tests.
+from tests.server.test_tls import Certs, certs, client_context, tls_server  # noqa: F401
 
 if TYPE_CHECKING:
     from tests.conftest import ServerFactory, ServerProcess
@@ -564,6 +568,35 @@ def test_broken_handshake_is_not_retried() -> None:
             with pytest.raises(InvalidHandshake, match="Accept"):
                 async for _ in fastws.connect(url, reconnect_delays=fast_retries):
                     raise AssertionError("connected")
+
+    run(main())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_untrusted_certificate_is_not_retried(request: pytest.FixtureRequest) -> None:
+    """wss:// to a fastws server whose certificate the client's CA did not sign: the loop
+    raises SSLCertVerificationError after one attempt (an OSError, but no retry will fix it),
+    while the right CA connects."""
+    server: ServerProcess = request.getfixturevalue("tls_server")
+    ca: Certs = request.getfixturevalue("certs")
+    url = f"wss://127.0.0.1:{server.port}/"
+    attempts: list[Exception] = []
+
+    def record(exc: Exception) -> Exception | None:
+        attempts.append(exc)
+        return process_exception(exc)
+
+    async def main() -> None:
+        wrong = client_context(ca.other_ca)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async for _ in fastws.connect(url, ssl=wrong, process_exception=record):
+                raise AssertionError("connected")
+        assert len(attempts) == 1
+        async for ws in fastws.connect(url, ssl=client_context(ca.ca)):
+            await ws.send("over tls")
+            assert await ws.recv() == "over tls"
+            await ws.close()
+            break
 
     run(main())
 
