@@ -572,6 +572,34 @@ def test_broken_handshake_is_not_retried() -> None:
     run(main())
 
 
+def test_silent_server_times_out_and_is_retried() -> None:
+    """A server that accepts TCP and never answers the upgrade: each attempt ends with
+    TimeoutError after open_timeout, which the loop retries (here: stopped after the third by
+    a process_exception that says so)."""
+    seen: list[Exception] = []
+
+    def record(exc: Exception) -> Exception | None:
+        seen.append(exc)
+        return exc if len(seen) == 3 else process_exception(exc)
+
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # until the client gives up
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with server:
+            with pytest.raises(TimeoutError):
+                async for _ in fastws.connect(
+                    url, open_timeout=0.1, process_exception=record, reconnect_delays=fast_retries
+                ):
+                    raise AssertionError("connected")
+
+    run(main())
+    assert len(seen) == 3 and all(isinstance(exc, TimeoutError) for exc in seen)
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 def test_untrusted_certificate_is_not_retried(request: pytest.FixtureRequest) -> None:
     """wss:// to a fastws server whose certificate the client's CA did not sign: the loop
