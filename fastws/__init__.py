@@ -12,6 +12,16 @@ fastws.run(handler, port=8000)
 from .broadcast import broadcast
 from .client import connect
 from .config import Config, ConfigError
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HandshakeError,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
 from .listener import Listener
 from .message import Message, MessageReleased
 from .protocol.frames import CloseCode
@@ -19,7 +29,7 @@ from .protocol.handshake import Headers, Request, Response
 from .pubsub.broker import PublishError
 from .pubsub.hub import publish
 from .server import Server, run, serve
-from .websocket import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, WebSocket
+from .websocket import WebSocket
 
 __all__ = [
     "CloseCode",
@@ -28,7 +38,11 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "HandshakeError",
     "Headers",
+    "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
     "Listener",
     "Message",
     "MessageReleased",
@@ -37,6 +51,7 @@ __all__ = [
     "Response",
     "Server",
     "WebSocket",
+    "WebSocketException",
     "broadcast",
     "connect",
     "publish",

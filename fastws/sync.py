@@ -29,9 +29,19 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    closed,
+)
 from .message import Message
+from .payload import as_payload
+from .protocol.client import ClientHandshake, HeadersLike, compression_options, parse_uri
 from .protocol.connection import (
     DEFAULT_MAX_FRAGMENTS,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -41,25 +51,10 @@ from .protocol.connection import (
     Pong,
     State,
 )
-from .protocol.deflate import (
-    EXTENSION_NAME,
-    DeflateOptions,
-    NegotiationError,
-    PerMessageDeflate,
-    accept_agreement,
-    client_offer,
-)
-from .protocol.frames import CloseCode, Opcode
-from .protocol.handshake import (
-    ClientResponse,
-    InvalidHandshake,
-    ResponseParser,
-    check_response,
-    client_request,
-    generate_key,
-    parse_extensions,
-)
-from .websocket import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from .protocol.deflate import DeflateOptions, PerMessageDeflate
+from .protocol.frames import CloseCode
+from .protocol.handshake import ClientResponse
+from .protocol.pings import PingTracker
 
 __all__ = [
     "ClientConnection",
@@ -67,39 +62,18 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
     "connect",
 ]
 
 RECEIVE_SIZE = 64 * 1024  # most bytes one read asks for
-_OK_CODES = frozenset((CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS))
-
-
-def _closed(code: int, reason: str) -> ConnectionClosed:
-    cls = ConnectionClosedOK if code in _OK_CODES else ConnectionClosedError
-    return cls(code, reason)
-
-
-def _payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
-    if isinstance(message, str):
-        return Opcode.TEXT, message.encode()
-    if isinstance(message, bytes | bytearray):
-        return Opcode.BINARY, message
-    try:
-        view = memoryview(message)
-    except TypeError:
-        raise TypeError(
-            f"cannot send {type(message).__name__}: expected str or a bytes-like object"
-        ) from None
-    if not view.c_contiguous:
-        raise ValueError("cannot send a non-contiguous buffer; copy it first")
-    return Opcode.BINARY, view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 class _PingWaiter:
-    __slots__ = ("done", "rtt", "sent")
+    __slots__ = ("done", "rtt")
 
     def __init__(self) -> None:
-        self.sent = time.monotonic()
         self.rtt: float | None = None
         self.done = threading.Event()
 
@@ -144,7 +118,7 @@ class ClientConnection:
         self._read_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = threading.Event()  # TCP is closed (or about to be): nothing more comes
-        self._pings: dict[bytes, _PingWaiter] = {}
+        self._pings: PingTracker[_PingWaiter] = PingTracker()
         self._poll: Any = None
         if leftover:
             self._receive(leftover)
@@ -218,18 +192,9 @@ class ClientConnection:
             self._write(conn.data_to_send())
 
     def _pong(self, payload: bytes) -> None:
-        waiter = self._pings.pop(payload, None)
-        if waiter is None:
-            return  # 5.5.3: "A response to an unsolicited Pong frame is not expected."
-        now = time.monotonic()
-        # 5.5.3: a pong answers its ping and the earlier ones.
-        for key, other in list(self._pings.items()):
-            if other.sent <= waiter.sent:
-                del self._pings[key]
-                other.rtt = now - other.sent
-                other.done.set()
-        waiter.rtt = now - waiter.sent
-        waiter.done.set()
+        for waiter, rtt in self._pings.pong(payload, time.monotonic()):
+            waiter.rtt = rtt
+            waiter.done.set()
 
     def _peer_closed(self, event: Close) -> None:
         if self.close_code is None:
@@ -247,9 +212,8 @@ class ClientConnection:
             self.close_code, self.close_reason = CloseCode.ABNORMAL, ""
             self.closed_by_peer = True
         self._closed.set()
-        for waiter in self._pings.values():
+        for waiter in self._pings.clear():
             waiter.done.set()
-        self._pings.clear()
         with contextlib.suppress(OSError):
             self.socket.close()
 
@@ -275,9 +239,9 @@ class ClientConnection:
                 if self._conn.state is State.CLOSED:
                     if not self._closed.is_set():
                         self._finish_closing(time.monotonic() + self.close_timeout)
-                    raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+                    raise closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
                 if self._closed.is_set():
-                    raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+                    raise closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
                 if not self._read_once(deadline):
                     raise TimeoutError("timed out waiting for a message")
         finally:
@@ -303,11 +267,11 @@ class ClientConnection:
 
     def _check_open(self) -> None:
         if self._conn.state is not State.OPEN or self._closed.is_set():
-            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+            raise closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
 
     def send(self, message: str | bytes | bytearray | memoryview | Any) -> None:
         """Send one message: `str` as text, anything bytes-like as binary."""
-        opcode, payload = _payload(message)
+        opcode, payload = as_payload(message)
         with self._send_lock:
             self._check_open()
             # Every earlier send returned after sendall(): the socket took its bytes, so the
@@ -321,7 +285,7 @@ class ClientConnection:
                     for part in frame:
                         self.socket.sendall(part)  # type: ignore[arg-type]
             except OSError as exc:
-                raise _closed(self.close_code or CloseCode.ABNORMAL, str(exc)) from exc
+                raise closed(self.close_code or CloseCode.ABNORMAL, str(exc)) from exc
 
     def send_ping(self, data: bytes | None = None) -> bytes:
         """Send a ping without waiting; return its payload (random when not given)."""
@@ -332,9 +296,7 @@ class ClientConnection:
         waiter = _PingWaiter()
         with self._send_lock:
             self._check_open()
-            if payload in self._pings:
-                raise ValueError("a ping with this payload is already waiting for its pong")
-            self._pings[payload] = waiter
+            self._pings.add(payload, waiter, time.monotonic())
             self.socket.sendall(self._conn.send_ping(payload))
         return payload, waiter
 
@@ -357,16 +319,16 @@ class ClientConnection:
                 finally:
                     self._read_lock.release()
                 if not waiter.done.is_set() and not self._closed.is_set():
-                    self._pings.pop(payload, None)
+                    self._pings.discard(payload)
                     raise TimeoutError("no pong within the timeout")
             else:
                 # Someone else is reading: it will set the event when the pong arrives.
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not waiter.done.wait(remaining):
-                    self._pings.pop(payload, None)
+                    self._pings.discard(payload)
                     raise TimeoutError("no pong within the timeout")
         if waiter.rtt is None:
-            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
+            raise closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         return waiter.rtt
 
     # -- closing ------------------------------------------------------------------------------
@@ -416,7 +378,7 @@ def connect(
     url: str,
     *,
     subprotocols: Sequence[str] = (),
-    headers: Sequence[tuple[str, str]] = (),
+    headers: HeadersLike | None = None,
     ssl: _ssl.SSLContext | None = None,
     open_timeout: float | None = 10.0,
     source_address: tuple[str, int] | None = None,
@@ -428,41 +390,31 @@ def connect(
 ) -> ClientConnection:
     """Open a connection and run the opening handshake; return the open connection.
 
+    `headers` are extra request headers: a dict or a list of (name, value) pairs.
     `compression="deflate"` (or a DeflateOptions) offers permessage-deflate (RFC 7692); the
     connection is compressed if the server accepts (`ws.compressed`).
 
-    Raises OSError when TCP fails (refused, unreachable, timeout) and InvalidHandshake when
-    the server refuses the upgrade (`exc.response.status` holds its HTTP status) or answers
-    wrongly.
+    Raises InvalidURI for a URL that is not ws:// or wss://, OSError when TCP fails (refused,
+    unreachable, timeout), InvalidStatus when the server refuses the upgrade
+    (`exc.response.status` holds its HTTP status) and InvalidHandshake when it answers wrongly.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket URL: {url!r}")
-    secure = parts.scheme == "wss"
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if secure else 80)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = host if ":" not in host else f"[{host}]"
-    if port != (443 if secure else 80):
-        host_header = f"{host_header}:{port}"
-    if compression == "deflate":
-        compression = DeflateOptions()
-    elif compression is not None and not isinstance(compression, DeflateOptions):
-        raise ValueError(f"compression must be 'deflate', DeflateOptions or None: {compression!r}")
-    offer = client_offer(compression) if compression is not None else None
-    key = generate_key()
-    request = client_request(host_header, path, key, tuple(subprotocols), offer, headers)
-
+    uri = parse_uri(url)
+    handshake = ClientHandshake(
+        uri,
+        subprotocols=subprotocols,
+        headers=headers,
+        compression=compression_options(compression),
+    )
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
-    sock = socket.create_connection((host, port), open_timeout, source_address)
+    sock = socket.create_connection((uri.host, uri.port), open_timeout, source_address)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if secure:
+        if uri.secure:
             context = ssl or _ssl.create_default_context()
-            sock = context.wrap_socket(sock, server_hostname=host)
-        sock.sendall(request)
-        parser = ResponseParser()
-        while True:
+            sock = context.wrap_socket(sock, server_hostname=uri.host)
+        sock.sendall(handshake.request)
+        response = None
+        while response is None:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -470,43 +422,20 @@ def connect(
                 sock.settimeout(remaining)
             data = sock.recv(65536)
             if not data:
-                raise InvalidHandshake("connection closed during the opening handshake")
-            response = parser.feed(data)
-            if response is not None:
-                break
-        offered = (EXTENSION_NAME,) if compression is not None else ()
-        subprotocol = check_response(response, key, tuple(subprotocols), extensions=offered)
-        deflate = None
-        if compression is not None:
-            deflate = _accept_compression(response, compression)
+                raise handshake.connection_lost()
+            response = handshake.receive_data(data)
         sock.settimeout(None)
     except BaseException:
         sock.close()
         raise
     return ClientConnection(
         sock,
-        subprotocol=subprotocol,
+        subprotocol=handshake.subprotocol,
         response=response,
-        leftover=parser.leftover,
+        leftover=handshake.leftover,
         max_message_size=max_message_size,
         max_frame_size=max_frame_size,
         max_fragments=max_fragments,
         close_timeout=close_timeout,
-        deflate=deflate,
+        deflate=handshake.deflate,
     )
-
-
-def _accept_compression(
-    response: ClientResponse, options: DeflateOptions
-) -> PerMessageDeflate | None:
-    values = response.headers.get_all("Sec-WebSocket-Extensions")
-    try:
-        agreement = accept_agreement(parse_extensions(values), options)
-    except NegotiationError as exc:
-        # RFC 7692 5: "A client MUST _Fail the WebSocket Connection_ if the peer server
-        # accepted an extension negotiation offer for this extension with an extension
-        # negotiation response meeting any of the following conditions" (accept_agreement).
-        raise InvalidHandshake(f"invalid permessage-deflate response: {exc}", response) from None
-    if agreement is None:
-        return None
-    return PerMessageDeflate(agreement, options, client=True)

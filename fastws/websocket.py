@@ -24,6 +24,8 @@ from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .buffers import Budget
+from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from .exceptions import closed as _closed
 from .keepalive import wheel
 from .message import Message
 from .outbox import Frame, Outbox, flusher
@@ -64,31 +66,6 @@ def receive_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
     if view is None:
         view = _buffers[loop] = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
     return view
-
-
-class ConnectionClosed(Exception):
-    """The connection is closed; `code` and `reason` say how (1006: no closing handshake)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"connection closed: {code} {reason}".rstrip())
-        self.code = code
-        self.reason = reason
-
-
-class ConnectionClosedOK(ConnectionClosed):
-    """Closed normally: 1000, 1001, or a Close frame without a code."""
-
-
-class ConnectionClosedError(ConnectionClosed):
-    """Closed with an error code, or without a closing handshake."""
-
-
-_OK_CODES = frozenset((CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS))
-
-
-def _closed(code: int, reason: str) -> ConnectionClosed:
-    cls = ConnectionClosedOK if code in _OK_CODES else ConnectionClosedError
-    return cls(code, reason)
 
 
 def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:

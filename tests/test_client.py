@@ -1,26 +1,54 @@
-"""fastws.connect against a server nobody here wrote: the `websockets` library's asyncio server.
+"""fastws.connect against a server nobody here wrote, the `websockets` library's, and
+against fastws' own server process.
 
-Each test runs one event loop holding both the websockets server and the fastws client, on a
+Most tests run one event loop holding both the websockets server and the fastws client, on a
 real loopback socket. Whatever the client gets wrong (masking, handshake key, framing) the
 websockets server rejects, so the happy paths prove interoperability, not self-consistency.
+The reconnection tests kill (SIGKILL) and restart real server processes, websockets' and
+fastws', on a fixed port; the keepalive tests read the client's frames with websockets'
+sans-I/O server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
+import itertools
+import json
+import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import websockets.asyncio.client
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
+from websockets.server import ServerProtocol
 
 import fastws
-from fastws.client import InvalidHandshake
+from fastws.client import InvalidHandshake, backoff, process_exception
+from fastws.protocol.handshake import ClientResponse, Headers
+from tests.conftest import REPO_ROOT, free_port
+
+# The TLS fixtures (a CA made at test time, a wss:// fastws server) of the server's TLS tests.
+from tests.server.test_tls import Certs, certs, client_context, tls_server  # noqa: F401
+
+if TYPE_CHECKING:
+    from tests.conftest import ServerFactory, ServerProcess
 
 MiB = 1 << 20
 
@@ -258,3 +286,454 @@ def test_refused_connection_raises_oserror() -> None:
             await fastws.connect(url, open_timeout=5)
 
     run(main())
+
+
+# -- against fastws' own server ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 125, 65536, 2 * MiB])
+def test_echo_with_fastws_server(echo_server: ServerProcess, size: int) -> None:
+    """Binary and text round trips against a real fastws server process."""
+
+    async def main() -> None:
+        payload = os.urandom(size)
+        async with fastws.connect(echo_server.url, max_message_size=4 * MiB) as ws:
+            await ws.send(payload)
+            assert await ws.recv() == payload
+            await ws.send("caf\u00e9")
+            assert await ws.recv() == "caf\u00e9"
+
+    run(main())
+
+
+def test_compression_with_fastws_server(start_server: ServerFactory) -> None:
+    """compression="deflate" is agreed with a fastws server started with compression on,
+    and compressible messages survive the round trip."""
+    server = start_server(compression="deflate")
+
+    async def main() -> None:
+        async with fastws.connect(server.url, compression="deflate") as ws:
+            assert "permessage-deflate" in (
+                ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            )
+            await ws.send("x" * 10000)
+            assert await ws.recv() == "x" * 10000
+
+    run(main())
+
+
+# -- headers, response, URI ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Fastws-Test": "from-a-dict"}, "from-a-dict"),
+        ([("X-Fastws-Test", "from-a-list")], "from-a-list"),
+        (Headers([("X-Fastws-Test", "from-headers")]), "from-headers"),
+    ],
+    ids=["dict", "list", "Headers"],
+)
+def test_headers_as_dict_or_list_reach_fastws_server(
+    start_server: ServerFactory, headers: Any, expected: str
+) -> None:
+    """headers= takes a dict, a list of pairs or Headers, like websockets' additional_headers."""
+    server = start_server(app="tests.apps:report_request")
+
+    async def main() -> str:
+        async with fastws.connect(server.url_for("/p?q=1"), headers=headers) as ws:
+            return json.loads(await ws.recv())["header"]
+
+    assert run(main()) == expected
+
+
+def test_repeated_headers_and_additional_headers_alias() -> None:
+    """A list keeps repeated names (two fields of one name arrive as two); additional_headers= is the
+    same option under websockets' name; passing both is an error."""
+    seen: list[list[str]] = []
+
+    async def record(conn: ServerConnection) -> None:
+        assert conn.request is not None
+        seen.append(conn.request.headers.get_all("X-Multi"))
+        await conn.close()
+
+    async def main() -> None:
+        async with websockets_server(record) as url:
+            ws = await fastws.connect(url, headers=[("X-Multi", "1"), ("X-Multi", "2")])
+            await ws.wait_closed()
+            ws = await fastws.connect(url, additional_headers={"X-Multi": "3"})
+            await ws.wait_closed()
+        with pytest.raises(TypeError, match="not both"):
+            fastws.connect(url, headers={}, additional_headers={})
+
+    run(main())
+    assert seen == [["1", "2"], ["3"]]
+
+
+def test_response_exposes_status_and_headers() -> None:
+    """ws.response is the server's 101 (status, reason, headers), as in the sync client."""
+
+    def add_header(conn: ServerConnection, request: Any, response: WsResponse) -> None:
+        response.headers["X-Server-Id"] = "seven"
+
+    async def main() -> None:
+        async with (
+            websockets_server(process_response=add_header) as url,
+            fastws.connect(url) as ws,
+        ):
+            assert isinstance(ws.response, ClientResponse)
+            assert ws.response.status == 101
+            assert ws.response.headers["X-Server-Id"] == "seven"
+            assert ws.response.headers["Upgrade"].lower() == "websocket"
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1/", "127.0.0.1:8000", "ws://", "ws://h:99999/", "ws://h/#x"]
+)
+def test_invalid_uri_is_a_clear_error_at_once(url: str) -> None:
+    """connect() with a URI that is not ws:// or wss:// raises InvalidURI naming it, when
+    called (before any await, before any connection attempt, never retried)."""
+    with pytest.raises(fastws.InvalidURI) as info:
+        fastws.connect(url)
+    assert info.value.uri == url and repr(url) in str(info.value)
+
+
+# -- keepalive -----------------------------------------------------------------------------------
+
+
+def test_keepalive_defaults_match_websockets() -> None:
+    """Keepalive is on by default with websockets' values (ping every 20 s, 20 s for the
+    pong), and the defaults reach the connection's options."""
+    ours = inspect.signature(fastws.connect).parameters
+    theirs = inspect.signature(websockets.asyncio.client.connect).parameters
+    for name in ("ping_interval", "ping_timeout", "open_timeout"):
+        assert ours[name].default == theirs[name].default, name
+    options = fastws.connect("ws://127.0.0.1/").options
+    assert (options["ping_interval"], options["ping_timeout"]) == (20.0, 20.0)
+
+
+@asynccontextmanager
+async def sansio_server(answer: bool) -> AsyncIterator[tuple[str, list[Frame]]]:
+    """A server on websockets' sans-I/O ServerProtocol that records every frame the client
+    sends. answer=False: it accepts the handshake, then never writes again (no pong)."""
+    frames: list[Frame] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        protocol = ServerProtocol()
+        try:
+            while data := await reader.read(65536):
+                protocol.receive_data(data)
+                opened = False
+                for event in protocol.events_received():
+                    if isinstance(event, WsRequest):
+                        protocol.send_response(protocol.accept(event))
+                        opened = True
+                    else:
+                        frames.append(event)
+                out = b"".join(protocol.data_to_send())
+                if answer or opened:
+                    writer.write(out)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/", frames
+
+
+def test_keepalive_pings_are_sent_and_answered() -> None:
+    """With ping_interval set the client pings on its own; answered pongs keep it open."""
+
+    async def main() -> None:
+        async with (
+            sansio_server(answer=True) as (url, frames),
+            fastws.connect(url, ping_interval=0.05, ping_timeout=30) as ws,
+        ):
+            while sum(f.opcode is Opcode.PING for f in frames) < 3:
+                await asyncio.sleep(0.02)
+            assert not ws.closed
+
+    run(main())
+
+
+def test_keepalive_timeout_closes_1011() -> None:
+    """No pong within ping_timeout: the client gives up on the connection with 1011, and its
+    Close frame says so to the server (websockets does the same)."""
+
+    async def main() -> None:
+        async with sansio_server(answer=False) as (url, frames):
+            ws = await fastws.connect(url, ping_interval=0.05, ping_timeout=0.1)
+            await ws.wait_closed()
+            assert ws.close_code == 1011
+            with pytest.raises(fastws.ConnectionClosedError):
+                await ws.recv()
+            closes = [Close.parse(f.data) for f in frames if f.opcode is Opcode.CLOSE]
+            assert closes and closes[0].code == 1011
+
+    run(main())
+
+
+# -- reconnecting --------------------------------------------------------------------------------
+
+
+def fast_retries() -> Iterator[float]:
+    return backoff(initial_delay=0.05, min_delay=0.05, max_delay=0.2, factor=2)
+
+
+def test_backoff_delays() -> None:
+    """RFC 6455 7.2.3: a random first delay, then exponential growth up to a cap that holds."""
+    delays = backoff(initial_delay=5, min_delay=3.1, max_delay=90, factor=1.618)
+    first = next(delays)
+    assert 0 <= first <= 5
+    rest = [next(delays) for _ in range(12)]
+    assert rest[0] == 3.1
+    growing, capped = rest[:8], rest[8:]
+    assert all(b == pytest.approx(a * 1.618) for a, b in itertools.pairwise(growing))
+    assert growing[-1] < 90 and capped == [90] * 4
+
+
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (ConnectionRefusedError(), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (InvalidHandshake("closed during the handshake"), False),
+        (ssl.SSLCertVerificationError("certificate verify failed"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_process_exception(exc: Exception, retried: bool) -> None:
+    """Which errors the reconnect loop retries: network trouble yes; a refusal, a broken
+    handshake, a certificate that does not verify, anything else no."""
+    assert (process_exception(exc) is None) is retried
+    if not retried:
+        assert process_exception(exc) is exc
+
+
+def test_handshake_cut_by_eof_is_retried() -> None:
+    """A connection closed during the opening handshake (a server restarting) is retried."""
+    exc = InvalidHandshake("connection closed during the opening handshake")
+    exc.__cause__ = EOFError()
+    assert process_exception(exc) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"), [(503, True), (502, True), (403, False), (404, False)]
+)
+def test_status_retried_or_raised(status: int, retried: bool) -> None:
+    """A server answering 5xx for a while (500, 502, 503, 504) is retried until it accepts;
+    any other refusal ends the loop at once with InvalidStatus, after a single attempt."""
+    attempts: list[int] = []
+
+    def refuse_twice(conn: ServerConnection, request: Any) -> WsResponse | None:
+        attempts.append(status)
+        if not retried or len(attempts) <= 2:
+            return conn.respond(status, "not now\n")
+        return None
+
+    async def main() -> None:
+        async with websockets_server(process_request=refuse_twice) as url:
+            loop = fastws.connect(url, reconnect_delays=fast_retries)
+            if not retried:
+                with pytest.raises(fastws.InvalidStatus) as info:
+                    async for _ in loop:
+                        raise AssertionError("connected")
+                assert info.value.response.status == status
+                assert len(attempts) == 1
+                return
+            async for ws in loop:
+                await ws.send("up")
+                assert await ws.recv() == "up"
+                await ws.close()
+                break
+            assert len(attempts) == 3
+
+    run(main())
+
+
+def test_broken_handshake_is_not_retried() -> None:
+    """A 101 with a wrong Sec-WebSocket-Accept is the server's bug, not a passing state: the
+    loop raises InvalidHandshake after one attempt."""
+    answer = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
+    )
+
+    async def main() -> None:
+        server, url = await _raw_server(answer)
+        async with server:
+            with pytest.raises(InvalidHandshake, match="Accept"):
+                async for _ in fastws.connect(url, reconnect_delays=fast_retries):
+                    raise AssertionError("connected")
+
+    run(main())
+
+
+def test_silent_server_times_out_and_is_retried() -> None:
+    """A server that accepts TCP and never answers the upgrade: each attempt ends with
+    TimeoutError after open_timeout, which the loop retries (here: stopped after the third by
+    a process_exception that says so)."""
+    seen: list[Exception] = []
+
+    def record(exc: Exception) -> Exception | None:
+        seen.append(exc)
+        return exc if len(seen) == 3 else process_exception(exc)
+
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # until the client gives up
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with server:
+            with pytest.raises(TimeoutError):
+                async for _ in fastws.connect(
+                    url, open_timeout=0.1, process_exception=record, reconnect_delays=fast_retries
+                ):
+                    raise AssertionError("connected")
+
+    run(main())
+    assert len(seen) == 3 and all(isinstance(exc, TimeoutError) for exc in seen)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_untrusted_certificate_is_not_retried(request: pytest.FixtureRequest) -> None:
+    """wss:// to a fastws server whose certificate the client's CA did not sign: the loop
+    raises SSLCertVerificationError after one attempt (an OSError, but no retry will fix it),
+    while the right CA connects."""
+    server: ServerProcess = request.getfixturevalue("tls_server")
+    ca: Certs = request.getfixturevalue("certs")
+    url = f"wss://127.0.0.1:{server.port}/"
+    attempts: list[Exception] = []
+
+    def record(exc: Exception) -> Exception | None:
+        attempts.append(exc)
+        return process_exception(exc)
+
+    async def main() -> None:
+        wrong = client_context(ca.other_ca)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async for _ in fastws.connect(url, ssl=wrong, process_exception=record):
+                raise AssertionError("connected")
+        assert len(attempts) == 1
+        async for ws in fastws.connect(url, ssl=client_context(ca.ca)):
+            await ws.send("over tls")
+            assert await ws.recv() == "over tls"
+            await ws.close()
+            break
+
+    run(main())
+
+
+WEBSOCKETS_ECHO = """
+import asyncio, sys
+from websockets.asyncio.server import serve
+
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+async def main():
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None) as server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+class RestartableServer:
+    """A real server process on a fixed port that a test kills (SIGKILL: no close frames,
+    like a crash) and starts again on the same port."""
+
+    def __init__(self, kind: str, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        if kind == "fastws":
+            self.cmd = [sys.executable, "-m", "fastws", "serve", "fastws.apps.echo:echo"]
+            self.cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "0"]
+        else:
+            self.cmd = [sys.executable, "-c", WEBSOCKETS_ECHO, str(self.port)]
+        self.log = log_dir / f"{kind}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                cwd=REPO_ROOT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:  # listening and answering (a 4xx to a plain GET is an answer)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as probe:
+                    probe.sendall(b"GET / HTTP/1.1\r\nHost: probe\r\n\r\n")
+                    if probe.recv(1):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.cmd} did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.mark.parametrize("kind", ["websockets", "fastws"])
+def test_reconnects_after_server_killed_and_restarted(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """async for ws in connect(...): the server process dies (SIGKILL), recv raises
+    ConnectionClosedError (1006), `continue` asks for a new connection; refused attempts are
+    retried with back-off (logged) until the restarted server accepts; the loop goes on."""
+    server = RestartableServer(kind, tmp_path)
+    server.start()
+    failures: list[Exception] = []
+    codes: list[int] = []
+    answers: list[str | bytes] = []
+
+    async def main() -> None:
+        failed = asyncio.Event()
+
+        def record(exc: Exception) -> Exception | None:
+            failures.append(exc)
+            failed.set()
+            return process_exception(exc)
+
+        async def restart_once_refused() -> None:
+            await failed.wait()
+            await asyncio.to_thread(server.start)
+
+        restart: asyncio.Task[None] | None = None
+        async for ws in fastws.connect(
+            server.url, process_exception=record, reconnect_delays=fast_retries
+        ):
+            try:
+                await ws.send(f"hello {len(answers)}")
+                answers.append(await ws.recv())
+                if len(answers) == 2:
+                    await ws.close()
+                    break
+                await asyncio.to_thread(server.kill)
+                await ws.recv()
+            except fastws.ConnectionClosedError as exc:
+                codes.append(exc.code)
+                restart = asyncio.create_task(restart_once_refused())
+                continue
+        assert restart is not None and restart.done()
+
+    try:
+        with caplog.at_level(logging.INFO, logger="fastws.client"):
+            run(main())
+    finally:
+        server.kill()
+    assert answers == ["hello 0", "hello 1"]
+    assert codes == [1006]
+    assert failures and all(isinstance(exc, OSError) for exc in failures)
+    assert sum("reconnecting in" in r.getMessage() for r in caplog.records) == len(failures)

@@ -29,6 +29,8 @@ from fastws.sync import (
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
     connect,
 )
 
@@ -200,6 +202,47 @@ def test_refused_handshake_raises_with_status(start_server: ServerFactory) -> No
     with open_ws(server.url_for("/?token=ok"), headers=[("X-Fastws-Test", "1")]) as ws:
         ws.send("let in")
         assert ws.recv(timeout=TIMEOUT) == "let in"
+
+
+def test_refusal_is_invalid_status_and_response_is_kept(peer: PeerServer) -> None:
+    """A refusal is InvalidStatus (an InvalidHandshake) with the status; an accepted
+    connection keeps the server's 101 in ws.response, as the asyncio client does."""
+    server = start_peer_refusing(503)
+    try:
+        with pytest.raises(InvalidStatus) as info:
+            open_ws(server.url)
+        assert info.value.response.status == 503
+    finally:
+        server.stop()
+    with open_ws(peer.url) as ws:
+        assert ws.response.status == 101
+        assert ws.response.headers["Upgrade"].lower() == "websocket"
+
+
+def start_peer_refusing(status: int) -> PeerServer:
+    return PeerServer(process_request=lambda conn, request: conn.respond(status, "busy\n"))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Fastws-Test": "dict"}, [("X-Fastws-Test", "list")]],
+    ids=["dict", "list"],
+)
+def test_headers_dict_or_list(start_server: ServerFactory, headers: Any) -> None:
+    """headers= takes a dict or a list of (name, value) pairs; the server sees the header."""
+    server = start_server(app="tests.apps:report_request")
+    with open_ws(server.url, headers=headers) as ws:
+        value = dict(headers.items() if isinstance(headers, dict) else headers)["X-Fastws-Test"]
+        assert json.loads(ws.recv(timeout=TIMEOUT))["header"] == value
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/", "ws://", "ws://127.0.0.1:70000/"])
+def test_invalid_uri_names_it(url: str) -> None:
+    """A URL that is not a usable ws:// or wss:// URI raises InvalidURI naming it, before any
+    connection attempt."""
+    with pytest.raises(InvalidURI) as info:
+        open_ws(url)
+    assert info.value.uri == url and repr(url) in str(info.value)
 
 
 def test_connection_refused_raises_oserror() -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final, Generic, TypeVar, overload
 
+from ..exceptions import HandshakeError, InvalidHandshake  # defined with the others
+
 __all__ = [
     "GUID",
     "ClientResponse",
@@ -289,39 +291,6 @@ def _check_field(name: str, value: str) -> None:
         raise ValueError(f"header injection: invalid header name {name!r}")
     if _find_ctl(value):
         raise ValueError(f"header injection: control character in value of {name}")
-
-
-class HandshakeError(Exception):
-    """The server refuses the handshake with HTTP ``status``.
-
-    ``reason`` goes to the client, so it must never carry internal detail;
-    ``headers`` are extra response headers (426 carries the supported version).
-    """
-
-    def __init__(self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(status, reason, list(headers))
-        self.status = status
-        self.reason = reason
-        self.headers = list(headers)
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.reason}"
-
-    def response(self) -> Response:
-        """A plain-text error response ready to send before closing the connection."""
-        return Response(
-            self.status,
-            headers=[("Content-Type", "text/plain; charset=utf-8"), *self.headers],
-            body=(self.reason + "\n").encode(),
-        )
-
-
-class InvalidHandshake(Exception):
-    """The client refuses the server's response (RFC 6455: _Fail the WebSocket Connection_)."""
-
-    def __init__(self, message: str, response: "ClientResponse | None" = None) -> None:
-        super().__init__(message)
-        self.response = response
 
 
 @dataclass(frozen=True, slots=True)
