@@ -31,12 +31,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from .payload import as_payload as _as_payload
 from .process.counters import BROADCAST_CLOSED, BROADCAST_SKIPPED, MESSAGES_OUT
 from .process.counters import values as _stats
 from .protocol.connection import State
 from .protocol.deflate import broadcast_frame
 from .protocol.frames import CloseCode, Opcode, encode_header
-from .websocket import WebSocket, _as_payload
+from .websocket import WebSocket
 
 __all__ = ["DEFAULT_LIMIT", "OVERFLOW_POLICIES", "broadcast", "broadcast_payload"]
 

@@ -29,6 +29,7 @@ from .exceptions import closed as _closed
 from .keepalive import wheel
 from .message import Message
 from .outbox import Frame, Outbox, flusher
+from .payload import as_payload as _as_payload
 from .process.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
 from .process.counters import values as _stats
 from .protocol.connection import SLICE_FRAMES, Chunk, Close, Connection, Failure, Pong, State
@@ -66,27 +67,6 @@ def receive_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
     if view is None:
         view = _buffers[loop] = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
     return view
-
-
-def _as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
-    """The opcode and bytes of anything `send()` accepts, without copying binary data."""
-    t = type(message)
-    if t is str:
-        return Opcode.TEXT, message.encode()
-    if t is bytes or t is bytearray:
-        return Opcode.BINARY, message
-    if t is Message:
-        buffer = message._buffer
-        if type(buffer) is bytes:  # a small message: the bytes themselves
-            return Opcode.BINARY, buffer
-        return Opcode.BINARY, message.data
-    try:
-        view = memoryview(message)  # memoryview, numpy arrays, mmap, array.array...
-    except TypeError:
-        raise TypeError(f"cannot send {t.__name__}: expected str or a bytes-like object") from None
-    if not view.c_contiguous:
-        raise ValueError("cannot send a non-contiguous buffer; copy it first")
-    return Opcode.BINARY, view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 _NO_QUEUE: tuple[()] = ()
