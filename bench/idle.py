@@ -225,6 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "-m",
         "fastws",
         "serve",
+        args.app,
         "--port",
         str(port),
         "--workers",
@@ -320,6 +321,9 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=2.0, help="seconds idle before measuring")
     parser.add_argument(
         "--client-processes", type=int, default=1, help="client processes (fd limit per process)"
+    )
+    parser.add_argument(
+        "--app", default="fastws.apps.echo:Echo", help="APP (fastws.apps.echo:echo: coroutine)"
     )
     parser.add_argument("--smoke", action="store_true", help="200 connections, ~seconds")
     parser.add_argument("--json-only", action="store_true")

@@ -194,7 +194,9 @@ class WebSocket(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        # Pings waiting for their pong; made with the first ping (an idle connection that is
+        # never pinged does not carry an empty dict).
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self._keepalive: int | None = None  # token of our place in the loop's KeepaliveWheel
         self._close_timer: asyncio.TimerHandle | None = None
         # Made when someone waits for the end (close(), wait_closed()): an idle connection
@@ -356,10 +358,11 @@ class WebSocket(asyncio.BufferedProtocol):
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_exception(closed)
-        for fut, _ in self._pings.values():
-            if not fut.done():
-                fut.set_exception(closed)
-        self._pings.clear()
+        if self._pings:
+            for fut, _ in self._pings.values():
+                if not fut.done():
+                    fut.set_exception(closed)
+            self._pings = None
         lost = self._lost
         if lost is not None and not lost.done():
             lost.set_result(None)
@@ -849,6 +852,8 @@ class WebSocket(asyncio.BufferedProtocol):
         if transport is None or conn.state is not State.OPEN:
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         data = bytes(data)
+        if self._pings is None:
+            self._pings = {}
         if data in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
         frame = conn.send_ping(data)
@@ -858,6 +863,8 @@ class WebSocket(asyncio.BufferedProtocol):
         return await fut
 
     def _pong(self, payload: bytes) -> None:
+        if not self._pings:
+            return  # 5.5.3: an unsolicited pong needs no answer
         entry = self._pings.pop(payload, None)
         if entry is None:
             return  # 5.5.3: an unsolicited pong needs no answer
@@ -871,6 +878,8 @@ class WebSocket(asyncio.BufferedProtocol):
                     other.set_result(now - other_sent)
         if not fut.done():
             fut.set_result(now - sent)
+        if not self._pings:
+            self._pings = None
 
     def _tick_period(self) -> float | None:
         """How often the loop's KeepaliveWheel visits this connection (None: never): every
@@ -900,6 +909,8 @@ class WebSocket(asyncio.BufferedProtocol):
         # Nobody awaits a keepalive ping: retrieve its exception (connection lost) so asyncio
         # does not log "Future exception was never retrieved" for each lost connection.
         fut.add_done_callback(_retrieve)
+        if self._pings is None:
+            self._pings = {}
         self._pings[payload] = (fut, time.monotonic())
         timeout = self._ping_timeout
         if timeout is not None:
