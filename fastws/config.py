@@ -724,6 +724,16 @@ class Config:
             example="2s",
         ),
     )
+    failure_grace: float = field(
+        default=1.0,
+        metadata=_knob(
+            _Duration(),
+            "When a peer breaks the protocol right after complete messages, the handler gets"
+            " this long to answer them before the connection is closed with the RFC's code"
+            " (what it sends in answer goes out before the Close frame).",
+            example="200ms",
+        ),
+    )
     ping_interval: float | None = field(
         default=20.0,
         metadata=_knob(

@@ -99,6 +99,7 @@ class WebSocket(asyncio.BufferedProtocol):
         "_conn",
         "_direct",
         "_drain_waiter",
+        "_failure_grace",
         "_flusher",
         "_holding",
         "_keepalive",
@@ -149,6 +150,7 @@ class WebSocket(asyncio.BufferedProtocol):
         write_timeout: float | None = None,
         budget: Budget | None = None,
         message_timeout: float | None = None,
+        failure_grace: float = 1.0,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.request = None
@@ -162,6 +164,10 @@ class WebSocket(asyncio.BufferedProtocol):
             budget=budget,
         )
         self._conn.slice_frames = SLICE_FRAMES  # other connections of the loop get their turn
+        # A peer that breaks the protocol right after complete messages: those messages are
+        # delivered and may be answered before our Close frame, for up to failure_grace.
+        self._conn.defer_failure = True
+        self._failure_grace = failure_grace
         self._max_queue = max_queue
         self._write_limit = write_limit
         self._close_timeout = close_timeout
@@ -412,6 +418,7 @@ class WebSocket(asyncio.BufferedProtocol):
             self._call_listener(events)
             return
         queue = self._queue
+        handed = False  # a message went to a waiting handler
         _stats[MESSAGES_IN] += len(events)  # minus the control events, below
         for event in events:
             kind = type(event)
@@ -421,6 +428,7 @@ class WebSocket(asyncio.BufferedProtocol):
                     self._waiter = None
                     if not waiter.done():  # not cancelled
                         waiter.set_result(event)
+                        handed = True
                         continue
                 if len(queue) >= self._max_queue and conn.state is not State.OPEN:
                     continue  # closing: nobody will read past a full queue, and we must read
@@ -441,7 +449,12 @@ class WebSocket(asyncio.BufferedProtocol):
                 self._reading_paused = True
                 transport.pause_reading()
         if conn.state is State.CLOSED:
-            self._closed_by_protocol(events)
+            if conn.failing is not None and (handed or queue) and self._transport is not None:
+                # The handler answers what came before the violation; _next() or the grace
+                # timer sends our Close frame after its answers.
+                self._close_timer = self._loop.call_later(self._failure_grace, self._finish_failure)
+            else:
+                self._closed_by_protocol(events)
 
     def _call_listener(self, events: list[Any]) -> None:
         """`_dispatch` for a callback-style handler: each message to `on_message` now.
@@ -494,8 +507,29 @@ class WebSocket(asyncio.BufferedProtocol):
             out.add(frame)
         out.flush()
 
+    def _finish_failure(self) -> None:
+        """Our Close frame for a failed connection, after the answers to the messages that
+        came before the violation (RFC 6455 7.1.7), then close TCP."""
+        conn = self._conn
+        if conn.failing is None:
+            return
+        if self._close_timer is not None:  # the grace timer (this call, or cut short)
+            self._close_timer.cancel()
+            self._close_timer = None
+        conn.close_failed()
+        self._write_control()
+        transport = self._transport
+        if transport is not None:
+            if transport.can_write_eof():
+                self._linger(transport)
+            else:
+                transport.close()
+
     def _closed_by_protocol(self, events: list[Any]) -> None:
         """The core is CLOSED (closing handshake done, or the connection failed): close TCP."""
+        if self._conn.failing is not None:
+            self._finish_failure()
+            return
         transport = self._transport
         if transport is None:
             return
@@ -621,6 +655,8 @@ class WebSocket(asyncio.BufferedProtocol):
                 self._resume_reading()
             return message
         if self._conn.state is State.CLOSED or self._transport is None:
+            if self._conn.failing is not None:  # the handler has read all it may answer
+                self._finish_failure()
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         if self._waiter is not None:
             raise RuntimeError("another coroutine is already waiting for the next message")
@@ -717,7 +753,12 @@ class WebSocket(asyncio.BufferedProtocol):
         conn = self._conn
         # is_closing(): a write already failed (peer reset); connection_lost is only queued, and
         # a handler that never has to wait would otherwise keep sending into the void.
-        if transport is None or conn.state is not State.OPEN or transport.is_closing():
+        # `failing`: answers to messages that came before a protocol violation may still go.
+        if (
+            transport is None
+            or (conn.state is not State.OPEN and conn.failing is None)
+            or transport.is_closing()
+        ):
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         if conn.client:
             conn.mask_buffer_free = self._out.empty
@@ -822,7 +863,12 @@ class WebSocket(asyncio.BufferedProtocol):
 
     async def _send_frame(self, opcode: int, payload: Any, fin: bool) -> None:
         transport = self._transport
-        if transport is None or self._conn.state is not State.OPEN or transport.is_closing():
+        conn = self._conn
+        if (
+            transport is None
+            or (conn.state is not State.OPEN and conn.failing is None)
+            or transport.is_closing()
+        ):
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         if self._conn.client:
             self._conn.mask_buffer_free = self._out.empty
@@ -971,6 +1017,9 @@ class WebSocket(asyncio.BufferedProtocol):
         if transport is None:
             return
         conn = self._conn
+        if conn.failing is not None:
+            self._finish_failure()
+            return
         if conn.state is State.OPEN:
             self._out.write(conn.send_close(code, reason))
         conn.abort()
@@ -985,6 +1034,9 @@ class WebSocket(asyncio.BufferedProtocol):
         self._begin_close(code, reason)
 
     def _begin_close(self, code: int, reason: str) -> None:
+        if self._conn.failing is not None:  # the peer broke the protocol: its Close code
+            self._finish_failure()
+            return
         transport = self._transport
         if transport is not None and self._conn.state is State.OPEN:
             self._out.write(self._conn.send_close(code, reason))

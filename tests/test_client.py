@@ -726,7 +726,8 @@ def test_reconnects_after_server_killed_and_restarted(
                 codes.append(exc.code)
                 restart = asyncio.create_task(restart_once_refused())
                 continue
-        assert restart is not None and restart.done()
+        assert restart is not None  # the loop went through a refused reconnect
+        await restart  # server.start() may still be polling for readiness: not a failure
 
     try:
         with caplog.at_level(logging.INFO, logger="fastws.client"):

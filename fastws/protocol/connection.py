@@ -143,8 +143,10 @@ class Connection:
         "blocked",
         "budget",
         "client",
+        "defer_failure",
         "deflate",
         "events",
+        "failing",
         "mask_buffer_free",
         "max_fragments",
         "max_frame_size",
@@ -172,6 +174,13 @@ class Connection:
         self.max_frame_size = max_message_size if max_frame_size is None else max_frame_size
         self.max_fragments = max_fragments
         self.state = State.OPEN
+        # RFC 6455 7.1.7 fails the connection when the peer breaks the protocol. With
+        # `defer_failure`, our Close frame is not queued at once: `failing` holds its code and
+        # reason, data frames may still be sent (answers to the messages that were complete
+        # before the violation, delivered before the Failure event), and `close_failed()`
+        # queues the Close frame after them. Off: the Close frame is queued at once.
+        self.defer_failure = False
+        self.failing: tuple[int, str] | None = None
         self.events: list[Event] = []  # drained by the I/O layer
         self.out: list[bytes] = []  # frames the protocol queued itself (pongs, close replies)
         self._tail = b""  # an incomplete frame header
@@ -747,10 +756,21 @@ class Connection:
     def _fail(self, code: int, reason: str) -> None:
         """7.1.7 _Fail the WebSocket Connection_: send a Close frame (if we still may)."""
         if self.state is State.OPEN:
-            self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason[:123])))
+            if self.defer_failure:
+                self.failing = (code, reason[:123])
+            else:
+                self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason[:123])))
         self.state = State.CLOSED
         self._reset()
         self.events.append(Failure(code, reason))
+
+    def close_failed(self) -> None:
+        """With `defer_failure`: queue our Close frame for the failure now, after the data
+        frames sent since the Failure event. Nothing can be sent after it."""
+        if self.failing is not None:
+            code, reason = self.failing
+            self.failing = None
+            self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason)))
 
     def _reset(self) -> None:
         """Drop any partial frame or message: nothing more will be received."""
@@ -773,6 +793,7 @@ class Connection:
         """The I/O layer dropped the connection (no closing handshake, or it gave up waiting
         for one): CLOSED, and any partly received message released. No event: the I/O layer
         knows why it dropped it."""
+        self.failing = None  # nothing more is sent either
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
             self._reset()
@@ -875,7 +896,7 @@ class Connection:
         `payload` must not change until it has been written. The server's frames are unmasked
         (5.1: "A server MUST NOT mask any frames"), so a large payload goes out as it is.
         """
-        if self.state is not State.OPEN:
+        if self.state is not State.OPEN and self.failing is None:
             raise RuntimeError(f"cannot send data: connection is {self.state.name}")
         n = len(payload)
         if n < 126 and fin and self.deflate is None and not self.client:  # the common case

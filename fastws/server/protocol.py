@@ -62,6 +62,7 @@ class ServerProtocol(WebSocket):
             write_timeout=config.write_timeout,
             budget=server.budget,
             message_timeout=config.message_timeout,
+            failure_grace=config.failure_grace,
         )
         self._server = server
         self._close_on_open = None

@@ -358,3 +358,38 @@ def test_receive_one_declines_while_something_is_in_progress() -> None:
     conn = Connection()
     conn.receive_data(client_frame(0x2, b"x" * 100)[:3])  # a partial header is kept
     assert conn.receive_one(memoryview(whole), len(whole)) is None
+
+
+def test_deferred_failure_lets_answers_go_before_the_close_frame() -> None:
+    """With defer_failure, a violation after a complete message reports the message, then
+    Failure; no Close frame is queued yet and data may still be framed; close_failed() then
+    queues the Close frame with the failure's code, and nothing can be sent after it."""
+    conn = Connection()
+    conn.defer_failure = True
+    conn.receive_data(
+        client_frame(0x1, b"hello") + client_frame(0x3, b"") + client_frame(0x1, b"x")
+    )
+    assert conn.events[0] == "hello"
+    assert isinstance(conn.events[1], Failure) and conn.events[1].code == CloseCode.PROTOCOL_ERROR
+    assert len(conn.events) == 2  # nothing after the violation
+    assert conn.state is State.CLOSED and conn.failing is not None
+    assert conn.data_to_send() == []
+    answer = conn.send_data(0x1, b"hello")
+    assert answer == b"\x81\x05hello"
+    conn.close_failed()
+    [close] = conn.data_to_send()
+    assert close[:4] == b"\x88" + bytes([len(close) - 2]) + CloseCode.PROTOCOL_ERROR.to_bytes(
+        2, "big"
+    )
+    with pytest.raises(RuntimeError):
+        conn.send_data(0x1, b"late")
+
+
+def test_without_defer_failure_the_close_frame_is_queued_at_once() -> None:
+    """The default (sans-I/O users, tests): _Fail the WebSocket Connection_ queues our Close
+    frame immediately."""
+    conn = Connection()
+    conn.receive_data(client_frame(0x1, b"hello") + client_frame(0x3, b""))
+    assert conn.failing is None
+    [close] = conn.data_to_send()
+    assert close[0] == 0x88

@@ -502,3 +502,54 @@ def test_close_1009_reaches_a_client_that_is_still_sending(start_server: ServerF
             sender.join(10)
             assert code == 1009
             assert not errors, f"the server reset the connection: {errors}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Failing after complete messages (RFC 6455 7.1.7; Autobahn 3.2, 4.1.3, 5.15 ...)
+# ---------------------------------------------------------------------------------------------
+
+#: What Autobahn's strict cases send in one burst: valid messages, then a violation, then
+#: more that must never be delivered.
+_STRICT_BURSTS = {
+    "rsv-after-text": [
+        encode_frame(OP_TEXT, b"hello"),
+        encode_frame(OP_TEXT, b"hello", rsv=RSV2),
+        encode_frame(OP_PING, b""),
+    ],
+    "reserved-opcode-after-text": [
+        encode_frame(OP_TEXT, b"hello"),
+        encode_frame(0x3, b""),
+        encode_frame(OP_TEXT, b"never"),
+    ],
+    "continuation-after-fragmented": [
+        encode_frame(OP_TEXT, b"hel", fin=False),
+        encode_frame(OP_CONT, b"lo"),
+        encode_frame(OP_CONT, b"x", fin=False),
+        encode_frame(OP_TEXT, b"never"),
+    ],
+}
+
+
+@pytest.mark.parametrize("app", ["fastws.apps.echo:echo", "fastws.apps.echo:Echo"])
+@pytest.mark.parametrize("burst", sorted(_STRICT_BURSTS))
+def test_answers_to_messages_before_a_violation_leave_before_the_close(
+    start_server: ServerFactory, app: str, burst: str
+) -> None:
+    """Messages complete before a protocol violation reach the handler (coroutine or
+    listener), its answer goes out before the Close 1002 frame, and nothing sent after the
+    violation is delivered."""
+    server = start_server(app=app)
+    with opened(server) as client:
+        client.send_raw(b"".join(_STRICT_BURSTS[burst]))
+        frame = client.recv_frame()
+        assert (frame.opcode, frame.payload) == (OP_TEXT, b"hello")
+        assert client.expect_close(1002)[0] == 1002
+
+
+def test_a_failing_connection_waits_at_most_failure_grace(start_server: ServerFactory) -> None:
+    """A handler that never reads what came before the violation does not keep the
+    connection: Close 1002 follows after failure_grace."""
+    server = start_server(app="tests.apps:never_reads", failure_grace="300ms")
+    with opened(server) as client:
+        client.send_raw(encode_frame(OP_TEXT, b"hello") + encode_frame(0x3, b""))
+        assert client.expect_close(1002)[0] == 1002
