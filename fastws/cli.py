@@ -59,7 +59,7 @@ def make_parser() -> argparse.ArgumentParser:
         f" (default: {DEFAULT_APP}, which echoes every message back)",
     )
     Config.add_arguments(serve)
-    from fastws.process import status
+    from fastws import status
 
     status.add_arguments(
         commands.add_parser(
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging("warning")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["status"]:
-        from fastws.process import status
+        from fastws import status
 
         return status.main(argv[1:])
     loaded_before = set(sys.modules)

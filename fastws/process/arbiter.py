@@ -38,7 +38,7 @@ from typing import Any
 
 from ..config import Config
 from ..pubsub.ring import Ring
-from .scoreboard import BOOTING, READY, STOPPING, Scoreboard
+from ..stats.scoreboard import BOOTING, READY, STOPPING, Scoreboard
 from .sockets import Listeners
 from .worker import WORKER_BOOT_ERROR, WorkerSpec, run_worker
 

@@ -30,8 +30,8 @@ from typing import Any, NoReturn
 
 from ..config import Config, import_object
 from ..protocol.frames import CloseCode
-from . import counters
-from .scoreboard import READY, STOPPING, Scoreboard
+from ..stats import counters
+from ..stats.scoreboard import READY, STOPPING, Scoreboard
 
 __all__ = ["WORKER_BOOT_ERROR", "WorkerSpec", "run_worker"]
 

@@ -16,8 +16,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..broadcast import broadcast_payload
-from ..process import counters
 from ..protocol.frames import CloseCode, Opcode
+from ..stats import counters
 from ..websocket import _as_payload
 from .broker import Broker, PublishError
 

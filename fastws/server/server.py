@@ -21,11 +21,11 @@ from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
 from ..listener import Listener, as_listener
-from ..process.gauges import GaugeSampler
 from ..protocol.frames import CloseCode
 from ..pubsub.broker import make_broker
 from ..pubsub.hub import Hub
 from ..websocket import WebSocket
+from .gauges import GaugeSampler
 from .protocol import ServerProtocol
 
 __all__ = ["Handler", "Server", "run", "serve"]
@@ -74,7 +74,7 @@ class Server:
         cache = RegionCache(config.buffer_cache) if config.buffer_cache else None
         self.budget = Budget(config.max_message_memory, cache)
         self._trim_timer: asyncio.TimerHandle | None = None
-        # The budgets as gauges for /metrics, sampled with each heartbeat (process.gauges).
+        # The budgets as gauges for /metrics, sampled with each heartbeat (server.gauges).
         self.sample_gauges = GaugeSampler(self)
         #: Channels (rooms) of this server in this process; made by start().
         self.hub: Hub | None = None

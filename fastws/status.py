@@ -11,7 +11,7 @@ import re
 import socket
 import sys
 
-from ..config import Config, ConfigError
+from .config import Config, ConfigError
 
 __all__ = ["add_arguments", "fetch", "main", "parse", "table"]
 
