@@ -143,18 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _configure_logging(config.log_level)
 
-    if config.workers == 0:  # one process, no master
-        from fastws.server import run  # imported late: the CLI must work without the server
+    from fastws.launch import launch  # one place decides: this process alone or a master
 
-        try:
-            run(handler, config)
-        except OSError as exc:  # cannot listen (address in use, permission...)
-            print(f"fastws serve: error: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        return 0
-    # A master with config.workers worker processes (gunicorn keeps its master even for one
-    # worker: supervision, HUP reload and /metrics work the same way whatever the count).
-    from fastws.process import arbiter
-
-    app_modules = arbiter.application_modules(set(sys.modules) - loaded_before)
-    return arbiter.run(app, handler, config, app_modules)
+    try:
+        return launch(handler, config, app=app, loaded=set(sys.modules) - loaded_before)
+    except OSError as exc:  # this process alone cannot listen (address in use, permission...)
+        print(f"fastws serve: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -64,14 +64,16 @@ def restore_logging_and_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Config]]:
-    """Stand in for fastws.server.run and the master (fastws.process.arbiter.run), so main()
-    returns instead of serving forever."""
+    """Stand in for fastws.server.run_single and the master (fastws.process.arbiter.run), so
+    main() returns instead of serving forever."""
     calls: list[tuple[Any, Config]] = []
     server = types.ModuleType("fastws.server")
-    server.run = lambda handler, config: calls.append((handler, config))  # type: ignore[attr-defined]
+    server.run_single = lambda handler, config, ssl: calls.append((handler, config))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fastws.server", server)
 
-    def run_master(app: str, handler: Any, config: Config, app_modules: Any = ()) -> int:
+    def run_master(
+        app: str, handler: Any, config: Config, app_modules: Any = (), ssl: Any = None
+    ) -> int:
         calls.append((handler, config))
         return 0
 
@@ -119,10 +121,13 @@ def test_main_runs_the_echo_app_with_the_parsed_config(
 def test_workers_0_serves_in_this_process_and_1_keeps_the_master(
     fake_run: list[tuple[Any, Config]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--workers 0 runs fastws.server.run here; any other count goes through the master."""
+    """--workers 0 runs fastws.server.run_single here; any other count goes through the
+    master."""
     masters: list[int] = []
     monkeypatch.setattr(
-        arbiter, "run", lambda app, handler, config, modules=(): masters.append(config.workers)
+        arbiter,
+        "run",
+        lambda app, handler, config, modules=(), ssl=None: masters.append(config.workers),
     )
     assert cli.main(["serve", "--workers", "0"]) == 0
     assert [config.workers for _, config in fake_run] == [0]

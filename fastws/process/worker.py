@@ -24,14 +24,17 @@ import signal
 import socket
 import ssl as _ssl
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..config import Config, import_object
 from ..protocol.frames import CloseCode
 from ..stats import counters
 from ..stats.scoreboard import READY, STOPPING, Scoreboard
+
+if TYPE_CHECKING:
+    from ..server.server import Handler
 
 __all__ = ["WORKER_BOOT_ERROR", "WorkerSpec", "run_worker"]
 
@@ -50,7 +53,7 @@ _MASTER_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINC
 class WorkerSpec:
     """Everything a worker needs, prepared by the master before it forks."""
 
-    handler: Callable[..., Any]
+    handler: Handler
     config: Config
     app: str
     sock: socket.socket
@@ -128,7 +131,7 @@ def _die_with_parent(master_pid: int) -> None:
         os._exit(0)
 
 
-def _load(spec: WorkerSpec) -> tuple[Callable[..., Any], Config]:
+def _load(spec: WorkerSpec) -> tuple[Handler, Config]:
     """The handler and config, imported afresh from the application's source."""
     if not spec.reload_modules:
         return spec.handler, spec.config
@@ -150,7 +153,7 @@ def _load(spec: WorkerSpec) -> tuple[Callable[..., Any], Config]:
     return handler, config
 
 
-async def _serve(spec: WorkerSpec, handler: Callable[..., Any], config: Config) -> int:
+async def _serve(spec: WorkerSpec, handler: Handler, config: Config) -> int:
     from ..server.server import Server
 
     loop = asyncio.get_running_loop()
