@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from fastws import cli
-from fastws.apps.echo import echo
+from fastws.apps.echo import Echo, echo
 from fastws.config import Config
 from fastws.process import arbiter
 
@@ -111,10 +111,10 @@ def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[P
 def test_main_runs_the_echo_app_with_the_parsed_config(
     fake_run: list[tuple[Any, Config]],
 ) -> None:
-    """`fastws serve` with no APP serves the built-in echo handler."""
+    """`fastws serve` with no APP serves the built-in echo (the callback-style `Echo`)."""
     assert cli.main(["serve", "--port", "0", "--max-message-size", "1MiB"]) == 0
     [(handler, config)] = fake_run
-    assert handler is echo
+    assert handler is Echo
     assert config == Config(port=0, max_message_size=1024**2)
 
 
