@@ -14,6 +14,8 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from fastws.config import Config, ConfigError, import_object
+from fastws.handler import HandlerError
+from fastws.handler import check as check_handler
 
 __all__ = ["DEFAULT_APP", "LOG_FORMAT", "CLIError", "build", "main", "make_parser"]
 
@@ -79,6 +81,10 @@ def _load_app(path: str) -> Callable[..., Any]:
         raise CLIError(f"cannot import APP {path!r}: {exc}") from None
     if not callable(handler):
         raise CLIError(f"APP {path!r} is not callable (it is of type {type(handler).__name__})")
+    try:
+        check_handler(handler)
+    except HandlerError as exc:  # it would fail every connection with 1011: say so now
+        raise CLIError(f"APP {path!r} cannot serve: {exc}") from None
     return handler
 
 

@@ -14,6 +14,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
+from .handler import check as check_handler
 
 if TYPE_CHECKING:
     from .server.server import Handler
@@ -33,9 +34,11 @@ def launch(
 
     `app` names the handler as module:attribute (workers re-import it on a HUP reload) and
     `loaded` lists the modules that importing it brought in (the ones a reload imports
-    again). In this process alone, failing to listen raises OSError; a master logs it and
+    again). A handler that cannot serve raises HandlerError (a TypeError) before anything
+    starts. In this process alone, failing to listen raises OSError; a master logs it and
     returns 1.
     """
+    check_handler(handler)  # a handler that cannot work fails here, not on every connection
     if ssl is not None and config.certfile is not None:
         raise ValueError("pass either ssl= or certfile/keyfile, not both")
     if not config.workers:

@@ -287,6 +287,29 @@ def test_missing_app_module_exits_2_without_traceback() -> None:
     assert line == "fastws: cannot import APP 'nosuchmodule:app': No module named 'nosuchmodule'"
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def handler(ws):\n    pass\n", "is not an async function"),
+        ("async def handler(ws, extra):\n    pass\n", "takes 2 parameters"),
+        (
+            "async def handler(scope, receive, send):\n    pass\n",
+            "it looks like an ASGI application",
+        ),
+    ],
+    ids=["not-async", "two-parameters", "asgi"],
+)
+def test_a_handler_that_cannot_work_exits_2_at_start(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    """Issue 18 item 3: a handler every connection would fail with (1011) stops `fastws
+    serve` at start, with one line naming APP and what is wrong."""
+    (tmp_path / "badapp.py").write_text(source)
+    result = run_cli("serve", "badapp:handler", cwd=tmp_path)
+    line = assert_one_line_error(result, "fastws: APP 'badapp:handler' cannot serve: ")
+    assert expected in line
+
+
 def test_app_without_colon_exits_2() -> None:
     line = assert_one_line_error(run_cli("serve", "nosuchmodule"), "fastws: cannot import APP")
     assert "expected 'module:attribute'" in line

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "fastws.keepalive",
             "fastws.outbox",
             "fastws.listener",
+            "fastws.handler",
             "fastws.websocket",
             "fastws.broadcast",
             "fastws.pubsub",

@@ -21,6 +21,7 @@ from typing import Any
 from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
+from ..handler import check as check_handler
 from ..listener import Listener, as_listener
 from ..protocol.frames import CloseCode
 from ..pubsub.factory import make_broker
@@ -58,6 +59,7 @@ class Server:
         *,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        check_handler(handler)  # one clear TypeError now rather than 1011 on every connection
         self.handler = handler
         #: The callback-style handler `handler` stands for (None: a coroutine handler).
         self.listener = as_listener(handler)
