@@ -96,18 +96,25 @@ def fastws_supports(flag: str) -> bool:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text format (or a flat JSON object) to {name: value}; labels kept in names."""
+    """Prometheus text format (or a flat JSON object) to {name: value}; labels kept in names,
+    and each labelled metric's sum under its bare name (fastws has one series per worker)."""
     text = text.strip()
     if text.startswith("{"):
         data = json.loads(text)
         return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
     values: dict[str, float] = {}
+    sums: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         name, _, value = line.rpartition(" ")
         with contextlib.suppress(ValueError):
             values[name.strip()] = float(value)
+            if "{" in name:  # per worker: the server's figure is the sum of its series
+                base = name.partition("{")[0]
+                sums[base] = sums.get(base, 0.0) + float(value)
+    for base, total in sums.items():
+        values.setdefault(base, total)
     return values
 
 

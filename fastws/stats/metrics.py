@@ -1,9 +1,11 @@
 """What `GET /metrics` and `GET /healthz` answer, for the whole server, from the scoreboard.
 
-Prometheus text format (version 0.0.4). Every counter appears once per live worker, with a
-`worker` label (the worker's pid), and once without labels: the server's total, which also
-includes the counts of workers that have exited (so it never goes backwards; it is therefore
-not the sum of the labelled series).
+Prometheus text format (version 0.0.4), following its conventions: one name, one meaning. Each
+metric has one series per worker slot, labelled `worker="0"` .. `"N-1"` (the slot, not the pid:
+a restarted or reloaded worker keeps its slot, so its series continues). A slot's counters
+include what its previous workers counted, so `sum(fastws_messages_in_total)` is the
+server's total and never goes backwards; there is no unlabelled total beside them (a `sum()`
+would count it twice). `fastws_worker_info` names the processes (pid, state) behind each slot.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import counters
 from .scoreboard import Scoreboard
@@ -51,6 +53,8 @@ _HELP = {
 
 @dataclass(frozen=True, slots=True)
 class WorkerRow:
+    """One worker process, as read at one moment."""
+
     pid: int
     slot: int
     state: str
@@ -60,17 +64,31 @@ class WorkerRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotRow:
+    """One worker slot (the stable `worker` label): its live processes (two during a reload)
+    plus the counts of the workers it had before (so its counters never go backwards)."""
+
+    slot: int
+    pids: tuple[int, ...]
+    uptime: float  # of its newest process
+    heartbeat_age: float  # of its stalest process
+    values: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     workers: list[WorkerRow]
     totals: Sequence[int]
+    slots: list[SlotRow] = field(default_factory=list)
 
 
 def snapshot(board: Scoreboard | None) -> Snapshot:
     """The server's state now; without a scoreboard (no master) this process is the server."""
     now, wall = time.monotonic(), time.time()
     if board is None:
-        row = WorkerRow(os.getpid(), 0, "ready", 0.0, 0.0, list(counters.values))
-        return Snapshot([row], list(counters.values))
+        values = list(counters.values)
+        row = WorkerRow(os.getpid(), 0, "ready", 0.0, 0.0, values)
+        return Snapshot([row], values, [SlotRow(0, (row.pid,), 0.0, 0.0, values)])
     rows = [
         WorkerRow(
             view.pid,
@@ -83,7 +101,26 @@ def snapshot(board: Scoreboard | None) -> Snapshot:
         for view in board.workers()
         if view.pid
     ]
-    return Snapshot(rows, board.totals())
+    return Snapshot(rows, board.totals(), _slots(board, rows))
+
+
+def _slots(board: Scoreboard, rows: list[WorkerRow]) -> list[SlotRow]:
+    """Per worker slot: live processes added up, on top of the slot's retired counts."""
+    out = []
+    for slot in range(board.slots):
+        live = [row for row in rows if row.slot == slot]
+        retired = board.retired(slot)
+        if not live and not any(retired):
+            continue
+        values = list(retired)
+        for row in live:
+            for i, value in enumerate(row.values):
+                values[i] += value
+        pids = tuple(sorted(row.pid for row in live))
+        uptime = min((row.uptime for row in live), default=0.0)
+        age = max((row.heartbeat_age for row in live), default=0.0)
+        out.append(SlotRow(slot, pids, uptime, age, values))
+    return out
 
 
 def _metric(name: str) -> tuple[str, str]:
@@ -92,46 +129,66 @@ def _metric(name: str) -> tuple[str, str]:
     return f"fastws_{name}_total", "counter"
 
 
+def _family(lines: list[str], metric: str, kind: str, help_text: str) -> None:
+    lines.append(f"# HELP {metric} {help_text}")
+    lines.append(f"# TYPE {metric} {kind}")
+
+
 def prometheus(snap: Snapshot) -> str:
+    """Every series of a metric has the same labels: `worker`, the worker slot (0..N-1),
+    which a restarted or reloaded worker keeps, so `sum()` over it is the server's total
+    and a restart is an ordinary counter reset, not a new series."""
     lines: list[str] = []
     for i, name in enumerate(counters.NAMES):
         metric, kind = _metric(name)
-        lines.append(f"# HELP {metric} {_HELP[name]}")
-        lines.append(f"# TYPE {metric} {kind}")
-        for row in snap.workers:
-            lines.append(f'{metric}{{worker="{row.pid}"}} {row.values[i]}')
-        lines.append(f"{metric} {snap.totals[i]}")
-    lines.append("# HELP fastws_closes_total Connections closed, by close code (other: any other).")
-    lines.append("# TYPE fastws_closes_total counter")
+        _family(lines, metric, kind, _HELP[name])
+        for row in snap.slots:
+            lines.append(f'{metric}{{worker="{row.slot}"}} {row.values[i]}')
+    _family(
+        lines,
+        "fastws_closes_total",
+        "counter",
+        "Connections closed, by close code (other: any other).",
+    )
     codes = [*map(str, counters.CLOSE_CODES), "other"]
-    for row in snap.workers:
+    for row in snap.slots:
         for j, code in enumerate(codes):
             value = row.values[counters.CLOSE_FIRST + j]
-            if value:
-                lines.append(f'fastws_closes_total{{worker="{row.pid}",code="{code}"}} {value}')
-    for j, code in enumerate(codes):
-        lines.append(
-            f'fastws_closes_total{{code="{code}"}} {snap.totals[counters.CLOSE_FIRST + j]}'
-        )
-    lines.append("# HELP fastws_workers Worker processes alive.")
-    lines.append("# TYPE fastws_workers gauge")
+            lines.append(f'fastws_closes_total{{worker="{row.slot}",code="{code}"}} {value}')
+    _family(lines, "fastws_workers", "gauge", "Worker processes alive.")
     lines.append(f"fastws_workers {len(snap.workers)}")
-    lines.append("# HELP fastws_worker_info A worker's slot and state.")
-    lines.append("# TYPE fastws_worker_info gauge")
-    for row in snap.workers:
+    _family(
+        lines,
+        "fastws_worker_info",
+        "gauge",
+        "A worker process: its worker slot, pid and state (two per slot during a reload).",
+    )
+    for process in snap.workers:
         lines.append(
-            f'fastws_worker_info{{worker="{row.pid}",slot="{row.slot}",state="{row.state}"}} 1'
+            f'fastws_worker_info{{worker="{process.slot}",pid="{process.pid}",'
+            f'state="{process.state}"}} 1'
         )
-    lines.append("# HELP fastws_worker_uptime_seconds Time since the worker was started.")
-    lines.append("# TYPE fastws_worker_uptime_seconds gauge")
-    for row in snap.workers:
-        lines.append(f'fastws_worker_uptime_seconds{{worker="{row.pid}"}} {row.uptime:.3f}')
-    lines.append("# HELP fastws_worker_heartbeat_age_seconds Time since the worker's last beat.")
-    lines.append("# TYPE fastws_worker_heartbeat_age_seconds gauge")
-    for row in snap.workers:
-        lines.append(
-            f'fastws_worker_heartbeat_age_seconds{{worker="{row.pid}"}} {row.heartbeat_age:.3f}'
-        )
+    _family(
+        lines,
+        "fastws_worker_uptime_seconds",
+        "gauge",
+        "Time since the worker slot's newest process was started.",
+    )
+    for row in snap.slots:
+        if row.pids:
+            lines.append(f'fastws_worker_uptime_seconds{{worker="{row.slot}"}} {row.uptime:.3f}')
+    _family(
+        lines,
+        "fastws_worker_heartbeat_age_seconds",
+        "gauge",
+        "Time since the last beat of the worker slot's stalest process.",
+    )
+    for row in snap.slots:
+        if row.pids:
+            lines.append(
+                f'fastws_worker_heartbeat_age_seconds{{worker="{row.slot}"}} '
+                f"{row.heartbeat_age:.3f}"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,17 @@ from typing import Any, TypeVar
 from bench.procs import alive, children, stop_process
 from tests.conftest import REPO_ROOT
 
-__all__ = ["alive", "children", "http_get", "metrics", "spawn", "total", "wait_for", "workers"]
+__all__ = [
+    "alive",
+    "children",
+    "http_get",
+    "metrics",
+    "slot_of",
+    "spawn",
+    "total",
+    "wait_for",
+    "workers",
+]
 
 T = TypeVar("T")
 
@@ -46,7 +56,7 @@ def workers(server: Any, count: int, timeout: float = 10.0) -> set[int]:
             return None
         info = metrics(server)
         serving = {
-            int(dict(labels)["worker"])
+            int(dict(labels)["pid"])
             for name, labels in info
             if name == "fastws_worker_info" and dict(labels)["state"] == "ready"
         }
@@ -82,7 +92,21 @@ def metrics(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def total(
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sum of the series of `name` that have `labels` (all of them without labels: the
+    server's total, as Prometheus' `sum()` gives it)."""
+    wanted = set(labels.items())
+    return sum(
+        value for (metric, have), value in samples.items() if metric == name and wanted <= set(have)
+    )
+
+
+def slot_of(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], pid: int) -> str:
+    """The worker slot (the `worker` label) of the process `pid`."""
+    for name, labels in samples:
+        info = dict(labels)
+        if name == "fastws_worker_info" and info["pid"] == str(pid):
+            return info["worker"]
+    raise AssertionError(f"no worker process {pid} in /metrics")
 
 
 @contextlib.contextmanager
