@@ -45,7 +45,7 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from bench.procs import raise_fd_limit, terminate
+from bench.procs import children, raise_fd_limit, terminate
 
 
 async def pid_echo(ws: Any) -> None:
@@ -57,19 +57,7 @@ async def pid_echo(ws: Any) -> None:
 
 def workers_of(master: int) -> set[int]:
     """Live child processes of the master (its workers), from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as file:
-                stat = file.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == master and fields[0] != "Z":
-            found.add(int(entry))
-    return found
+    return children(master)
 
 
 # -- the load ---------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ Two tools:
 from __future__ import annotations
 
 import argparse
-import os
 import collections
 import contextlib
 import datetime
 import io
+import os
 import pstats
 import re
 import shutil

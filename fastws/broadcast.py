@@ -32,11 +32,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .payload import as_payload as _as_payload
-from .process.counters import BROADCAST_CLOSED, BROADCAST_SKIPPED, MESSAGES_OUT
-from .process.counters import values as _stats
 from .protocol.connection import State
 from .protocol.deflate import broadcast_frame
 from .protocol.frames import CloseCode, Opcode, encode_header
+from .stats.counters import BROADCAST_CLOSED, BROADCAST_SKIPPED, MESSAGES_OUT
+from .stats.counters import values as _stats
 from .websocket import WebSocket
 
 __all__ = ["DEFAULT_LIMIT", "OVERFLOW_POLICIES", "broadcast", "broadcast_payload"]

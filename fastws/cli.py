@@ -14,6 +14,8 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from fastws.config import Config, ConfigError, import_object
+from fastws.handler import HandlerError
+from fastws.handler import check as check_handler
 
 __all__ = ["DEFAULT_APP", "LOG_FORMAT", "CLIError", "build", "main", "make_parser"]
 
@@ -59,7 +61,7 @@ def make_parser() -> argparse.ArgumentParser:
         f" (default: {DEFAULT_APP}, which echoes every message back)",
     )
     Config.add_arguments(serve)
-    from fastws.process import status
+    from fastws import status
 
     status.add_arguments(
         commands.add_parser(
@@ -79,6 +81,10 @@ def _load_app(path: str) -> Callable[..., Any]:
         raise CLIError(f"cannot import APP {path!r}: {exc}") from None
     if not callable(handler):
         raise CLIError(f"APP {path!r} is not callable (it is of type {type(handler).__name__})")
+    try:
+        check_handler(handler)
+    except HandlerError as exc:  # it would fail every connection with 1011: say so now
+        raise CLIError(f"APP {path!r} cannot serve: {exc}") from None
     return handler
 
 
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging("warning")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["status"]:
-        from fastws.process import status
+        from fastws import status
 
         return status.main(argv[1:])
     loaded_before = set(sys.modules)
@@ -143,18 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _configure_logging(config.log_level)
 
-    if config.workers == 0:  # one process, no master
-        from fastws.server import run  # imported late: the CLI must work without the server
+    from fastws.launch import launch  # one place decides: this process alone or a master
 
-        try:
-            run(handler, config)
-        except OSError as exc:  # cannot listen (address in use, permission...)
-            print(f"fastws serve: error: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        return 0
-    # A master with config.workers worker processes (gunicorn keeps its master even for one
-    # worker: supervision, HUP reload and /metrics work the same way whatever the count).
-    from fastws.process import arbiter
-
-    app_modules = arbiter.application_modules(set(sys.modules) - loaded_before)
-    return arbiter.run(app, handler, config, app_modules)
+    try:
+        return launch(handler, config, app=app, loaded=set(sys.modules) - loaded_before)
+    except OSError as exc:  # this process alone cannot listen (address in use, permission...)
+        print(f"fastws serve: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1

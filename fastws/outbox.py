@@ -17,7 +17,7 @@ import asyncio
 import weakref
 from typing import Any
 
-from .process import counters as _counters
+from .stats import counters as _counters
 
 __all__ = ["Flusher", "Frame", "Outbox", "flusher"]
 

@@ -30,10 +30,10 @@ from .keepalive import wheel
 from .message import Message
 from .outbox import Frame, Outbox, flusher
 from .payload import as_payload as _as_payload
-from .process.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
-from .process.counters import values as _stats
 from .protocol.connection import SLICE_FRAMES, Chunk, Close, Connection, Failure, Pong, State
 from .protocol.frames import CloseCode, Opcode
+from .stats.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
+from .stats.counters import values as _stats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable

@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
-import platform
 import re
-import resource
 import shlex
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -40,39 +35,17 @@ from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-#: The latency bound of "connections held": p99 of the measured request under this.
-P99_BOUND_MS = 100.0
+# Run as a script (`python loadtests/run.py`): the process harness lives in bench/ at the
+# repository root, and the report beside this file.
+for _path in (str(REPO_ROOT), str(HERE)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
+from report import Run, plot, report, summarize, timeline, write_csv  # noqa: E402
+
+from bench import procs  # noqa: E402
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def raise_fd_limit() -> None:
-    """Soft open-file limit up to the hard one (in the children: server and locust)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
 
 
 def tree_usage(root: int | None) -> tuple[int, int, dict[int, float]]:
@@ -84,22 +57,8 @@ def tree_usage(root: int | None) -> tuple[int, int, dict[int, float]]:
     """
     if root is None:
         return 0, 0, {}
-    rss = pss = 0
-    cpu: dict[int, float] = {}
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After "pid (comm)": fields[11], [12] are utime, stime; [21] is rss in pages.
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / TICKS
-        rss += int(fields[21]) * PAGE
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    pss += int(line.split()[1]) * 1024
-                    break
-    return rss, pss, cpu
+    pids = procs.descendants(root)
+    return procs.rss_bytes(pids), procs.pss_bytes(pids), procs.cpu_by_pid(pids)
 
 
 def cpu_percent(before: dict[int, float], after: dict[int, float], seconds: float) -> float:
@@ -122,36 +81,6 @@ def established(port: int) -> int:
     return count
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server not listening on {host}:{port} after {timeout} s")
-        time.sleep(0.05)
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM the process (its group holds its workers), then SIGKILL the group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def fastws_supports(flag: str) -> bool:
     out = subprocess.run(
         [sys.executable, "-m", "fastws", "serve", "--help"],
@@ -167,18 +96,25 @@ def fastws_supports(flag: str) -> bool:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text format (or a flat JSON object) to {name: value}; labels kept in names."""
+    """Prometheus text format (or a flat JSON object) to {name: value}; labels kept in names,
+    and each labelled metric's sum under its bare name (fastws has one series per worker)."""
     text = text.strip()
     if text.startswith("{"):
         data = json.loads(text)
         return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
     values: dict[str, float] = {}
+    sums: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         name, _, value = line.rpartition(" ")
         with contextlib.suppress(ValueError):
             values[name.strip()] = float(value)
+            if "{" in name:  # per worker: the server's figure is the sum of its series
+                base = name.partition("{")[0]
+                sums[base] = sums.get(base, 0.0) + float(value)
+    for base, total in sums.items():
+        values.setdefault(base, total)
     return values
 
 
@@ -247,21 +183,6 @@ def metrics_url_for(host: str, port: int) -> str | None:
 # -- one run ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    label: str
-    url: str
-    command: list[str]
-    server_cmd: list[str] | None
-    csv_prefix: Path
-    step_log: Path | None
-    samples: list[dict[str, Any]]
-    baseline_rss: int
-    exit_code: int
-    started: float
-    ended: float
-
-
 def server_command(kind: str, host: str, port: int, args: argparse.Namespace) -> list[str]:
     if kind == "fastws":
         cmd = [sys.executable, "-m", "fastws", "serve", "--host", host, "--port", str(port)]
@@ -301,24 +222,22 @@ def locust_command(
 
 def run_one(target: str, args: argparse.Namespace, out: Path) -> Run:
     host = "127.0.0.1"
-    proc: subprocess.Popen[bytes] | None = None
+    server: procs.ServerProcess | None = None
     server_cmd: list[str] | None = None
     if target in ("fastws", "websockets"):
         label = target
-        port = free_port(host)
+        port = procs.free_port(host)
         server_cmd = server_command(target, host, port, args)
         url = f"ws://{host}:{port}/"
-        log = open(out / f"server-{label}.log", "wb")  # noqa: SIM115 - lives with the server
-        proc = subprocess.Popen(
+        server = procs.ServerProcess(
             server_cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            host,
+            port,
+            log_path=out / f"server-{label}.log",
             cwd=REPO_ROOT,
-            start_new_session=True,
-            preexec_fn=raise_fd_limit,
+            fd_limit=True,
         )
-        wait_listening(host, port, proc, 20)
+        server.wait_listening(20)
         print(f"[{label}] server listening: {shlex.join(server_cmd)}", flush=True)
     else:
         url = target
@@ -327,8 +246,8 @@ def run_one(target: str, args: argparse.Namespace, out: Path) -> Run:
         port = parts.port or 80
         host = parts.hostname or host
     try:
-        metrics = metrics_url_for(host, port) if proc is not None else None
-        sampler = Sampler(proc.pid if proc else None, port, metrics, args.sample_interval)
+        metrics = metrics_url_for(host, port) if server is not None else None
+        sampler = Sampler(server.pid if server else None, port, metrics, args.sample_interval)
         time.sleep(1.0)
         baseline_rss = sampler.sample()["server_rss"]
         prefix = out / f"locust-{label}"
@@ -353,7 +272,7 @@ def run_one(target: str, args: argparse.Namespace, out: Path) -> Run:
                 cwd=out,
                 env=env,
                 start_new_session=True,
-                preexec_fn=raise_fd_limit,
+                preexec_fn=procs.raise_fd_limit,
             )
             sampler.locust_pid = locust.pid
             sampler.start()
@@ -363,13 +282,13 @@ def run_one(target: str, args: argparse.Namespace, out: Path) -> Run:
                 print(f"[{label}] locust still running after {args.timeout} s: stopping it")
                 exit_code = -1
             finally:
-                stop_process(locust, grace=15)
+                procs.stop_process(locust, 15, group_term=True)
                 sampler.stop()
         ended = time.time()
         print(f"[{label}] locust finished in {ended - started:.1f} s", flush=True)
     finally:
-        if proc is not None:
-            stop_process(proc)
+        if server is not None:
+            server.stop(10, group_term=True)
             print(f"[{label}] server stopped", flush=True)
     return Run(
         label,
@@ -384,289 +303,6 @@ def run_one(target: str, args: argparse.Namespace, out: Path) -> Run:
         started,
         ended,
     )
-
-
-# -- analysis -----------------------------------------------------------------------------------
-
-
-def _number(row: dict[str, str], key: str) -> float | None:
-    try:
-        return float(row.get(key, ""))
-    except ValueError:
-        return None  # "N/A" before the first request
-
-
-def read_history(run: Run, name: str) -> list[dict[str, Any]]:
-    """Locust's per-second rows for request `name` (current 10 s window percentiles)."""
-    rows = []
-    path = Path(f"{run.csv_prefix}_stats_history.csv")
-    if not path.exists():
-        return rows
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["Name"] != name:
-                continue
-
-            rows.append(
-                {
-                    "time": int(row["Timestamp"]),
-                    "users": int(row["User Count"]),
-                    "rps": _number(row, "Requests/s"),
-                    "p50": _number(row, "50%"),
-                    "p99": _number(row, "99%"),
-                    "requests": int(row["Total Request Count"]),
-                    "failures": int(row["Total Failure Count"]),
-                }
-            )
-    return rows
-
-
-def timeline(run: Run, name: str) -> list[dict[str, Any]]:
-    """One row per second: locust's numbers for `name` beside the nearest sample."""
-    history = read_history(run, name)
-    aggregated = {r["time"]: r for r in read_history(run, "Aggregated")}
-    samples = run.samples
-    out = []
-    for row in history:
-        sample = min(samples, key=lambda s: abs(s["time"] - row["time"])) if samples else {}
-        merged = dict(row)
-        total = aggregated.get(row["time"])
-        merged["all_failures"] = total["failures"] if total else ""
-        merged["server_rss"] = sample.get("server_rss", "")
-        merged["locust_rss"] = sample.get("locust_rss", "")
-        merged["connections"] = sample.get("connections", "")
-        merged["load1"] = sample.get("load1", "")
-        merged["server_pss"] = sample.get("server_pss", "")
-        merged["server_cpu"] = sample.get("server_cpu", "")
-        merged["locust_cpu"] = sample.get("locust_cpu", "")
-        merged["metrics_connections"] = sample.get("metrics:fastws_connections_open", "")
-        out.append(merged)
-    return out
-
-
-def step_windows(run: Run, rows: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
-    """(users, start, end) of each held step: from the shape's log, else each plateau of
-    the user count in the timeline (the first 10 s of a plateau skipped: locust's window)."""
-    windows: list[tuple[int, float, float]] = []
-    if run.step_log is not None and run.step_log.exists():
-        holds: dict[int, float] = {}
-        for line in run.step_log.read_text().splitlines():
-            event = json.loads(line)
-            if event["event"] == "hold":
-                holds[event["step"]] = event["time"]
-            elif event["event"] == "end" and event["step"] in holds:
-                windows.append((event["users"], holds[event["step"]], event["time"]))
-        return windows
-    start = None
-    users = None
-    for row in [*rows, {"users": None, "time": float("inf")}]:
-        if row["users"] != users:
-            if users and start is not None and row["time"] - start > 10:
-                windows.append((users, start + 10, min(row["time"], run.ended)))
-            users, start = row["users"], row["time"]
-    return windows
-
-
-def summarize(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    steps = []
-    for users, start, end in step_windows(run, rows):
-        inside = [r for r in rows if start <= r["time"] <= end]
-        if not inside and rows:
-            inside = [min(rows, key=lambda r: abs(r["time"] - end))]
-        samples = [s for s in run.samples if start <= s["time"] <= end]
-        if not samples and run.samples:
-            # A short hold on a busy machine may fall between two samples: take the nearest.
-            samples = [min(run.samples, key=lambda s: abs(s["time"] - end))]
-        if not inside:
-            continue
-        last = inside[-1]  # its percentiles cover the last 10 s of the hold
-        conns = [s["connections"] for s in samples if s["connections"] != ""]
-        rss = [s["server_rss"] for s in samples]
-        connections = int(statistics.median(conns)) if conns else None
-        server_rss = int(statistics.median(rss)) if rss else None
-        per_conn = None
-        if connections and server_rss is not None:
-            per_conn = (server_rss - run.baseline_rss) / connections
-        pss = [s["server_pss"] for s in samples]
-        cpu = statistics.mean(s["server_cpu"] for s in samples) if samples else None
-        locust_cpu = statistics.mean(s["locust_cpu"] for s in samples) if samples else None
-        steps.append(
-            {
-                "server": run.label,
-                "users": users,
-                "connections": connections,
-                "rps": round(statistics.mean(r["rps"] or 0 for r in inside), 1),
-                "p50_ms": last["p50"],
-                "p99_ms": last["p99"],
-                # Every request type (connects included), during the hold.
-                "failures": int(inside[-1]["all_failures"] or 0)
-                - int(inside[0]["all_failures"] or 0),
-                "server_rss_mib": None if server_rss is None else round(server_rss / 2**20, 1),
-                "rss_per_conn_kib": None if per_conn is None else round(per_conn / 1024, 1),
-                "server_pss_mib": round(statistics.median(pss) / 2**20, 1) if pss else None,
-                "server_cpu_pct": None if cpu is None else round(cpu, 1),
-                "locust_cpu_pct": None if locust_cpu is None else round(locust_cpu, 1),
-                "load1": round(statistics.mean(s["load1"] for s in samples), 2)
-                if samples
-                else None,
-            }
-        )
-    return steps
-
-
-def held(steps: list[dict[str, Any]]) -> int:
-    """The most users held with p99 under the bound, and every step below it too."""
-    best = 0
-    for step in sorted(steps, key=lambda s: s["users"]):
-        if step["p99_ms"] is None or step["p99_ms"] >= P99_BOUND_MS or step["failures"]:
-            break
-        best = step["users"]
-    return best
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            # Per-process CPU seconds are written as the tree's total.
-            writer.writerow(
-                {k: sum(v.values()) if isinstance(v, dict) else v for k, v in row.items()}
-            )
-
-
-def plot(
-    path: Path,
-    timelines: dict[str, list[dict[str, Any]]],
-    steps: list[dict[str, Any]],
-    name: str,
-) -> bool:
-    """Four panels, one colour per server: per-second points, held steps as lines."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'fastws[loadtest]')")
-        return False
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    (lat, mem), (cpu, fail) = axes
-    users_ax = fail.twinx()
-    users_ax.set_ylabel("connections (dotted)")
-    for index, (label, rows) in enumerate(timelines.items()):
-        color = f"C{index}"
-        rows = [r for r in rows if r["connections"] not in ("", 0)]
-        conns = [r["connections"] for r in rows]
-        held_steps = sorted(
-            (s for s in steps if s["server"] == label and s["connections"]),
-            key=lambda s: s["connections"],
-        )
-        x = [s["connections"] for s in held_steps]
-        lat.scatter(conns, [r["p99"] for r in rows], s=6, color=color, alpha=0.25)
-        lat.plot(x, [s["p99_ms"] for s in held_steps], "o-", color=color, label=f"{label} p99")
-        lat.plot(x, [s["p50_ms"] for s in held_steps], "s--", color=color, label=f"{label} p50")
-        mem.scatter(conns, [r["server_rss"] / 2**20 for r in rows], s=6, color=color, alpha=0.25)
-        mem.plot(
-            x, [s["server_rss_mib"] for s in held_steps], "o-", color=color, label=f"{label} RSS"
-        )
-        mem.plot(
-            x, [s["server_pss_mib"] for s in held_steps], "s--", color=color, label=f"{label} PSS"
-        )
-        cpu.scatter(conns, [r["server_cpu"] or 0 for r in rows], s=6, color=color, alpha=0.25)
-        cpu.plot(
-            x, [s["server_cpu_pct"] for s in held_steps], "o-", color=color, label=f"{label} server"
-        )
-        cpu.plot(
-            x, [s["locust_cpu_pct"] for s in held_steps], "x:", color=color, label=f"{label} locust"
-        )
-        t0 = rows[0]["time"] if rows else 0
-        times = [r["time"] - t0 for r in rows]
-        fail.plot(
-            times, [r["all_failures"] or 0 for r in rows], color=color, label=f"{label} failures"
-        )
-        users_ax.plot(times, conns, color=color, alpha=0.4, linestyle=":")
-    lat.axhline(P99_BOUND_MS, color="grey", linestyle="--", linewidth=0.8)
-    lat.set(xlabel="connections", ylabel=f"{name} round trip (ms)", yscale="log", title="Latency")
-    mem.set(xlabel="connections", ylabel="server memory (MiB)", title="Memory")
-    cpu.set(xlabel="connections", ylabel="CPU (% of one core)", title="CPU")
-    fail.set(xlabel="seconds", ylabel="failures (cumulative)", title="Failures and connections")
-    for ax in (lat, mem, cpu, fail):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
-
-
-def fmt(value: Any) -> str:
-    return "-" if value is None or value == "" else str(value)
-
-
-def report(
-    out: Path, runs: list[Run], steps: list[dict[str, Any]], plotted: bool, args: argparse.Namespace
-) -> str:
-    lines = [f"# Load test: {out.name}", ""]
-    lines += [f"Command: `python {shlex.join(sys.argv)}`", ""]
-    lines += [
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}, "
-        f"Python {platform.python_version()}. Load average during the run is in the table "
-        "(`load1`): a shared machine's numbers are noisy; compare servers only within one run.",
-        "",
-        f"Locustfile `{args.locustfile}`, measured request `{args.name_to_measure}`, "
-        f"{args.processes} locust process(es), source addresses "
-        f"`{args.source_addresses or 'default'}`. Latencies are locust's percentiles over the "
-        "last 10 s of each held step; RSS per connection = (server RSS - idle RSS) / "
-        "established connections.",
-        "",
-    ]
-    for run in runs:
-        lines.append(
-            f"- **{run.label}**: `{shlex.join(run.server_cmd) if run.server_cmd else run.url}`"
-            f" (locust exit code {run.exit_code}, idle RSS "
-            f"{run.baseline_rss / 2**20:.1f} MiB)"
-        )
-    lines.append("")
-    head = [
-        "server",
-        "users",
-        "connections",
-        "rps",
-        "p50_ms",
-        "p99_ms",
-        "failures",
-        "server_rss_mib",
-        "server_pss_mib",
-        "rss_per_conn_kib",
-        "server_cpu_pct",
-        "locust_cpu_pct",
-        "load1",
-    ]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
-    for step in steps:
-        lines.append("| " + " | ".join(fmt(step.get(k)) for k in head) + " |")
-    lines.append("")
-    best = {run.label: held([s for s in steps if s["server"] == run.label]) for run in runs}
-    for label, users in best.items():
-        lines.append(
-            f"- {label}: held **{users}** users with p99 < {P99_BOUND_MS:.0f} ms and no failures "
-            "(at every step up to there)."
-        )
-    if len(best) == 2:
-        (a, ua), (b, ub) = best.items()
-        if ub:
-            lines.append(f"- Ratio {a} / {b}: {ua / ub:.2f}x users held.")
-    lines.append("")
-    if plotted:
-        lines += ["![scaling](scaling.png)", ""]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 import fastws
-from fastws.process import counters
+from fastws.stats import counters
 from tests.process.helpers import metrics, total, wait_for
 from tests.wire import OP_BINARY, OP_CLOSE, decode_frame, parse_close
 

@@ -64,14 +64,16 @@ def restore_logging_and_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Config]]:
-    """Stand in for fastws.server.run and the master (fastws.process.arbiter.run), so main()
-    returns instead of serving forever."""
+    """Stand in for fastws.server.run_single and the master (fastws.process.arbiter.run), so
+    main() returns instead of serving forever."""
     calls: list[tuple[Any, Config]] = []
     server = types.ModuleType("fastws.server")
-    server.run = lambda handler, config: calls.append((handler, config))  # type: ignore[attr-defined]
+    server.run_single = lambda handler, config, ssl: calls.append((handler, config))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fastws.server", server)
 
-    def run_master(app: str, handler: Any, config: Config, app_modules: Any = ()) -> int:
+    def run_master(
+        app: str, handler: Any, config: Config, app_modules: Any = (), ssl: Any = None
+    ) -> int:
         calls.append((handler, config))
         return 0
 
@@ -120,10 +122,13 @@ def test_main_runs_the_echo_app_with_the_parsed_config(
 def test_workers_0_serves_in_this_process_and_1_keeps_the_master(
     fake_run: list[tuple[Any, Config]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--workers 0 runs fastws.server.run here; any other count goes through the master."""
+    """--workers 0 runs fastws.server.run_single here; any other count goes through the
+    master."""
     masters: list[int] = []
     monkeypatch.setattr(
-        arbiter, "run", lambda app, handler, config, modules=(): masters.append(config.workers)
+        arbiter,
+        "run",
+        lambda app, handler, config, modules=(), ssl=None: masters.append(config.workers),
     )
     assert cli.main(["serve", "--workers", "0"]) == 0
     assert [config.workers for _, config in fake_run] == [0]
@@ -281,6 +286,29 @@ def test_missing_app_module_exits_2_without_traceback() -> None:
     result = run_cli("serve", "nosuchmodule:app")
     line = assert_one_line_error(result, "fastws: ")
     assert line == "fastws: cannot import APP 'nosuchmodule:app': No module named 'nosuchmodule'"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def handler(ws):\n    pass\n", "is not an async function"),
+        ("async def handler(ws, extra):\n    pass\n", "takes 2 parameters"),
+        (
+            "async def handler(scope, receive, send):\n    pass\n",
+            "it looks like an ASGI application",
+        ),
+    ],
+    ids=["not-async", "two-parameters", "asgi"],
+)
+def test_a_handler_that_cannot_work_exits_2_at_start(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    """Issue 18 item 3: a handler every connection would fail with (1011) stops `fastws
+    serve` at start, with one line naming APP and what is wrong."""
+    (tmp_path / "badapp.py").write_text(source)
+    result = run_cli("serve", "badapp:handler", cwd=tmp_path)
+    line = assert_one_line_error(result, "fastws: APP 'badapp:handler' cannot serve: ")
+    assert expected in line
 
 
 def test_app_without_colon_exits_2() -> None:

@@ -1,5 +1,5 @@
 """The pre-fork process model: a master (arbiter) supervising uvloop worker processes.
 
-Importing this package is cheap (the I/O layer imports `counters` on every connection);
-the arbiter and the worker are imported by the command line only when it runs them.
+Supervision only (arbiter, worker, sockets); the counters and the scoreboard they travel in
+are `fastws.stats`. Imported only when a master is run (by the command line or `fastws.run`).
 """

@@ -32,15 +32,18 @@ import ssl as _ssl
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..pubsub.ring import Ring
-from .scoreboard import BOOTING, READY, STOPPING, Scoreboard
+from ..stats.scoreboard import BOOTING, READY, STOPPING, Scoreboard
 from .sockets import Listeners
 from .worker import WORKER_BOOT_ERROR, WorkerSpec, run_worker
+
+if TYPE_CHECKING:
+    from ..server.server import Handler
 
 __all__ = ["Arbiter", "run"]
 
@@ -79,7 +82,7 @@ class Arbiter:
     def __init__(
         self,
         app: str,
-        handler: Callable[..., Any],
+        handler: Handler,
         config: Config,
         app_modules: Collection[str] = (),
         ssl: _ssl.SSLContext | None = None,
@@ -501,7 +504,7 @@ def application_modules(names: Collection[str]) -> list[str]:
 
 def run(
     app: str,
-    handler: Callable[..., Any],
+    handler: Handler,
     config: Config,
     app_modules: Collection[str] = (),
     ssl: _ssl.SSLContext | None = None,

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Iterator
 
 from ..config import Config
 
@@ -59,8 +60,13 @@ class Listeners:
         elif config.uds is not None:
             self._socks = [self._bind_unix(config.uds)]
         elif self.reuseport:
-            self._socks = [self._bind_tcp(reuseport=True)]
-            self.ensure(slots)
+            # SO_REUSEPORT lets any process of this user bind the same port and take a share
+            # of its connections: a second server started by mistake would split the traffic
+            # silently. A probe bound without it fails if anybody listens there already, and
+            # while it stays bound (not listening) no such server can start either.
+            with self._probe():
+                self._socks = [self._bind_tcp(reuseport=True)]
+                self.ensure(slots)
         else:
             self._socks = [self._bind_tcp(reuseport=False)]
         for sock in self._socks:
@@ -109,7 +115,21 @@ class Listeners:
                 os.unlink(self._uds_path)
             self._uds_path = None
 
-    def _bind_tcp(self, reuseport: bool, port: int | None = None) -> socket.socket:
+    @contextlib.contextmanager
+    def _probe(self) -> Iterator[None]:
+        """Fail with EADDRINUSE if a socket listens on the address (reuseport or not)."""
+        if self.config.port == 0:  # the kernel picks a port nobody uses
+            yield
+            return
+        probe = self._bind_tcp(reuseport=False, listen=False)
+        try:
+            yield
+        finally:
+            probe.close()
+
+    def _bind_tcp(
+        self, reuseport: bool, port: int | None = None, listen: bool = True
+    ) -> socket.socket:
         config = self.config
         host = config.host
         infos = socket.getaddrinfo(
@@ -132,7 +152,8 @@ class Listeners:
             except OSError as exc:
                 where = f"{host}:{config.port if port is None else port}"
                 raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from None
-            sock.listen(config.backlog)
+            if listen:
+                sock.listen(config.backlog)
         except BaseException:
             sock.close()
             raise

@@ -24,14 +24,18 @@ import signal
 import socket
 import ssl as _ssl
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..config import Config, import_object
+from ..handler import check as check_handler
 from ..protocol.frames import CloseCode
-from . import counters
-from .scoreboard import READY, STOPPING, Scoreboard
+from ..stats import counters
+from ..stats.scoreboard import READY, STOPPING, Scoreboard
+
+if TYPE_CHECKING:
+    from ..server.server import Handler
 
 __all__ = ["WORKER_BOOT_ERROR", "WorkerSpec", "run_worker"]
 
@@ -50,7 +54,7 @@ _MASTER_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINC
 class WorkerSpec:
     """Everything a worker needs, prepared by the master before it forks."""
 
-    handler: Callable[..., Any]
+    handler: Handler
     config: Config
     app: str
     sock: socket.socket
@@ -128,7 +132,7 @@ def _die_with_parent(master_pid: int) -> None:
         os._exit(0)
 
 
-def _load(spec: WorkerSpec) -> tuple[Callable[..., Any], Config]:
+def _load(spec: WorkerSpec) -> tuple[Handler, Config]:
     """The handler and config, imported afresh from the application's source."""
     if not spec.reload_modules:
         return spec.handler, spec.config
@@ -142,6 +146,7 @@ def _load(spec: WorkerSpec) -> tuple[Callable[..., Any], Config]:
         raise ImportError(f"cannot import APP {spec.app!r}: {type(exc).__name__}: {exc}") from None
     if not callable(handler):
         raise ImportError(f"APP {spec.app!r} is not callable")
+    check_handler(handler)  # the reloaded code must still be a handler
     config = spec.config
     hook = config.process_request
     if hook is not None and getattr(hook, "__module__", None) in spec.reload_modules:
@@ -150,7 +155,7 @@ def _load(spec: WorkerSpec) -> tuple[Callable[..., Any], Config]:
     return handler, config
 
 
-async def _serve(spec: WorkerSpec, handler: Callable[..., Any], config: Config) -> int:
+async def _serve(spec: WorkerSpec, handler: Handler, config: Config) -> int:
     from ..server.server import Server
 
     loop = asyncio.get_running_loop()

@@ -4,7 +4,7 @@ A `Broker` carries every `publish(channel, payload)` made in any worker (or, wit
 any host) to every worker that has subscribers on that channel, and hands it to that
 worker's `deliver` callback. Two implementations: `local` (a shared-memory ring created by
 the master before fork: all workers of one host, no broker process) and `redis` (Redis
-pub/sub: many hosts). The hub (`fastws.pubsub.hub`) owns the channel → connections map and
+pub/sub: many hosts); `fastws.pubsub.factory` picks one. The hub (`fastws.pubsub.hub`) owns the channel → connections map and
 calls `subscribe`/`unsubscribe` when a worker gains its first / loses its last subscriber.
 
 Every publish is delivered to every worker with subscribers on its channel, the publishing
@@ -17,12 +17,9 @@ the same publisher.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .ring import Ring
-
-__all__ = ["Broker", "Deliver", "Lost", "PublishError", "make_broker"]
+__all__ = ["Broker", "Deliver", "Lost", "PublishError"]
 
 #: deliver(channel, payload, text): run on the worker's event loop, once per message, in
 #: publish order per publisher. `payload` is only valid during the call (it may be a view
@@ -56,18 +53,3 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Stop delivering and release the broker's resources."""
-
-
-def make_broker(url: str, *, ring: Ring | None = None, slot: int = 0) -> Broker:
-    """The broker the `broker` option names: "local" (the host's shared ring, or this process
-    alone without one) or a redis:// / rediss:// / unix:// URL (imported only when used)."""
-    if url == "local":
-        from .ring import LocalBroker
-
-        return LocalBroker(ring, slot)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
-
-        broker: Broker = RedisBroker(url)
-        return broker
-    raise ValueError(f"unknown broker {url!r}: expected 'local' or a redis:// URL")

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..broadcast import broadcast_payload
 from ..payload import as_payload as _as_payload
-from ..process import counters
 from ..protocol.frames import CloseCode, Opcode
+from ..stats import counters
 from .broker import Broker, PublishError
 
 if TYPE_CHECKING:

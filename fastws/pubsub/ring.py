@@ -44,7 +44,7 @@ import struct
 import sys
 from collections.abc import Callable
 
-from ..process import counters
+from ..stats import counters
 from .broker import Deliver, Lost, PublishError
 
 __all__ = ["DEFAULT_SIZE", "LocalBroker", "Ring"]

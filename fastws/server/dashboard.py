@@ -27,10 +27,10 @@ from importlib import resources
 from typing import Any
 
 from ..outbox import Outbox, flusher
-from ..process import counters, metrics
 from ..protocol.connection import State
 from ..protocol.frames import CloseCode, Opcode
 from ..protocol.handshake import HandshakeError, Request, Response, accept_response, check_upgrade
+from ..stats import counters, metrics
 from ..websocket import ConnectionClosed, WebSocket
 from .protocol import ServerProtocol
 

@@ -11,7 +11,6 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..process import counters
 from ..protocol.deflate import DeflateOptions, PerMessageDeflate, negotiate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
@@ -25,6 +24,7 @@ from ..protocol.handshake import (
     negotiate_subprotocol,
     parse_extensions,
 )
+from ..stats import counters
 from ..websocket import ConnectionClosed, WebSocket
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class ServerProtocol(WebSocket):
 
     def _answer_http(self, path: str) -> None:
         """Plain HTTP GET /healthz or /metrics (no Upgrade header): the whole server's state."""
-        from ..process import metrics  # only the monitoring path needs it
+        from ..stats import metrics  # only the monitoring path needs it
 
         counters.values[counters.HTTP_REQUESTS] += 1  # before the snapshot: it counts itself
         board = self._server.scoreboard

@@ -1,9 +1,10 @@
 """Listening for connections, tracking them, and stopping gracefully.
 
 `serve()` is the asyncio entry point (an async context manager, like `websockets.serve`);
-`run()` is the blocking one the CLI uses: it picks the event loop (uvloop unless told
-otherwise), installs signal handlers and turns SIGINT/SIGTERM into a graceful stop in which
-every client receives Close 1001 and gets `close_timeout` to answer.
+`run_single()` is the blocking one for a server in this process alone (`fastws.launch` calls
+it): it picks the event loop (uvloop unless told otherwise), installs signal handlers and
+turns SIGINT/SIGTERM into a graceful stop in which every client receives Close 1001 and gets
+`close_timeout` to answer.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from typing import Any
 from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
+from ..handler import check as check_handler
 from ..listener import Listener, as_listener
-from ..process.gauges import GaugeSampler
 from ..protocol.frames import CloseCode
-from ..pubsub.broker import make_broker
+from ..pubsub.factory import make_broker
 from ..pubsub.hub import Hub
 from ..websocket import WebSocket
+from .gauges import GaugeSampler
 from .protocol import ServerProtocol
 
-__all__ = ["Handler", "Server", "run", "serve"]
+__all__ = ["Handler", "Server", "run_single", "serve"]
 
 logger = logging.getLogger("fastws")
 
@@ -57,6 +59,7 @@ class Server:
         *,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        check_handler(handler)  # one clear TypeError now rather than 1011 on every connection
         self.handler = handler
         #: The callback-style handler `handler` stands for (None: a coroutine handler).
         self.listener = as_listener(handler)
@@ -74,7 +77,7 @@ class Server:
         cache = RegionCache(config.buffer_cache) if config.buffer_cache else None
         self.budget = Budget(config.max_message_memory, cache)
         self._trim_timer: asyncio.TimerHandle | None = None
-        # The budgets as gauges for /metrics, sampled with each heartbeat (process.gauges).
+        # The budgets as gauges for /metrics, sampled with each heartbeat (server.gauges).
         self.sample_gauges = GaugeSampler(self)
         #: Channels (rooms) of this server in this process; made by start().
         self.hub: Hub | None = None
@@ -234,37 +237,10 @@ def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run(
-    handler: Handler,
-    config: Config | None = None,
-    *,
-    ssl: _ssl.SSLContext | None = None,
-    **options: Any,
-) -> None:
-    """Serve until SIGINT or SIGTERM, then stop gracefully (Close 1001 to every client).
-
-    Like the command line, `run` reads `FASTWS_*` environment variables for the options not
-    given here, and `workers` means what `--workers` means: N worker processes under a master
-    (forked: they inherit `handler` and `ssl` as they are), 0 this process alone. A master
-    that cannot start its workers raises SystemExit with its exit status.
-    """
-    if config is None:
-        config = Config.load(**options)
-    elif options:
-        raise TypeError("pass either a Config or options, not both")
-    if config.workers:
-        from ..process import arbiter
-
-        if ssl is not None and config.certfile is not None:
-            raise ValueError("pass either ssl= or certfile/keyfile, not both")
-        if ssl is None:
-            config.ssl_context()  # unreadable TLS files: ConfigError here, not in every worker
-
-        name = f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__qualname__', '?')}"
-        status = arbiter.run(name, handler, config, ssl=ssl)  # type: ignore[arg-type]
-        if status:
-            raise SystemExit(status)
-        return
+def run_single(handler: Handler, config: Config, *, ssl: _ssl.SSLContext | None = None) -> None:
+    """Serve in this process alone until SIGINT or SIGTERM, then stop gracefully (Close 1001
+    to every client). `fastws.run()` and `fastws serve --workers 0` come here through
+    `fastws.launch`, which decides between this and a master with workers."""
     loop = new_event_loop(config.loop)
     try:
         loop.run_until_complete(_serve_until_signal(handler, config, ssl))

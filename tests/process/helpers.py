@@ -1,11 +1,11 @@
-"""Helpers for the process tests: worker pids from /proc, /metrics over HTTP, polling."""
+"""Helpers for the process tests: /metrics over HTTP, polling, `fastws serve` in a process
+(the /proc reading and stopping come from the harness, bench/procs.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,36 +15,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.procs import alive, children, stop_process
 from tests.conftest import REPO_ROOT
+
+__all__ = [
+    "alive",
+    "children",
+    "http_get",
+    "metrics",
+    "slot_of",
+    "spawn",
+    "total",
+    "wait_for",
+    "workers",
+]
 
 T = TypeVar("T")
 
 _SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
-
-
-def children(pid: int) -> set[int]:
-    """Live (non-zombie) direct children of `pid`, from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
@@ -68,7 +56,7 @@ def workers(server: Any, count: int, timeout: float = 10.0) -> set[int]:
             return None
         info = metrics(server)
         serving = {
-            int(dict(labels)["worker"])
+            int(dict(labels)["pid"])
             for name, labels in info
             if name == "fastws_worker_info" and dict(labels)["state"] == "ready"
         }
@@ -104,7 +92,21 @@ def metrics(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def total(
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sum of the series of `name` that have `labels` (all of them without labels: the
+    server's total, as Prometheus' `sum()` gives it)."""
+    wanted = set(labels.items())
+    return sum(
+        value for (metric, have), value in samples.items() if metric == name and wanted <= set(have)
+    )
+
+
+def slot_of(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], pid: int) -> str:
+    """The worker slot (the `worker` label) of the process `pid`."""
+    for name, labels in samples:
+        info = dict(labels)
+        if name == "fastws_worker_info" and info["pid"] == str(pid):
+            return info["worker"]
+    raise AssertionError(f"no worker process {pid} in /metrics")
 
 
 @contextlib.contextmanager
@@ -128,12 +130,6 @@ def spawn(
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop_process(proc, 10)
         if proc.stderr is not None:
             proc.stderr.close()

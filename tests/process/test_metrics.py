@@ -14,7 +14,7 @@ import websockets
 
 from tests.conftest import REPO_ROOT
 
-from .helpers import http_get, metrics, total, wait_for, workers
+from .helpers import http_get, metrics, slot_of, total, wait_for, workers
 
 
 def test_healthz_answers_for_the_whole_server(start_server: Any) -> None:
@@ -28,17 +28,19 @@ def test_healthz_answers_for_the_whole_server(start_server: Any) -> None:
 
 
 def test_metrics_is_prometheus_text_with_worker_labels(start_server: Any) -> None:
+    """Each series carries the worker slot (0, 1, ...), never a pid; no unlabelled total
+    beside them (a `sum()` would count it twice)."""
     server = start_server(workers=2)
-    pids = workers(server, 2)
+    workers(server, 2)
     status, headers, body = http_get(server, "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = body.decode()
     assert "# TYPE fastws_messages_in_total counter" in text
     assert "# TYPE fastws_connections_open gauge" in text
-    for pid in pids:
-        assert f'fastws_handshakes_total{{worker="{pid}"}}' in text
-    assert "\nfastws_handshakes_total " in text  # the total, without labels
+    for slot in ("0", "1"):
+        assert f'fastws_handshakes_total{{worker="{slot}"}}' in text
+    assert "\nfastws_handshakes_total " not in text
 
 
 def test_a_websocket_to_the_metrics_path_is_still_a_websocket(start_server: Any) -> None:
@@ -81,7 +83,7 @@ def test_max_connections_answers_503_with_retry_after(start_server: Any) -> None
 
 
 def test_status_prints_a_table_of_workers(start_server: Any) -> None:
-    """`fastws status --port P` shows one row per worker and the totals."""
+    """`fastws status --port P` shows one row per worker slot (with its pid) and the totals."""
     server = start_server(workers=2)
     pids = workers(server, 2)
 
@@ -102,9 +104,9 @@ def test_status_prints_a_table_of_workers(start_server: Any) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:4] == ["worker", "slot", "state", "uptime"]
+    assert lines[0].split()[:4] == ["worker", "pid", "state", "uptime"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert {str(pid) for pid in pids} <= set(rows)
+    assert {rows["0"][1], rows["1"][1]} == {str(pid) for pid in pids}
     assert rows["total"][1:4] == ["0", "1", "1"]  # conns, handshakes, msgs in
     assert lines[-1] == "close codes: 1000: 1"
 
@@ -137,7 +139,8 @@ def test_single_process_mode_reports_itself(start_server: Any) -> None:
     samples = metrics(server)
     assert total(samples, "fastws_workers") == 1
     assert total(samples, "fastws_messages_in_total") == 1
-    assert total(samples, "fastws_messages_in_total", worker=str(server.pid)) == 1
+    assert total(samples, "fastws_messages_in_total", worker="0") == 1
+    assert total(samples, "fastws_worker_info", worker="0", pid=str(server.pid)) == 1
 
 
 # --- budgets: limits and what is held against them ------------------------------------------
@@ -153,8 +156,9 @@ def test_budgets_show_the_configured_limits_per_worker_and_in_total(start_server
     pids = workers(server, 2)
     samples = metrics(server)
     for pid in pids:
-        assert total(samples, "fastws_max_connections", worker=str(pid)) == 50
-        assert total(samples, "fastws_message_memory_limit_bytes", worker=str(pid)) == 64 << 20
+        slot = slot_of(samples, pid)
+        assert total(samples, "fastws_max_connections", worker=slot) == 50
+        assert total(samples, "fastws_message_memory_limit_bytes", worker=slot) == 64 << 20
     assert total(samples, "fastws_max_connections") == 100
     assert total(samples, "fastws_message_memory_limit_bytes") == 128 << 20
     assert total(samples, "fastws_message_memory_bytes") == 0
@@ -218,3 +222,46 @@ def test_write_buffer_of_a_client_that_does_not_read(start_server: Any) -> None:
         5,
         "the write buffer to be gone",
     )
+
+
+# --- Prometheus conventions on a real server ------------------------------------------------
+
+
+def test_metrics_parse_and_keep_their_series_across_a_worker_restart(start_server: Any) -> None:
+    """prometheus_client parses /metrics; after kill -9 of a worker and its replacement, the
+    same `worker` series exist (slots, not pids) and the server's message count, the sum of
+    the series, has not gone backwards."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = start_server(workers=2)
+    pids = workers(server, 2)
+
+    async def send(count: int) -> None:
+        for _ in range(count):
+            async with websockets.connect(server.url) as ws:
+                await ws.send("x")
+                await ws.recv()
+
+    def families() -> dict[str, list[tuple[dict[str, str], float]]]:
+        status, _, body = http_get(server, "/metrics")
+        assert status == 200
+        return {
+            f.name: [(dict(s.labels), s.value) for s in f.samples]
+            for f in text_string_to_metric_families(body.decode())
+        }
+
+    def messages_in(fams: dict[str, list[tuple[dict[str, str], float]]]) -> float:
+        return sum(value for _, value in fams["fastws_messages_in"])
+
+    asyncio.run(send(10))
+    wait_for(lambda: messages_in(families()) == 10, what="10 messages counted")
+    before = families()
+    assert {labels["worker"] for labels, _ in before["fastws_messages_in"]} == {"0", "1"}
+    victim = min(pids)
+    os.kill(victim, 9)
+    wait_for(lambda: (p := workers(server, 2)) and victim not in p, what="a replacement")
+    after = families()
+    assert {labels["worker"] for labels, _ in after["fastws_messages_in"]} == {"0", "1"}
+    assert messages_in(after) == 10  # the dead worker's counts stay in its slot's series
+    for samples in after.values():
+        assert len({tuple(sorted(labels)) for labels, _ in samples}) <= 1

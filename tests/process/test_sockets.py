@@ -86,6 +86,49 @@ def test_port_in_use_is_one_clear_error() -> None:
             assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr.read()
 
 
+@pytest.mark.parametrize(
+    ("mode", "count"), [("reuseport", "2"), ("shared", "2"), ("reuseport", "0")]
+)
+def test_a_second_server_on_a_busy_port_fails_instead_of_sharing_it(
+    start_server: Any, mode: str, count: str
+) -> None:
+    """Issue 18 item 1: a second fastws started on a port a running fastws listens on (the
+    default socket mode, SO_REUSEPORT, would let it join and take a share of the new
+    connections) exits non-zero with one line saying the address is in use, in every socket
+    mode and with --workers 0; the first server keeps every connection."""
+    first = start_server("tests.process.apps:report_pid", workers=2, socket_mode="reuseport")
+    pids = workers(first, 2)
+    with spawn("--port", str(first.port), "--socket-mode", mode, "--workers", count) as proc:
+        assert proc.wait(20) == 1
+        assert proc.stderr is not None
+        lines = proc.stderr.read().splitlines()
+    assert len(lines) == 1 and "address already in use" in lines[0].lower(), lines
+
+    async def served_by() -> set[int]:
+        seen = set()
+        for _ in range(20):
+            async with websockets.connect(first.url) as ws:
+                seen.add(int(await ws.recv()))
+        return seen
+
+    assert asyncio.run(served_by()) <= pids
+
+
+def test_a_port_another_program_shares_with_so_reuseport_is_refused() -> None:
+    """Another program listening with SO_REUSEPORT (as nginx's `reuseport` does) would accept
+    a reuseport fastws into its group: the master refuses the port instead."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with spawn("--port", str(port), "--workers", "2") as proc:
+            assert proc.wait(20) == 1
+            assert proc.stderr is not None
+            assert "Address already in use" in proc.stderr.read()
+
+
 @pytest.mark.parametrize("mode", ["reuseport", "shared"])
 def test_both_socket_modes_with_port_0(mode: str) -> None:
     """--port 0 picks one free port that every worker slot shares, in either mode."""

@@ -51,31 +51,31 @@ def test_page_is_self_contained(start_server: Any) -> None:
 
 
 def feed_figures(snapshot: dict[str, Any]) -> dict[tuple[str, str], int]:
-    """{(worker pid or "total", counter or close code): value} from one feed snapshot."""
+    """{(worker slot or "total", counter or close code): value} from one feed snapshot."""
     figures = {}
-    for part in [*snapshot["workers"], {"pid": "total", **snapshot["total"]}]:
+    for part in [*snapshot["workers"], {"slot": "total", **snapshot["total"]}]:
         for name in NAMES:
-            figures[(str(part["pid"]), name)] = part["counters"][name]
+            figures[(str(part["slot"]), name)] = part["counters"][name]
         for code, value in part["closes"].items():
-            if value:  # /metrics leaves out a worker's zero close counts
-                figures[(str(part["pid"]), f"close {code}")] = value
+            if value:
+                figures[(str(part["slot"]), f"close {code}")] = value
     return figures
 
 
 def metrics_figures(server: Any) -> dict[tuple[str, str], int]:
-    """The same figures from GET /metrics."""
-    figures = {}
+    """The same figures from GET /metrics (per worker slot; the total is their sum)."""
+    figures: dict[tuple[str, str], int] = {}
     for (name, labels), value in metrics(server).items():
         label = dict(labels)
-        who = label.get("worker", "total")
         if name == "fastws_closes_total":
-            if value:
-                figures[(who, f"close {label['code']}")] = int(value)
-            continue
-        short = re.sub(r"^fastws_|_total$", "", name)
-        if short in NAMES:
-            figures[(who, short)] = int(value)
-    return figures
+            key = f"close {label['code']}"
+        else:
+            key = re.sub(r"^fastws_|_total$", "", name)
+            if key not in NAMES:
+                continue
+        for who in (label["worker"], "total"):
+            figures[(who, key)] = figures.get((who, key), 0) + int(value)
+    return {k: v for k, v in figures.items() if v or not k[1].startswith("close ")}
 
 
 def test_feed_shows_what_metrics_shows_and_not_itself(start_server: Any) -> None:

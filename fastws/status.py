@@ -1,5 +1,8 @@
 """Show a running fastws server's workers and counters as a table (from its GET /metrics).
 
+A row per worker slot (the `worker` label of /metrics), then the server's total: the sum of
+the slots.
+
 Asks whichever worker accepts the connection; every worker answers for the whole server.
 """
 
@@ -11,7 +14,7 @@ import re
 import socket
 import sys
 
-from ..config import Config, ConfigError
+from .config import Config, ConfigError
 
 __all__ = ["add_arguments", "fetch", "main", "parse", "table"]
 
@@ -74,21 +77,33 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def table(text: str) -> str:
+    """One row per worker slot (its process, or both during a reload), then the total."""
     samples = parse(text)
-    workers = sorted(
-        (dict(labels) for (name, labels) in samples if name == "worker_info"),
-        key=lambda w: (int(w["slot"]), int(w["worker"])),
-    )
-    header = ["worker", "slot", "state", "uptime", *(title for _, title in COLUMNS)]
+    processes: dict[str, list[dict[str, str]]] = {}
+    for name, labels in samples:
+        if name == "worker_info":
+            info = dict(labels)
+            processes.setdefault(info["worker"], []).append(info)
+    header = ["worker", "pid", "state", "uptime", *(title for _, title in COLUMNS)]
     rows = []
-    for w in workers:
-        label = (("worker", w["worker"]),)
+    for slot in sorted(processes, key=int):
+        procs = sorted(processes[slot], key=lambda p: int(p["pid"]))
+        label = (("worker", slot),)
         uptime = samples.get(("worker_uptime_seconds", label), 0.0)
         rows.append(
-            [w["worker"], w["slot"], w["state"], f"{uptime:.0f}s"]
+            [
+                slot,
+                ",".join(p["pid"] for p in procs),
+                ",".join(p["state"] for p in procs),
+                f"{uptime:.0f}s",
+            ]
             + [f"{samples.get((name, label), 0):.0f}" for name, _ in COLUMNS]
         )
-    rows.append(["total", "", "", ""] + [f"{samples.get((n, ()), 0):.0f}" for n, _ in COLUMNS])
+
+    def total(metric: str) -> float:
+        return sum(v for (name, _), v in samples.items() if name == metric)
+
+    rows.append(["total", "", "", ""] + [f"{total(n):.0f}" for n, _ in COLUMNS])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     out = []
     for r in [header, *rows]:
@@ -98,11 +113,11 @@ def table(text: str) -> str:
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             ).rstrip()
         )
-    closes = {
-        dict(labels)["code"]: v
-        for (name, labels), v in samples.items()
-        if name == "closes_total" and len(labels) == 1
-    }
+    closes: dict[str, float] = {}
+    for (name, labels), v in samples.items():
+        if name == "closes_total":
+            code = dict(labels)["code"]
+            closes[code] = closes.get(code, 0.0) + v
     used = ", ".join(f"{code}: {v:.0f}" for code, v in closes.items() if v)
     out.append(f"close codes: {used or 'none yet'}")
     return "\n".join(out) + "\n"

@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from . import counters
+from ..stats import counters
 
 if TYPE_CHECKING:
-    from ..server.server import Server
+    from .server import Server
 
 __all__ = ["MAX_SHARE", "GaugeSampler"]
 

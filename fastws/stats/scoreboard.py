@@ -6,6 +6,9 @@ the same clock in every process), its state, a one-line message (why it failed t
 counters. The master reads the heartbeats to find stuck workers; any worker reads all slots to
 answer /metrics for the whole server. Slot 0 belongs to the master: when a worker exits, the
 master adds the worker's last counters into it (so totals never go backwards) and frees the slot.
+It also adds them to the retired counts of the worker's worker slot (`listener`, the stable
+index /metrics labels its series with), so that each worker slot's counters keep growing
+across restarts and reloads.
 
 No locks: a reader may see one slot half-updated (a counter from before the update next to one
 from after); each 8-byte field is written whole, which is all a metrics reader needs.
@@ -30,6 +33,12 @@ _MESSAGE_SIZE = 160
 _COUNTERS = struct.Struct(f"={counters.SIZE}q")
 _SLOT_SIZE = -(-(_HEAD.size + _MESSAGE_SIZE + _COUNTERS.size) // 64) * 64  # cache-line aligned
 _COUNTERS_AT = _HEAD.size + _MESSAGE_SIZE
+#: The counters an exited worker's counts are added on for (everything but the gauges).
+_CUMULATIVE = [
+    i
+    for i in range(counters.SIZE)
+    if i >= len(counters.NAMES) or counters.NAMES[i] not in counters.GAUGES
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +64,11 @@ class Scoreboard:
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
+        # Process slots 0..slots, then one retired-counts record per worker slot (listener).
         # Pages are committed only when written: unused slots cost address space only.
-        self._map = mmap.mmap(-1, (slots + 1) * _SLOT_SIZE, flags=mmap.MAP_SHARED)
+        self._retired_at = (slots + 1) * _SLOT_SIZE
+        size = self._retired_at + slots * _COUNTERS.size
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
 
     def close(self) -> None:
         self._map.close()
@@ -77,15 +89,18 @@ class Scoreboard:
         raise RuntimeError(f"all {self.slots} scoreboard slots are in use")
 
     def retire(self, slot: int) -> None:
-        """The worker in `slot` has exited: fold its counters into slot 0, free its slot."""
+        """The worker in `slot` has exited: fold its counters into slot 0 and into its worker
+        slot's retired counts, free its slot. Gauges are not carried over: they were about
+        the process that is gone."""
         values = self._values(slot)
-        total = list(self._values(0))
-        for i, name in enumerate(counters.NAMES):
-            if name not in counters.GAUGES:
+        listener = self._head(slot)[2]
+        for offset in (_COUNTERS_AT, self._retired_offset(listener)):
+            if offset is None:
+                continue
+            total = list(_COUNTERS.unpack_from(self._map, offset))
+            for i in _CUMULATIVE:
                 total[i] += values[i]
-        for i in range(len(counters.NAMES), counters.SIZE):
-            total[i] += values[i]
-        _COUNTERS.pack_into(self._map, _COUNTERS_AT, *total)
+            _COUNTERS.pack_into(self._map, offset, *total)
         self._write_head(slot, 0, FREE, 0, 0.0, 0.0)
 
     # -- a worker (only ever its own slot) --------------------------------------------------
@@ -121,6 +136,13 @@ class Scoreboard:
                 views.append(self.read(slot))
         return views
 
+    def retired(self, listener: int) -> tuple[int, ...]:
+        """What the exited workers of worker slot `listener` counted (no gauges)."""
+        offset = self._retired_offset(listener)
+        if offset is None:
+            return (0,) * counters.SIZE
+        return _COUNTERS.unpack_from(self._map, offset)
+
     def totals(self) -> list[int]:
         """Counters of the whole server: exited workers (slot 0) plus the live ones."""
         total = list(self._values(0))
@@ -138,6 +160,11 @@ class Scoreboard:
         self, slot: int, pid: int, state: int, listener: int, started: float, beat: float
     ) -> None:
         _HEAD.pack_into(self._map, slot * _SLOT_SIZE, pid, state, listener, started, beat)
+
+    def _retired_offset(self, listener: int) -> int | None:
+        if 0 <= listener < self.slots:
+            return self._retired_at + listener * _COUNTERS.size
+        return None
 
     def _values(self, slot: int) -> tuple[int, ...]:
         return _COUNTERS.unpack_from(self._map, slot * _SLOT_SIZE + _COUNTERS_AT)

@@ -27,7 +27,7 @@ NAMES = (
     "published",  # messages published on a channel by this worker
     "publish_failed",  # publishes the broker refused (PublishError)
     "pubsub_lagged",  # times this worker fell behind the channels' ring (subscribers: 1013)
-    # Budgets, sampled at heartbeat time by process.gauges (never on the message path):
+    # Budgets, sampled at heartbeat time by server.gauges (never on the message path):
     "max_connections",  # gauge: the configured limit (0: none)
     "message_memory_bytes",  # gauge: held in large-message regions (buffers.Budget)
     "message_memory_limit_bytes",  # gauge: max_message_memory

@@ -1,0 +1,103 @@
+"""What a server can call with each connection, checked once when it starts.
+
+A handler that cannot work (a plain function, a coroutine function that takes the wrong
+parameters, something that is not callable) would otherwise start fine and then fail every
+connection with 1011. `check()` refuses it up front with one line that says what is wrong;
+`fastws.run()`, `fastws serve`, `fastws.serve()` and a worker re-importing the application on
+a HUP reload call it.
+
+The forms a server serves:
+
+- a coroutine handler, `async def handler(ws)` (a bound method, a `functools.partial`, or an
+  object whose `__call__` is `async def __call__(self, ws)`, too);
+- a callback-style `fastws.Listener` (an instance, or a class to instantiate; see
+  `fastws.listener`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Literal
+
+from .listener import as_listener
+
+__all__ = ["HandlerError", "check", "is_asgi_app"]
+
+Kind = Literal["coroutine", "listener", "asgi"]
+
+
+class HandlerError(TypeError):
+    """The handler cannot serve a connection; the message says why, in one line."""
+
+
+def is_asgi_app(app: Any) -> bool:
+    """Whether `app` is an ASGI application that this server serves through its ASGI adapter.
+
+    The seam for ASGI support (fastws.asgi, the asgi engineer's): until it recognises ASGI
+    applications here, one (`async def app(scope, receive, send)`, a Starlette app) is
+    refused at start with a hint instead of failing every connection.
+    """
+    return False
+
+
+def check(app: Any) -> Kind:
+    """The kind of handler `app` is; raises HandlerError if it cannot serve connections."""
+    if is_asgi_app(app):
+        return "asgi"
+    if as_listener(app) is not None:
+        return "listener"
+    if not callable(app):
+        raise HandlerError(f"{_name(app)} is not callable (it is of type {type(app).__name__})")
+    call = app
+    if not (inspect.isfunction(app) or inspect.ismethod(app) or _is_partial(app)):
+        if isinstance(app, type):
+            raise HandlerError(
+                f"{_name(app)} is a class: a handler is `async def handler(ws)` or a "
+                "fastws.Listener (a class with an on_message method)"
+            )
+        call = app.__call__  # an object with __call__: that bound method is what runs
+    if not inspect.iscoroutinefunction(_unwrap(call)):
+        raise HandlerError(
+            f"{_name(app)} is not an async function: a handler is `async def handler(ws)`"
+            " (or a fastws.Listener)"
+        )
+    try:
+        signature = inspect.signature(call)
+    except (TypeError, ValueError):  # no signature to read (a builtin): let it run
+        return "coroutine"
+    try:
+        signature.bind(None)
+    except TypeError:
+        params = [
+            p
+            for p in signature.parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        hint = ""
+        if len(params) == 3:  # (scope, receive, send)
+            hint = " (it looks like an ASGI application, which this server does not serve)"
+        raise HandlerError(
+            f"{_name(app)} takes {len(params)} parameters: a handler takes one, the "
+            f"connection (`async def handler(ws)`){hint}"
+        ) from None
+    return "coroutine"
+
+
+def _is_partial(app: Any) -> bool:
+    return isinstance(app, functools.partial)
+
+
+def _unwrap(call: Any) -> Any:
+    """The function a partial (or a chain of them) ends in."""
+    while _is_partial(call):
+        call = call.func
+    return call
+
+
+def _name(app: Any) -> str:
+    name = getattr(app, "__qualname__", None) or getattr(app, "__name__", None)
+    if name is None:
+        return f"the {type(app).__name__} object"
+    module = getattr(app, "__module__", None)
+    return f"{module}:{name}" if module else str(name)
