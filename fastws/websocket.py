@@ -460,11 +460,14 @@ class WebSocket(asyncio.BufferedProtocol):
         """`_dispatch` for a callback-style handler: each message to `on_message` now.
 
         The answers to the messages of one read leave in one write, after them; frames the
-        protocol queued itself (pongs, a Close reply) follow.
+        protocol queued itself (pongs, a Close reply) go first: they answer frames that came
+        before the messages completed.
         """
         listener = self._listener
         assert listener is not None
         conn = self._conn
+        if conn.out:  # pongs first: their pings came before the messages completed (5.6)
+            self._write_control()
         self._holding = len(events) > 1
         _stats[MESSAGES_IN] += len(events)  # minus the control events, below
         try:
@@ -487,9 +490,7 @@ class WebSocket(asyncio.BufferedProtocol):
             self._listener_failed(exc)
             return
         self._holding = False
-        if conn.out:
-            self._write_control()
-        elif self._out.size:
+        if self._out.size:
             self._out.flush()
         if conn.state is State.CLOSED:
             self._closed_by_protocol(events)

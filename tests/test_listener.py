@@ -338,3 +338,22 @@ def test_sigterm_closes_listener_connections_1001(start_server: ServerFactory) -
             assert info.value.rcvd is not None and info.value.rcvd.code == 1001
 
     run(scenario())
+
+
+def test_pong_for_a_ping_inside_a_fragmented_message_comes_first(
+    start_server: ServerFactory,
+) -> None:
+    """A ping between two fragments (one read) is answered before the message it interrupted
+    is echoed: the pong answers a frame that came earlier (Autobahn 5.6)."""
+    server = start_server(app="fastws.apps.echo:Echo")
+    with WireClient(server.port) as client:
+        client.handshake()
+        client.send_raw(
+            encode_frame(OP_TEXT, b"frag", fin=False, mask=True)
+            + encode_frame(0x9, b"ping!", mask=True)
+            + encode_frame(0x0, b"ment", mask=True)
+        )
+        pong = client.recv_frame()
+        assert (pong.opcode, pong.payload) == (0xA, b"ping!")
+        echo = client.recv_frame()
+        assert (echo.opcode, echo.payload) == (OP_TEXT, b"fragment")
