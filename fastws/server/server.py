@@ -27,6 +27,7 @@ from ..pubsub.broker import make_broker
 from ..pubsub.hub import Hub
 from ..websocket import WebSocket
 from .protocol import ServerProtocol
+from .routes import Routes, default_routes
 
 __all__ = ["Handler", "Server", "run", "serve"]
 
@@ -78,6 +79,8 @@ class Server:
         self.sample_gauges = GaugeSampler(self)
         #: Channels (rooms) of this server in this process; made by start().
         self.hub: Hub | None = None
+        #: What a request goes to besides the application (see server.routes).
+        self.routes: Routes = default_routes(config.dashboard)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
