@@ -4,13 +4,14 @@
 speaks, and `adapt` wraps it in an `Application`, the one shape `Server` knows:
 
 - ``fastws``: ``async def handler(ws)``, called with each WebSocket connection once it is
-  open. Plain HTTP requests get the registered routes (/healthz, /metrics) or 400.
+  open, or a callback-style `fastws.Listener` (a class or object with ``on_message``).
+  Plain HTTP requests get the registered routes (/healthz, /metrics) or 400.
 - ``asgi``: an ASGI 3 application (``async def app(scope, receive, send)``, e.g. FastAPI or
   Starlette): every HTTP request and every WebSocket on the port, its lifespan once per
   worker (see `fastws.asgi`).
 
-A new interface (the callback-style handler class) is one more name in `INTERFACES`, a
-branch in `detect` and an `Application` from `adapt`: nothing else in the server changes.
+A new interface is one more name in `INTERFACES`, a branch in `detect` and an `Application`
+from `adapt`: nothing else in the server changes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ..listener import Listener, as_listener
 from .protocol import ServerProtocol
 
 if TYPE_CHECKING:
@@ -38,7 +40,8 @@ class InterfaceError(TypeError):
 class Application:
     """The application as the server sees it: a native fastws handler.
 
-    `handler(ws)` runs each WebSocket connection the application owns. `front(server)` is
+    `handler(ws)` runs each WebSocket connection the application owns, unless `listener` (a
+    callback-style handler, see fastws.listener) gets their events instead. `front(server)` is
     the protocol of a new connection. `defers_accept`: the handler itself completes or
     refuses the opening handshake (`ws.accept()` / `ws.deny()`), as ASGI's does.
     """
@@ -46,8 +49,9 @@ class Application:
     interface = "fastws"
     defers_accept = False
 
-    def __init__(self, handler: Callable[[ServerProtocol], Awaitable[None]]) -> None:
-        self.handler = handler
+    def __init__(self, handler: Any) -> None:
+        self.handler: Callable[[ServerProtocol], Awaitable[None]] = handler
+        self.listener: Listener | None = as_listener(handler)
 
     def front(self, server: Server) -> asyncio.BaseProtocol:
         """A new connection starts with the WebSocket handshake parser."""
@@ -76,9 +80,19 @@ def _positional(app: Any) -> int | None:
     return count
 
 
+def _is_listener(app: Any) -> bool:
+    """A callback-style handler (as listener.as_listener takes it, without instantiating)."""
+    if isinstance(app, Listener):
+        return True
+    on_message = getattr(app, "on_message", None)
+    return on_message is not None and not inspect.iscoroutinefunction(on_message)
+
+
 def detect(app: Any) -> str:
     """The interface `app` speaks, from its parameters: one (ws) is a fastws handler, three
     (scope, receive, send) an ASGI 3 application. Raises InterfaceError otherwise."""
+    if _is_listener(app):
+        return "fastws"
     if not callable(app):
         raise InterfaceError(f"is not callable (it is of type {type(app).__name__})")
     count = _positional(app)

@@ -20,12 +20,13 @@ from typing import Any
 from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
-from ..listener import Listener, as_listener
+from ..listener import Listener
 from ..process.gauges import GaugeSampler
 from ..protocol.frames import CloseCode
 from ..pubsub.broker import make_broker
 from ..pubsub.hub import Hub
 from ..websocket import WebSocket
+from .app import adapt
 from .protocol import ServerProtocol
 from .routes import Routes, default_routes
 
@@ -58,9 +59,12 @@ class Server:
         *,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
-        self.handler = handler
-        #: The callback-style handler `handler` stands for (None: a coroutine handler).
-        self.listener = as_listener(handler)
+        #: The application whatever its interface (see server.app): `handler` runs its
+        #: WebSocket connections, or `listener` (a callback-style handler) gets their events.
+        self.application = adapt(handler, config.interface)
+        self.handler = self.application.handler
+        self.listener = self.application.listener
+        self._front = self.application.front
         self.config = config
         if ssl is not None and config.certfile is not None:
             raise ValueError("pass either ssl= or certfile/keyfile, not both")
@@ -89,6 +93,7 @@ class Server:
         hub = Hub(broker, limit=config.broadcast_limit, overflow=config.broadcast_overflow)
         await hub.start()
         self.hub = hub
+        await self.application.startup(self)  # ASGI lifespan: before the first connection
         # The TLS handshake comes before connection_made(), so it needs its own bound.
         tls: dict[str, Any] = {}
         if self.ssl is not None:
@@ -117,8 +122,8 @@ class Server:
         self.budget.cache.trim()
         self._trim_timer = asyncio.get_running_loop().call_later(TRIM_INTERVAL, self._trim_cache)
 
-    def _new_protocol(self) -> ServerProtocol:
-        return ServerProtocol(self)
+    def _new_protocol(self) -> asyncio.BaseProtocol:
+        return self._front(self)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -188,6 +193,7 @@ class Server:
                 ws._transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        await self.application.shutdown(self)
         if self.hub is not None:
             await self.hub.close()
 
