@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..outbox import Outbox, flusher
@@ -49,6 +49,7 @@ class ServerProtocol(WebSocket):
         "_handler_task",
         "_handshake_timer",
         "_parser",
+        "_pending",
         "_route",
         "_server",
     )
@@ -73,6 +74,8 @@ class ServerProtocol(WebSocket):
         )
         self._server = server
         self._route: WebSocketRoute | None = None  # None: the application's handler
+        # (Sec-WebSocket-Key, leftover bytes) while the application decides (defers_accept).
+        self._pending: tuple[str, bytes] | None = None
         self._close_on_open = None
         self._parser: RequestParser | None = RequestParser(
             max_request_line=config.max_request_line,
@@ -90,6 +93,7 @@ class ServerProtocol(WebSocket):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._pending = None  # nothing left to accept or deny
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -121,6 +125,19 @@ class ServerProtocol(WebSocket):
             return
         self._parser = None
         self.handle_request(request, parser.leftover)
+
+    @classmethod
+    def upgrade(
+        cls, server: Server, transport: asyncio.BaseTransport, request: Request, leftover: bytes
+    ) -> ServerProtocol:
+        """Go on with an upgrade request another front end parsed (an HTTP/1.1 connection):
+        the transport is this connection's from now on."""
+        conn = cls(server)
+        conn._parser = None
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        conn.handle_request(request, leftover)
+        return conn
 
     def handle_request(self, request: Request, leftover: bytes) -> None:
         """Route a parsed request: a registered HTTP route, a registered WebSocket route, or
@@ -231,16 +248,45 @@ class ServerProtocol(WebSocket):
     def _accept(self, request: Request, key: str, leftover: bytes) -> None:
         if self._transport is None:
             return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
         route = self._route
-        extensions = None
+        if route is None and self._server.application.defers_accept:
+            # The application answers the handshake itself (ASGI's websocket.connect): its
+            # handler runs now, and accept() or deny() completes the handshake. Until then
+            # nothing is read (a client must wait for the 101); handshake_timeout bounds it.
+            self._pending = (key, leftover)
+            self._transport.pause_reading()
+            self._handler_task = self._loop.create_task(self._run_handler(self._server.handler))
+            return
+        subprotocol = None
         if route is None or route.subprotocols:
-            self.subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
+            subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
+        self._open_connection(request, key, leftover, subprotocol, ())
+        listener = self._server.listener if route is None else None
+        if listener is None:
+            handler = self._server.handler if route is None else route.handler
+            self._handler_task = self._loop.create_task(self._run_handler(handler))
+        self._opened(leftover, listener)
+        if self._close_on_open is not None:
+            self.close_nowait(*self._close_on_open)
+
+    def _open_connection(
+        self,
+        request: Request,
+        key: str,
+        leftover: bytes,
+        subprotocol: str | None,
+        headers: Sequence[tuple[str, str]],
+    ) -> None:
+        """Send the 101 (with the compression agreed) and count the connection."""
+        assert self._transport is not None
+        self._cancel_handshake_timer()
+        route = self._route
+        self.subprotocol = subprotocol
+        extensions = None
         if route is None or route.compression:
             extensions = self._negotiate_compression(request)
-        self._transport.write(accept_response(key, self.subprotocol, extensions).serialize())
+        response = accept_response(key, subprotocol, extensions, headers)
+        self._transport.write(response.serialize())
         request.headers.compact()  # the handshake is done with lookups; keep the fields only
         if route is None or route.counted:
             counters.values[counters.HANDSHAKES] += 1
@@ -249,13 +295,40 @@ class ServerProtocol(WebSocket):
             self._out = Outbox(self._transport, flusher(self._loop), counted=False)
         if route is not None and not route.keepalive:
             self._ping_interval = self._message_timeout = None
-        listener = self._server.listener if route is None else None
-        if listener is None:
-            handler = self._server.handler if route is None else route.handler
-            self._handler_task = self._loop.create_task(self._run_handler(handler))
-        self._opened(leftover, listener)
+
+    # -- a handshake the application answers (defers_accept) --------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """The opening handshake waits for the application's accept() or deny()."""
+        return self._pending is not None
+
+    def accept(
+        self, subprotocol: str | None = None, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Complete the opening handshake the application was asked about: send 101 with
+        `subprotocol` (one the client offered) and extra `headers`; messages flow from now.
+        Raises ConnectionClosed if the client is gone; ValueError for a bad header."""
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError("the handshake is not waiting for accept()")
+        transport = self._transport
+        if transport is None or self.request is None:
+            raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL, "")
+        key, leftover = pending
+        self._open_connection(self.request, key, leftover, subprotocol, headers)
+        self._pending = None
+        self._opened(leftover)
+        transport.resume_reading()
         if self._close_on_open is not None:
             self.close_nowait(*self._close_on_open)
+
+    def deny(self, response: Response) -> None:
+        """Refuse the handshake the application was asked about with an HTTP response."""
+        if self._pending is None:
+            raise RuntimeError("the handshake is not waiting for deny()")
+        self._pending = None
+        self._reject(response, f"{response.status} from the application")
 
     def _negotiate_compression(self, request: Request) -> str | None:
         """Accept the client's first valid permessage-deflate offer, if compression is on."""
@@ -293,7 +366,13 @@ class ServerProtocol(WebSocket):
         except Exception:
             counters.values[counters.ERRORS] += 1
             logger.exception("handler failed for %s from %s", self.request_path, self._peer())
+            if self._pending is not None:
+                self.deny(Response(500, body=b"Internal Server Error\n"))
+                return
             await self.close(CloseCode.INTERNAL_ERROR)
+            return
+        if self._pending is not None:  # ASGI: "exits before accepting ... HTTP 403"
+            self.deny(Response(403, body=b"Forbidden\n"))
             return
         await self.close()
 
