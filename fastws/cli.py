@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(config.log_level)
 
     if config.workers == 0:  # one process, no master
+        from fastws.asgi.lifespan import LifespanFailed
         from fastws.server import run  # imported late: the CLI must work without the server
 
         try:
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:  # cannot listen (address in use, permission...)
             print(f"fastws serve: error: {exc.strerror or exc}", file=sys.stderr)
             return 1
+        except LifespanFailed as exc:  # the ASGI application's startup failed
+            print(f"fastws serve: error: {exc}", file=sys.stderr)
+            return 3
         return 0
     # A master with config.workers worker processes (gunicorn keeps its master even for one
     # worker: supervision, HUP reload and /metrics work the same way whatever the count).
