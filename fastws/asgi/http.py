@@ -365,13 +365,9 @@ class HTTPConnection(asyncio.Protocol):
             self._refuse(400, f"malformed request ({exc})")
 
     def eof_received(self) -> bool | None:
-        """The client sent all it will: answer what it asked, then close."""
-        for cycle in self._cycles:
-            if not cycle.body_done:
-                cycle.disconnected = True
-                cycle.wake()
-        self._closing = True
-        return True if self._cycles else None
+        """The client closed its side: the connection ends (as with uvicorn), and the
+        requests in progress see http.disconnect (connection_lost)."""
+        return None
 
     def pause_writing(self) -> None:
         self._writing_paused = True
