@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _configure_logging(config.log_level)
 
+    from fastws.asgi.lifespan import LifespanFailed
     from fastws.launch import launch  # one place decides: this process alone or a master
 
     try:
@@ -156,3 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # this process alone cannot listen (address in use, permission...)
         print(f"fastws serve: error: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except LifespanFailed as exc:  # the ASGI application's startup failed (--workers 0)
+        print(f"fastws serve: error: {exc}", file=sys.stderr)
+        return 3

@@ -485,6 +485,16 @@ class Config:
             example="128",
         ),
     )
+    interface: str = field(
+        default="auto",
+        metadata=_knob(
+            _Choice("auto", "fastws", "asgi"),
+            "What APP is: fastws (an async handler called with each WebSocket), asgi (an ASGI 3"
+            " application such as FastAPI or Starlette: its HTTP and WebSocket routes), or auto"
+            " (told apart by the callable's parameters: one for fastws, three for ASGI).",
+            example="asgi",
+        ),
+    )
     subprotocols: tuple[str, ...] = field(
         default=(),
         metadata=_knob(

@@ -32,13 +32,14 @@ class HandlerError(TypeError):
 
 
 def is_asgi_app(app: Any) -> bool:
-    """Whether `app` is an ASGI application that this server serves through its ASGI adapter.
+    """Whether `app` is an ASGI application (served through fastws.asgi), as the server's
+    interface detection (server.app.detect) tells: three positional parameters."""
+    from .server.app import InterfaceError, detect  # the ASGI adapter's own detection
 
-    The seam for ASGI support (fastws.asgi, the asgi engineer's): until it recognises ASGI
-    applications here, one (`async def app(scope, receive, send)`, a Starlette app) is
-    refused at start with a hint instead of failing every connection.
-    """
-    return False
+    try:
+        return detect(app) == "asgi"
+    except InterfaceError:
+        return False
 
 
 def check(app: Any) -> Kind:

@@ -8,8 +8,10 @@ process's RSS from /proc. Nothing else is exposed: no request data, no configura
 
 Costs nothing on the per-message path: the counters are the ones the hot path already keeps,
 and only a viewer's own connection reads them. A viewer is not part of what it shows: its
-connection, its snapshots and its pongs are not counted (it becomes a `Viewer`, whose
-bookkeeping skips the counters), so an idle server shows zeros while someone watches it.
+route is uncounted (no connection, handshake or close counts, no keepalive pings, its bytes
+out go to an uncounted Outbox) and the feed takes its own snapshots' message count and the
+viewer's Close frame back out of the counters, so an idle server shows zeros while someone
+watches it. Both are ordinary routes (see server.routes).
 """
 
 from __future__ import annotations
@@ -26,15 +28,14 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ..outbox import Outbox, flusher
-from ..protocol.connection import State
-from ..protocol.frames import CloseCode, Opcode
-from ..protocol.handshake import HandshakeError, Request, Response, accept_response, check_upgrade
+from ..protocol.frames import CloseCode
+from ..protocol.handshake import HandshakeError, Request, Response
 from ..stats import counters, metrics
-from ..websocket import ConnectionClosed, WebSocket
+from ..websocket import ConnectionClosed
 from .protocol import ServerProtocol
+from .routes import WebSocketRoute
 
-__all__ = ["PATH", "Sampler", "Viewer", "answer"]
+__all__ = ["FEED", "PATH", "Sampler", "feed", "page_route"]
 
 PATH = "/dashboard"
 #: Seconds between snapshots.
@@ -71,25 +72,12 @@ def page() -> Response:
     return Response(200, headers=headers, body=html.encode())
 
 
-def answer(conn: ServerProtocol, request: Request, leftover: bytes) -> None:
-    """Serve the page (plain GET) or turn the connection into a `Viewer` (an upgrade)."""
-    if "Upgrade" not in request.headers:
-        counters.values[counters.HTTP_REQUESTS] += 1
-        conn._respond(page())
-        return
-    try:
-        key = check_upgrade(request)
-        _check_same_origin(request, tls=conn._server.ssl is not None)
-    except HandshakeError as exc:
-        conn._reject(exc.response(), f"{exc.status} {exc.reason} (dashboard)")
-        return
-    # Same slots, other bookkeeping: a viewer is not counted in what it shows.
-    conn.__class__ = Viewer
-    assert isinstance(conn, Viewer)
-    conn._watch(key, leftover)
+def page_route(server: Any, request: Request) -> Response:
+    """GET /dashboard: the page."""
+    return page()
 
 
-def _check_same_origin(request: Request, *, tls: bool) -> None:
+def _check_same_origin(request: Request, server: Any) -> None:
     """Only the dashboard page itself (or a non-browser client, which sends no Origin) may
     open the feed: another site's page must not read the server's figures through a
     visitor's browser (cross-site WebSocket hijacking)."""
@@ -97,56 +85,65 @@ def _check_same_origin(request: Request, *, tls: bool) -> None:
     if not origins:
         return
     host = request.headers.get("Host") or ""
-    expected = ("https://" if tls else "http://") + host
+    expected = ("https://" if server.ssl is not None else "http://") + host
     if len(origins) > 1 or origins[0].lower() != expected.lower():
         raise HandshakeError(403, "origin not allowed")
 
 
-class Viewer(ServerProtocol):
-    """A dashboard page's WebSocket: sent a snapshot each second, counted nowhere."""
-
-    __slots__ = ()
-
-    def _watch(self, key: str, leftover: bytes) -> None:
-        if self._transport is None:
+async def feed(ws: ServerProtocol) -> None:
+    """The page's WebSocket: a snapshot each second until the page goes; any input closes
+    it with 1008 (the dashboard takes none)."""
+    sampler = Sampler(ws.server)
+    try:
+        while True:
+            text = json.dumps(sampler.sample(), separators=(",", ":"))  # ASCII: 1 B a char
+            await ws.send(text)
+            counters.values[counters.MESSAGES_OUT] -= 1  # its bytes: an uncounted Outbox
+            try:
+                message = await asyncio.wait_for(ws.recv(), INTERVAL)
+            except TimeoutError:
+                continue
+            size = len(message.encode() if isinstance(message, str) else message)
+            _uncount(counters.MESSAGES_IN, counters.BYTES_IN, _frame_size(size, True))
+            await ws.close(CloseCode.POLICY_VIOLATION, "the dashboard takes no input")
+            _uncount_close(ws)
             return
-        self._cancel_handshake_timer()
-        # No subprotocol, no compression: the snapshots are small and sent once a second.
-        self._transport.write(accept_response(key).serialize())
-        self.request.headers.compact()  # type: ignore[union-attr]
-        self._handler_task = self._loop.create_task(self._feed())
-        self._out = Outbox(self._transport, flusher(self._loop), counted=False)
-        self._opened(leftover)
+    except ConnectionClosed:
+        _uncount_close(ws)
 
-    async def _feed(self) -> None:
-        sampler = Sampler(self._server)
-        try:
-            while True:
-                self._publish(json.dumps(sampler.sample(), separators=(",", ":")))
-                try:
-                    await asyncio.wait_for(self.recv(), INTERVAL)
-                except TimeoutError:
-                    continue
-                await self.close(CloseCode.POLICY_VIOLATION, "the dashboard takes no input")
-                return
-        except ConnectionClosed:
-            return
 
-    def _publish(self, text: str) -> None:
-        """Send one snapshot, unless the page is not reading (then it gets the next one)."""
-        transport = self._transport
-        if self._writing_paused or transport is None or transport.is_closing():
-            return
-        if self._conn.state is State.OPEN:
-            self._write_data(self._conn.send_data(Opcode.TEXT, text.encode()))
+def _frame_size(payload: int, masked: bool) -> int:
+    """Bytes of one frame carrying `payload` bytes (5.2: 7-bit, 16-bit or 64-bit length)."""
+    header = 2 if payload < 126 else 4 if payload < 65536 else 10
+    return header + payload + (4 if masked else 0)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        super().buffer_updated(nbytes)
-        counters.values[counters.BYTES_IN] -= nbytes  # its pongs and Close are not traffic
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        WebSocket.connection_lost(self, exc)  # not ServerProtocol's: that one counts
-        self._server._connections.discard(self)
+def _uncount(messages: int, nbytes: int, size: int) -> None:
+    counters.values[messages] -= 1
+    counters.values[nbytes] -= size
+
+
+def _uncount_close(ws: ServerProtocol) -> None:
+    """The viewer's Close frame (it echoes ours, or sends its own) is no traffic either."""
+    code = ws.close_code
+    if code is None or code == CloseCode.ABNORMAL:
+        return  # no Close frame came
+    body = 0 if code == CloseCode.NO_STATUS else 2 + len((ws.close_reason or "").encode())
+    counters.values[counters.BYTES_IN] -= _frame_size(body, True)
+
+
+#: A viewer is not part of what it shows: not counted, and it never needs a ping (a dead
+#: viewer stops reading its snapshots, and write_timeout ends it). No subprotocol, no
+#: compression: the snapshots are small and sent once a second.
+FEED = WebSocketRoute(
+    feed,
+    check=_check_same_origin,
+    subprotocols=False,
+    compression=False,
+    app_hooks=False,
+    counted=False,
+    keepalive=False,
+)
 
 
 class Sampler:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..outbox import Outbox, flusher
 from ..protocol.deflate import DeflateOptions, PerMessageDeflate, negotiate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
@@ -26,6 +28,7 @@ from ..protocol.handshake import (
 )
 from ..stats import counters
 from ..websocket import ConnectionClosed, WebSocket
+from .routes import HTTPRoute, WebSocketRoute, is_upgrade
 
 if TYPE_CHECKING:
     from .server import Server
@@ -34,8 +37,6 @@ __all__ = ["ServerProtocol"]
 
 logger = logging.getLogger("fastws")
 
-#: Plain HTTP GET routes answered on the WebSocket port (a request without Upgrade).
-_HTTP_ROUTES = frozenset({"/healthz", "/metrics"})
 #: A worker at max_connections: try again soon, probably on another worker.
 _BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable\n")
 
@@ -43,7 +44,15 @@ _BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable
 class ServerProtocol(WebSocket):
     """A connection accepted by a `Server`; the handler sees it as a `WebSocket`."""
 
-    __slots__ = ("_close_on_open", "_handler_task", "_handshake_timer", "_parser", "_server")
+    __slots__ = (
+        "_close_on_open",
+        "_handler_task",
+        "_handshake_timer",
+        "_parser",
+        "_pending",
+        "_route",
+        "_server",
+    )
     #: Set when the server stops during this connection's handshake: close once it is open.
     _close_on_open: tuple[int, str] | None
 
@@ -65,6 +74,9 @@ class ServerProtocol(WebSocket):
             failure_grace=config.failure_grace,
         )
         self._server = server
+        self._route: WebSocketRoute | None = None  # None: the application's handler
+        # (Sec-WebSocket-Key, leftover bytes) while the application decides (defers_accept).
+        self._pending: tuple[str, bytes] | None = None
         self._close_on_open = None
         self._parser: RequestParser | None = RequestParser(
             max_request_line=config.max_request_line,
@@ -82,6 +94,7 @@ class ServerProtocol(WebSocket):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._pending = None  # nothing left to accept or deny
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -90,7 +103,7 @@ class ServerProtocol(WebSocket):
         hub = self._server.hub
         if hub is not None and hub._rooms_of:
             hub.drop(self)
-        if self._open:
+        if self._open and (self._route is None or self._route.counted):
             counters.values[counters.CONNECTIONS_OPEN] -= 1
             counters.values[counters.close_index(self.close_code or CloseCode.ABNORMAL)] += 1
 
@@ -112,20 +125,45 @@ class ServerProtocol(WebSocket):
         if request is None:
             return
         self._parser = None
-        self.request = request
-        if request.path == "/dashboard" and self._server.config.dashboard:
-            from . import dashboard  # only a server with --dashboard loads it
+        self.handle_request(request, parser.leftover)
 
-            dashboard.answer(self, request, parser.leftover)
-            return
-        if request.path in _HTTP_ROUTES and "Upgrade" not in request.headers:
-            self._answer_http(request.path)
-            return
+    @classmethod
+    def upgrade(
+        cls, server: Server, transport: asyncio.BaseTransport, request: Request, leftover: bytes
+    ) -> ServerProtocol:
+        """Go on with an upgrade request another front end parsed (an HTTP/1.1 connection):
+        the transport is this connection's from now on."""
+        conn = cls(server)
+        conn._parser = None
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        conn.handle_request(request, leftover)
+        return conn
+
+    def handle_request(self, request: Request, leftover: bytes) -> None:
+        """Route a parsed request: a registered HTTP route, a registered WebSocket route, or
+        the application's handler (`leftover`: bytes the client sent after the request)."""
+        self.request = request
+        routes = self._server.routes
+        if not is_upgrade(request):
+            http = routes.http_route(request)
+            if http is not None:
+                self._answer_route(http, request)
+                return
+        route = routes.websocket_route(request)
+        self._route = route
         try:
             key = check_upgrade(request)
-            check_origin(request, self._server.config.origins)
+            if route is None or route.check is None:
+                check_origin(request, self._server.config.origins)
+            else:
+                route.check(request, self._server)
         except HandshakeError as exc:
-            self._reject(exc.response(), f"{exc.status} {exc.reason}")
+            where = "" if route is None else f" ({request.path.strip('/')})"
+            self._reject(exc.response(), f"{exc.status} {exc.reason}{where}")
+            return
+        if route is not None and not route.app_hooks:
+            self._accept(request, key, leftover)
             return
         limit = self._server.config.max_connections
         if limit is not None and counters.values[counters.CONNECTIONS_OPEN] >= limit:
@@ -134,7 +172,7 @@ class ServerProtocol(WebSocket):
             return
         hook = self._server.config.process_request
         if hook is None:
-            self._accept(request, key, parser.leftover)
+            self._accept(request, key, leftover)
             return
         try:
             answer = hook(request)
@@ -145,10 +183,10 @@ class ServerProtocol(WebSocket):
             return
         if inspect.isawaitable(answer):
             self._transport.pause_reading()  # type: ignore[union-attr]
-            task = self._loop.create_task(self._await_hook(answer, request, key, parser.leftover))
+            task = self._loop.create_task(self._await_hook(answer, request, key, leftover))
             self._handler_task = task
         else:
-            self._answer_hook(answer, request, key, parser.leftover)
+            self._answer_hook(answer, request, key, leftover)
 
     async def _await_hook(self, answer: Any, request: Request, key: str, leftover: bytes) -> None:
         try:
@@ -171,24 +209,19 @@ class ServerProtocol(WebSocket):
         else:
             self._reject(response, f"{response.status} from process_request")
 
-    def _answer_http(self, path: str) -> None:
-        """Plain HTTP GET /healthz or /metrics (no Upgrade header): the whole server's state."""
-        from ..stats import metrics  # only the monitoring path needs it
-
-        counters.values[counters.HTTP_REQUESTS] += 1  # before the snapshot: it counts itself
-        board = self._server.scoreboard
-        self._server.sample_gauges()
-        if board is not None:
-            board.beat(self._server.scoreboard_slot)  # this worker's own counts: up to date
-        snap = metrics.snapshot(board)
-        if path == "/metrics":
-            body, kind = metrics.prometheus(snap), metrics.CONTENT_TYPE
-        else:
-            body, kind = metrics.healthz(snap), "application/json"
-        self._respond(Response(200, headers=[("Content-Type", kind)], body=body.encode()))
+    def _answer_route(self, route: HTTPRoute, request: Request) -> None:
+        """A plain HTTP request for a registered route: its response, then close."""
+        counters.values[counters.HTTP_REQUESTS] += 1  # before the route: /metrics counts itself
+        try:
+            response = route(self._server, request)
+        except Exception:
+            counters.values[counters.ERRORS] += 1
+            logger.exception("route %s failed", request.path)
+            response = Response(500, body=b"Internal Server Error\n")
+        self._respond(response)
 
     def _respond(self, response: Response) -> None:
-        """Answer a plain HTTP request (/healthz, /metrics, /dashboard), then close."""
+        """Answer a plain HTTP request (a registered route), then close."""
         self._parser = None
         self._cancel_handshake_timer()
         if self._transport is not None:
@@ -216,21 +249,87 @@ class ServerProtocol(WebSocket):
     def _accept(self, request: Request, key: str, leftover: bytes) -> None:
         if self._transport is None:
             return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        self.subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
-        extensions = self._negotiate_compression(request)
-        self._transport.write(accept_response(key, self.subprotocol, extensions).serialize())
-        request.headers.compact()  # the handshake is done with lookups; keep the fields only
-        counters.values[counters.HANDSHAKES] += 1
-        counters.values[counters.CONNECTIONS_OPEN] += 1
-        listener = self._server.listener
+        route = self._route
+        if route is None and self._server.application.defers_accept:
+            # The application answers the handshake itself (ASGI's websocket.connect): its
+            # handler runs now, and accept() or deny() completes the handshake. Until then
+            # nothing is read (a client must wait for the 101); handshake_timeout bounds it.
+            self._pending = (key, leftover)
+            self._transport.pause_reading()
+            self._handler_task = self._loop.create_task(self._run_handler(self._server.handler))
+            return
+        subprotocol = None
+        if route is None or route.subprotocols:
+            subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
+        self._open_connection(request, key, leftover, subprotocol, ())
+        listener = self._server.listener if route is None else None
         if listener is None:
-            self._handler_task = self._loop.create_task(self._run_handler())
+            handler = self._server.handler if route is None else route.handler
+            self._handler_task = self._loop.create_task(self._run_handler(handler))
         self._opened(leftover, listener)
         if self._close_on_open is not None:
             self.close_nowait(*self._close_on_open)
+
+    def _open_connection(
+        self,
+        request: Request,
+        key: str,
+        leftover: bytes,
+        subprotocol: str | None,
+        headers: Sequence[tuple[str, str]],
+    ) -> None:
+        """Send the 101 (with the compression agreed) and count the connection."""
+        assert self._transport is not None
+        self._cancel_handshake_timer()
+        route = self._route
+        self.subprotocol = subprotocol
+        extensions = None
+        if route is None or route.compression:
+            extensions = self._negotiate_compression(request)
+        response = accept_response(key, subprotocol, extensions, headers)
+        self._transport.write(response.serialize())
+        request.headers.compact()  # the handshake is done with lookups; keep the fields only
+        if route is None or route.counted:
+            counters.values[counters.HANDSHAKES] += 1
+            counters.values[counters.CONNECTIONS_OPEN] += 1
+        else:  # its frames are not traffic either (bytes_out)
+            self._out = Outbox(self._transport, flusher(self._loop), counted=False)
+        if route is not None and not route.keepalive:
+            self._ping_interval = self._message_timeout = None
+
+    # -- a handshake the application answers (defers_accept) --------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """The opening handshake waits for the application's accept() or deny()."""
+        return self._pending is not None
+
+    def accept(
+        self, subprotocol: str | None = None, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Complete the opening handshake the application was asked about: send 101 with
+        `subprotocol` (one the client offered) and extra `headers`; messages flow from now.
+        Raises ConnectionClosed if the client is gone; ValueError for a bad header."""
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError("the handshake is not waiting for accept()")
+        transport = self._transport
+        if transport is None or self.request is None:
+            raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL, "")
+        key, leftover = pending
+        self._open_connection(self.request, key, leftover, subprotocol, headers)
+        self._pending = None
+        self._opened(leftover)
+        transport.resume_reading()
+        if self._close_on_open is not None:
+            self.close_nowait(*self._close_on_open)
+
+    def deny(self, response: Response) -> None:
+        """Refuse the handshake the application was asked about with an HTTP response."""
+        if self._pending is None:
+            raise RuntimeError("the handshake is not waiting for deny()")
+        self._pending = None
+        self._reject(response, f"{response.status} from the application")
 
     def _negotiate_compression(self, request: Request) -> str | None:
         """Accept the client's first valid permessage-deflate offer, if compression is on."""
@@ -260,15 +359,21 @@ class ServerProtocol(WebSocket):
         self._conn.deflate = PerMessageDeflate(agreement, options, client=False)
         return agreement.header()
 
-    async def _run_handler(self) -> None:
+    async def _run_handler(self, handler: Callable[[Any], Awaitable[None]]) -> None:
         try:
-            await self._server.handler(self)  # type: ignore[operator]  # not a Listener here
+            await handler(self)
         except ConnectionClosed:
             pass
         except Exception:
             counters.values[counters.ERRORS] += 1
             logger.exception("handler failed for %s from %s", self.request_path, self._peer())
+            if self._pending is not None:
+                self.deny(Response(500, body=b"Internal Server Error\n"))
+                return
             await self.close(CloseCode.INTERNAL_ERROR)
+            return
+        if self._pending is not None:  # ASGI: "exits before accepting ... HTTP 403"
+            self.deny(Response(403, body=b"Forbidden\n"))
             return
         await self.close()
 

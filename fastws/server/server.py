@@ -22,13 +22,15 @@ from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
 from ..handler import check as check_handler
-from ..listener import Listener, as_listener
+from ..listener import Listener
 from ..protocol.frames import CloseCode
 from ..pubsub.factory import make_broker
 from ..pubsub.hub import Hub
 from ..websocket import WebSocket
+from .app import adapt
 from .gauges import GaugeSampler
 from .protocol import ServerProtocol
+from .routes import Routes, default_routes
 
 __all__ = ["Handler", "Server", "run_single", "serve"]
 
@@ -59,10 +61,14 @@ class Server:
         *,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
-        check_handler(handler)  # one clear TypeError now rather than 1011 on every connection
-        self.handler = handler
-        #: The callback-style handler `handler` stands for (None: a coroutine handler).
-        self.listener = as_listener(handler)
+        #: The application whatever its interface (see server.app): `handler` runs its
+        #: WebSocket connections, or `listener` (a callback-style handler) gets their events.
+        self.application = adapt(handler, config.interface)
+        self.handler = self.application.handler
+        self.listener = self.application.listener
+        self._front = self.application.front
+        if self.application.interface == "fastws":
+            check_handler(handler)  # one clear TypeError now rather than 1011 on every connection
         self.config = config
         if ssl is not None and config.certfile is not None:
             raise ValueError("pass either ssl= or certfile/keyfile, not both")
@@ -81,6 +87,8 @@ class Server:
         self.sample_gauges = GaugeSampler(self)
         #: Channels (rooms) of this server in this process; made by start().
         self.hub: Hub | None = None
+        #: What a request goes to besides the application (see server.routes).
+        self.routes: Routes = default_routes(config.dashboard)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -89,6 +97,7 @@ class Server:
         hub = Hub(broker, limit=config.broadcast_limit, overflow=config.broadcast_overflow)
         await hub.start()
         self.hub = hub
+        await self.application.startup(self)  # ASGI lifespan: before the first connection
         # The TLS handshake comes before connection_made(), so it needs its own bound.
         tls: dict[str, Any] = {}
         if self.ssl is not None:
@@ -117,8 +126,8 @@ class Server:
         self.budget.cache.trim()
         self._trim_timer = asyncio.get_running_loop().call_later(TRIM_INTERVAL, self._trim_cache)
 
-    def _new_protocol(self) -> ServerProtocol:
-        return ServerProtocol(self)
+    def _new_protocol(self) -> asyncio.BaseProtocol:
+        return self._front(self)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -188,6 +197,7 @@ class Server:
                 ws._transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        await self.application.shutdown(self)
         if self.hub is not None:
             await self.hub.close()
 

@@ -1,0 +1,65 @@
+"""An ASGI 3 application as the server's `Application`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..server.app import Application
+from . import scope as scopes
+from .lifespan import Lifespan
+from .websocket import run
+
+if TYPE_CHECKING:
+    from ..server.protocol import ServerProtocol
+    from ..server.server import Server
+    from .http import HTTPConnection
+
+__all__ = ["ASGIApplication"]
+
+
+class ASGIApplication(Application):
+    """Every connection starts as HTTP/1.1 (`fastws.asgi.http`); an upgrade becomes a
+    `ServerProtocol` whose handshake the application answers (`defers_accept`)."""
+
+    interface = "asgi"
+    defers_accept = True
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(self._websocket)
+        self.app = app
+        self.lifespan = Lifespan(app)
+        self._server_address: tuple[str, int] | None = None
+        #: Open HTTP connections (WebSockets are the server's, in Server.connections).
+        self.connections: set[HTTPConnection] = set()
+
+    async def _websocket(self, ws: ServerProtocol) -> None:
+        await run(self, ws)
+
+    def front(self, server: Server) -> asyncio.BaseProtocol:
+        from .http import HTTPConnection
+
+        return HTTPConnection(server, self)
+
+    def server_address(self, server: Server) -> tuple[str, int] | None:
+        """ASGI's `server`: the listening address (the same for every connection)."""
+        address = self._server_address
+        if address is None and server.sockets:
+            address = self._server_address = scopes.address(server.sockets[0].getsockname())
+        return address
+
+    async def startup(self, server: Server) -> None:
+        await self.lifespan.startup()
+
+    async def shutdown(self, server: Server) -> None:
+        """Close idle HTTP connections now and the others once their responses are out (up
+        to close_timeout), then the application's lifespan shutdown."""
+        loop = asyncio.get_running_loop()
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = loop.time() + server.config.close_timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.abort()
+        await self.lifespan.shutdown()

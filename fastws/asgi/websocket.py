@@ -1,0 +1,153 @@
+"""ASGI WebSockets on fastws's own connections.
+
+Each WebSocket the ASGI application owns is an ordinary `ServerProtocol`: the same protocol
+core, limits, timeouts, compression, backpressure and counters as a fastws handler. This
+module only translates: the connection's handshake waits for the application
+(`websocket.connect` -> `websocket.accept` / `websocket.close` / `websocket.http.response.*`),
+then `receive()` is `ws.recv()` and `send()` is `ws.send()` / `ws.close()`.
+
+Extensions the scope announces:
+
+- ``websocket.http.response``: a denial response (any status, headers and body) instead of
+  the upgrade, e.g. Starlette's ``send_denial_response``.
+- ``fastws``: ``{"connection": ws}``, the fastws connection behind this scope (channels:
+  ``fastws.asgi.connection(websocket).subscribe("room")``), and zero-copy receive: an
+  application that accepts with ``{"type": "websocket.accept", "fastws.message": True}``
+  receives each binary message as ``{"bytes": <memoryview>, "fastws.message": <Message>}``,
+  a view of the memory the kernel wrote the message into, instead of a copy in a new
+  ``bytes``. Sending that view (or the Message) back is zero-copy too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.handshake import Response, parse_header_list
+from ..websocket import ConnectionClosed
+from . import scope as scopes
+
+if TYPE_CHECKING:
+    from ..server.protocol import ServerProtocol
+    from .app import ASGIApplication
+
+__all__ = ["ClientDisconnected", "Session"]
+
+SPEC = {"version": "3.0", "spec_version": "2.4"}
+_CONNECT = {"type": "websocket.connect"}
+
+
+class ClientDisconnected(OSError):
+    """send() on a closed WebSocket (ASGI: "a server-specific subclass of OSError")."""
+
+
+def _str_headers(raw: Any) -> list[tuple[str, str]]:
+    return [(bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in raw]
+
+
+class Session:
+    """One ASGI WebSocket: the scope, and the receive/send the application calls."""
+
+    __slots__ = ("_denial", "_disconnect", "_state", "_zero_copy", "scope", "ws")
+
+    def __init__(self, ws: ServerProtocol, application: ASGIApplication) -> None:
+        self.ws = ws
+        request = ws.request
+        assert request is not None
+        server = ws.server
+        self.scope: dict[str, Any] = {
+            "type": "websocket",
+            "asgi": SPEC,
+            "http_version": "1.1",
+            "scheme": "wss" if server.ssl is not None else "ws",
+            "path": scopes.path(request.path),
+            "raw_path": request.path.encode("latin-1"),
+            "query_string": request.query.encode("latin-1"),
+            "root_path": "",
+            "headers": scopes.headers(request.headers.raw),
+            "client": scopes.address(ws.remote_address),
+            "server": application.server_address(server),
+            "subprotocols": parse_header_list(request.headers.get_all("Sec-WebSocket-Protocol")),
+            "state": dict(application.lifespan.state),
+            "extensions": {"websocket.http.response": {}, "fastws": {"connection": ws}},
+        }
+        self._state = "connecting"  # -> connected (connect sent) -> open | closed
+        self._zero_copy = False
+        self._denial: tuple[int, list[tuple[str, str]], list[bytes]] | None = None
+        self._disconnect: dict[str, Any] | None = None
+
+    async def receive(self) -> dict[str, Any]:
+        if self._state == "connecting":
+            self._state = "connected"
+            return _CONNECT
+        if self._disconnect is not None:
+            return self._disconnect
+        ws = self.ws
+        try:
+            if self._zero_copy:
+                message: Any = await ws.recv_message()
+            else:
+                message = await ws.recv()
+        except ConnectionClosed as exc:
+            self._disconnect = {
+                "type": "websocket.disconnect",
+                "code": exc.code,
+                "reason": exc.reason,
+            }
+            return self._disconnect
+        if type(message) is str:
+            return {"type": "websocket.receive", "text": message}
+        if self._zero_copy:
+            return {"type": "websocket.receive", "bytes": message.data, "fastws.message": message}
+        return {"type": "websocket.receive", "bytes": message}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        ws = self.ws
+        if self._state == "open":
+            try:
+                if kind == "websocket.send":
+                    text = message.get("text")
+                    await ws.send(text if text is not None else message["bytes"])
+                elif kind == "websocket.close":
+                    await ws.close(message.get("code") or 1000, message.get("reason") or "")
+                else:
+                    raise RuntimeError(f"unexpected ASGI message {kind!r} on an open WebSocket")
+            except ConnectionClosed as exc:
+                raise ClientDisconnected(f"WebSocket closed: {exc.code} {exc.reason}") from None
+            return
+        if self._state == "closed" or not ws.pending:
+            raise ClientDisconnected(f"cannot send {kind!r}: the WebSocket is closed")
+        if kind == "websocket.accept":
+            headers = _str_headers(message.get("headers") or ())
+            try:
+                ws.accept(message.get("subprotocol"), headers)
+            except ConnectionClosed:
+                self._state = "closed"
+                raise ClientDisconnected("the client left before the handshake completed") from None
+            self._state = "open"
+            self._zero_copy = bool(message.get("fastws.message"))
+        elif kind == "websocket.close":
+            # "If this is sent before the socket is accepted, the server must close the
+            # connection with a HTTP 403 error code (Forbidden)".
+            self._state = "closed"
+            ws.deny(Response(403, body=b"Forbidden\n"))
+        elif kind == "websocket.http.response.start":
+            if self._denial is not None:
+                raise RuntimeError("websocket.http.response.start sent twice")
+            self._denial = (int(message["status"]), _str_headers(message.get("headers") or ()), [])
+        elif kind == "websocket.http.response.body":
+            if self._denial is None:
+                raise RuntimeError("websocket.http.response.body before its start")
+            status, headers, body = self._denial
+            body.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                self._state = "closed"
+                ws.deny(Response(status, headers=headers, body=b"".join(body)))
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} before the WebSocket is accepted")
+
+
+async def run(application: ASGIApplication, ws: ServerProtocol) -> None:
+    """The server's handler for the application's WebSockets."""
+    session = Session(ws, application)
+    await application.app(session.scope, session.receive, session.send)
