@@ -76,16 +76,6 @@ def only_connection(proxy: RecordingProxy) -> ProxiedConnection:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def superchat_first(start_module_server: ServerFactory) -> ServerProcess:
-    return start_module_server("tests.apps:report_subprotocol", subprotocols=["superchat", "chat"])
-
-
-@pytest.fixture(scope="module")
-def no_common_subprotocol(start_module_server: ServerFactory) -> ServerProcess:
-    return start_module_server("tests.apps:report_subprotocol", subprotocols=["other"])
-
-
 def test_subprotocol(
     page: Any, subprotocol_server: ServerProcess, superchat_first: ServerProcess
 ) -> None:
@@ -208,11 +198,6 @@ def test_handler_exception_closes_1011(page: Any, start_server: ServerFactory) -
 # ---------------------------------------------------------------------------------------------
 # Refused handshakes: Origin allow-list, process_request hook
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def page_origin_allowed(start_module_server: ServerFactory, site: TestSite) -> ServerProcess:
-    return start_module_server(origins=["http://example.com", site.origin])
 
 
 @pytest.fixture(scope="module")
