@@ -458,6 +458,20 @@ def node() -> list[str]:
     )
 
 
+@pytest.fixture(scope="package")
+def websocket_node(node: list[str]) -> tuple[list[str], Path]:
+    """Node and the node_modules folder holding WebSocket-Node (npm `websocket`), which .ci/run
+    installs next to Node 22. Without Node the tests are skipped (as for test_node.py); with
+    Node but without the package they fail under FASTWS_TEST_BROWSERS=required."""
+    modules = Path(os.environ.get("FASTWS_TEST_NODE_MODULES") or NODE_CACHE / "node_modules")
+    if not (modules / "websocket" / "package.json").is_file():
+        unavailable(
+            f"WebSocket-Node not found in {modules}: npm install --prefix {modules.parent} "
+            "node@22 websocket@1.0.35 ws@8 (.ci/run does), or set FASTWS_TEST_NODE_MODULES"
+        )
+    return node, modules
+
+
 # --- servers the clients talk to (package scope: started once for tests/browser) -------------
 
 
@@ -514,6 +528,18 @@ def no_common_subprotocol(start_package_server: ServerFactory) -> ServerProcess:
 def page_origin_allowed(start_package_server: ServerFactory, site: TestSite) -> ServerProcess:
     """Allows http://example.com and the test pages' own origin."""
     return start_package_server(origins=["http://example.com", site.origin])
+
+
+@pytest.fixture(scope="package")
+def closes_4000(start_package_server: ServerFactory) -> ServerProcess:
+    """Closes with 4000 "bye" as soon as the connection is open."""
+    return start_package_server("tests.apps:close_4000_bye")
+
+
+@pytest.fixture(scope="package")
+def raises(start_package_server: ServerFactory) -> ServerProcess:
+    """Echoes; the message "raise" makes the handler raise (the server then closes 1011)."""
+    return start_package_server("tests.apps:raise_on_message")
 
 
 @pytest.fixture(scope="package")

@@ -83,16 +83,6 @@ def test_subprotocol_choice(
     check_subprotocol(report, "")
 
 
-@pytest.fixture(scope="module")
-def closes_4000(start_module_server: ServerFactory) -> ServerProcess:
-    return start_module_server("tests.apps:close_4000_bye")
-
-
-@pytest.fixture(scope="module")
-def raises(start_module_server: ServerFactory) -> ServerProcess:
-    return start_module_server("tests.apps:raise_on_message")
-
-
 def test_server_close_codes(
     webkit_page: WebKitPage,
     closes_4000: ServerProcess,
