@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.browser.checks import MAX_MESSAGE_SIZE
+from tests.browser.external import end_process_group, node_command, node_modules, unavailable
 from tests.browser.site import TestSite
 from tests.conftest import _server_factory
 
@@ -57,18 +55,7 @@ XVFB = os.environ.get("FASTWS_TEST_XVFB", "/usr/bin/Xvfb")
 # Playwright (as root) adds --no-sandbox, --headless, a fresh profile and the quiet-network
 # flags itself; the resolver rule stops Chromium's remaining DNS look-ups to Google's hosts.
 CHROMIUM_ARGS = ["--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
-# Where .ci/run puts `npm install node@22` (outside the repository).
-NODE_CACHE = (
-    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastws-tests" / "node22"
-)
 PAGE_TIMEOUT_MS = 60_000
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, or fail where the browsers are supposed to be installed (CI)."""
-    if os.environ.get("FASTWS_TEST_BROWSERS") == "required":
-        pytest.fail(f"{reason} (FASTWS_TEST_BROWSERS=required)", pytrace=False)
-    pytest.skip(reason)
 
 
 def executable(path: str, install: str, variable: str) -> str:
@@ -158,7 +145,7 @@ def xvfb_display() -> Iterator[str]:
             pytest.fail(f"Xvfb did not announce a display (exit {proc.poll()})", pytrace=False)
         yield f":{number.decode()}"
     finally:
-        _end_process_group(proc)
+        end_process_group(proc)
 
 
 @pytest.fixture(scope="package")
@@ -199,7 +186,7 @@ def webkit(xvfb_display: str, site: TestSite, _server_log_dir: Path) -> Iterator
                 with contextlib.suppress(Exception):
                     driver.quit()
             if service.process is not None:
-                _end_process_group(service.process)
+                end_process_group(service.process)
 
 
 class WebKitPage:
@@ -402,60 +389,18 @@ def headless(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str], An
             yield run
         finally:
             for proc, log in started:
-                _end_process_group(proc)
+                end_process_group(proc)
                 output = log.read_text(errors="replace") if log.exists() else ""
                 request.node.add_report_section("teardown", f"{proc.args[0]} log", output)
-
-
-def _end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the process we started; its children follow. SIGKILL what is left of its group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 # --- Node --------------------------------------------------------------------------------------
 
 
-def _node_major(command: str) -> int | None:
-    try:
-        out = subprocess.run(
-            [command, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.fullmatch(r"v(\d+)\.\d+\.\d+\s*", out)
-    return int(match[1]) if match else None
-
-
 @pytest.fixture(scope="package")
 def node() -> list[str]:
     """Node 22+ (global WebSocket), else Node 20/21 with --experimental-websocket."""
-    candidates = [
-        os.environ.get("FASTWS_TEST_NODE"),
-        str(NODE_CACHE / "node_modules" / ".bin" / "node"),
-        shutil.which("node"),
-    ]
-    seen = []
-    for candidate in filter(None, candidates):
-        major = _node_major(candidate)
-        seen.append(f"{candidate}: {'not runnable' if major is None else f'v{major}'}")
-        if major is not None and major >= 22:
-            return [candidate]
-        if major in (20, 21):
-            return [candidate, "--experimental-websocket"]
-    pytest.skip(
-        "no Node >= 20 with a WebSocket client (" + "; ".join(seen or ["none found"]) + "); "
-        f"npm install --prefix {NODE_CACHE} node@22 (.ci/run does)"
-    )
+    return node_command()
 
 
 @pytest.fixture(scope="package")
@@ -463,13 +408,7 @@ def websocket_node(node: list[str]) -> tuple[list[str], Path]:
     """Node and the node_modules folder holding WebSocket-Node (npm `websocket`), which .ci/run
     installs next to Node 22. Without Node the tests are skipped (as for test_node.py); with
     Node but without the package they fail under FASTWS_TEST_BROWSERS=required."""
-    modules = Path(os.environ.get("FASTWS_TEST_NODE_MODULES") or NODE_CACHE / "node_modules")
-    if not (modules / "websocket" / "package.json").is_file():
-        unavailable(
-            f"WebSocket-Node not found in {modules}: npm install --prefix {modules.parent} "
-            "node@22 websocket@1.0.35 ws@8 (.ci/run does), or set FASTWS_TEST_NODE_MODULES"
-        )
-    return node, modules
+    return node, node_modules("websocket")
 
 
 # --- servers the clients talk to (package scope: started once for tests/browser) -------------
