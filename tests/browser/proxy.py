@@ -15,7 +15,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
-__all__ = ["FrameHeader", "ProxiedConnection", "RecordingProxy"]
+__all__ = ["FrameHeader", "ProxiedConnection", "RecordingProxy", "messages", "response_field"]
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD = 1 << 16
@@ -210,3 +210,26 @@ class RecordingProxy:
             sock.close()
         for thread in threads:
             thread.join(5)
+
+
+def messages(frames: list[FrameHeader]) -> list[list[FrameHeader]]:
+    """Group data frames into messages (control frames, which may interleave, are left out)."""
+    grouped: list[list[FrameHeader]] = []
+    current: list[FrameHeader] = []
+    for frame in frames:
+        if frame.opcode >= 8:
+            continue
+        current.append(frame)
+        if frame.fin:
+            grouped.append(current)
+            current = []
+    return grouped
+
+
+def response_field(head: bytes, name: str) -> str:
+    """One header field of a recorded HTTP response head ("" when absent)."""
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        field, _, value = line.partition(":")
+        if field.strip().lower() == name:
+            return value.strip()
+    return ""

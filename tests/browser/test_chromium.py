@@ -26,7 +26,7 @@ from tests.browser.checks import (
     check_subprotocol,
     check_text,
 )
-from tests.browser.proxy import FrameHeader, ProxiedConnection, RecordingProxy
+from tests.browser.proxy import ProxiedConnection, RecordingProxy, messages, response_field
 from tests.browser.recorded import CHROMIUM_156_UPGRADE, WEBSOCKET_FIELDS, header_fields
 from tests.wire import WireClient, accept_key
 
@@ -48,20 +48,6 @@ def run(page: Any, where: str, name: str, *args: Any) -> Any:
     reply = page.evaluate("([name, args]) => window.inWorker(name, ...args)", [name, args])
     assert reply["inWorker"] is True, reply
     return reply["result"]
-
-
-def messages(frames: list[FrameHeader]) -> list[list[FrameHeader]]:
-    """Group data frames into messages (control frames, which may interleave, are left out)."""
-    grouped: list[list[FrameHeader]] = []
-    current: list[FrameHeader] = []
-    for frame in frames:
-        if frame.opcode >= 8:
-            continue
-        current.append(frame)
-        if frame.fin:
-            grouped.append(current)
-            current = []
-    return grouped
 
 
 def only_connection(proxy: RecordingProxy) -> ProxiedConnection:
@@ -332,12 +318,8 @@ def test_extensions_match_server_response(page: Any, echo: ServerProcess) -> Non
     while the server does not compress by default, otherwise the agreed parameters."""
     with RecordingProxy(echo.port) as proxy:
         report = run(page, "page", "handshake", proxy.url_for("/"))
-    response = only_connection(proxy).response_head.decode("latin-1")
-    answered = ""
-    for line in response.split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        if name.lower() == "sec-websocket-extensions":
-            answered = value.strip()
+    response = only_connection(proxy).response_head
+    answered = response_field(response, "sec-websocket-extensions")
     assert report["opened"] is True, report
     assert report["extensions"] == answered, (report, response)
     if Config().compression == "off":

@@ -23,8 +23,7 @@ from tests.browser.checks import (
     check_suite,
     check_text,
 )
-from tests.browser.proxy import RecordingProxy
-from tests.browser.test_chromium import COMPRESSION_ON, messages
+from tests.browser.proxy import RecordingProxy, messages, response_field
 
 if TYPE_CHECKING:
     from tests.browser.conftest import WebKitPage
@@ -32,15 +31,6 @@ if TYPE_CHECKING:
     from tests.conftest import ServerFactory, ServerProcess
 
 WHERE = ["page", "worker"]
-
-
-def response_field(head: bytes, name: str) -> str:
-    """One header field of a recorded HTTP response head ("" when absent)."""
-    for line in head.decode("latin-1").split("\r\n")[1:]:
-        field, _, value = line.partition(":")
-        if field.strip().lower() == name:
-            return value.strip()
-    return ""
 
 
 @pytest.mark.parametrize("where", WHERE)
@@ -131,7 +121,7 @@ def test_permessage_deflate_on_the_wire(
     answered, WebKit really compresses (RSV1 on the first frame of a message, never on a
     continuation: RFC 7692 6.1), and binary and text messages still round-trip."""
     sizes = [0, 125, 64 << 10, 1 << 20]
-    server = start_server(max_message_size="8MiB", **COMPRESSION_ON)
+    server = start_server(max_message_size="8MiB", compression="deflate")
     with RecordingProxy(server.port) as proxy:
         binary = webkit_page.run("page", "binaryRoundTrips", proxy.url_for("/"), sizes)
         text = webkit_page.run("page", "textRoundTrips", proxy.url_for("/"))

@@ -29,9 +29,13 @@ from tests.browser.checks import (
     check_subprotocol,
     check_text,
 )
-from tests.browser.proxy import FrameHeader, ProxiedConnection, RecordingProxy
-from tests.browser.test_chromium import messages
-from tests.browser.test_webkit import response_field
+from tests.browser.proxy import (
+    FrameHeader,
+    ProxiedConnection,
+    RecordingProxy,
+    messages,
+    response_field,
+)
 
 if TYPE_CHECKING:
     from tests.conftest import ServerProcess

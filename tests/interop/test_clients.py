@@ -18,9 +18,13 @@ import pytest
 import fastws
 from fastws.protocol.deflate import DeflateOptions
 from fastws.sync import InvalidHandshake
-from tests.browser.proxy import FrameHeader, ProxiedConnection, RecordingProxy
-from tests.browser.test_chromium import messages
-from tests.browser.test_webkit import response_field
+from tests.browser.proxy import (
+    FrameHeader,
+    ProxiedConnection,
+    RecordingProxy,
+    messages,
+    response_field,
+)
 from tests.interop.peers.common import FRAGMENT, TAKEOVER, fragments
 
 if TYPE_CHECKING:
