@@ -108,10 +108,47 @@ def page(chromium: Any, site: TestSite) -> Iterator[Any]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the page's console to the report of a failed test that used it."""
     report = yield
-    page = getattr(item, "funcargs", {}).get("page")
-    if report.failed and page is not None:
-        report.sections.append(("browser console", "\n".join(page.console_messages)))
+    funcargs = getattr(item, "funcargs", {})
+    for value in (funcargs.get("page"), funcargs.get("driven")):
+        console = getattr(value, "console_messages", None)
+        if report.failed and console is not None:
+            report.sections.append(("browser console", "\n".join(console)))
+            break
     return report
+
+
+class DrivenPage:
+    """static/index.html in a browser a driver controls (``window.wsTests`` is wsclient.mjs,
+    ``window.inWorker(name, ...args)`` runs one of its functions in a Web Worker), behind one
+    interface so that a test runs unchanged in each browser."""
+
+    name = ""
+
+    def evaluate(self, body: str, *args: Any) -> Any:
+        """Run the body of an async function whose `args` are `args`; return its JSON result
+        (a rejection fails the test)."""
+        raise NotImplementedError
+
+    def run(self, where: str, name: str, *args: Any) -> Any:
+        """Call wsclient.mjs's `name(*args)` in the page or in a dedicated Web Worker."""
+        if where == "page":
+            return self.evaluate("return await window.wsTests[args[0]](...args[1]);", name, args)
+        reply = self.evaluate("return await window.inWorker(args[0], ...args[1]);", name, args)
+        assert reply["inWorker"] is True, reply
+        return reply["result"]
+
+
+class ChromiumPage(DrivenPage):
+    """The ``page`` fixture's Playwright page."""
+
+    name = "chromium"
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.console_messages: list[str] = page.console_messages
+
+    def evaluate(self, body: str, *args: Any) -> Any:
+        return self.page.evaluate(f"async (args) => {{ {body} }}", list(args))
 
 
 # --- WebKit (WebKitGTK's MiniBrowser) through WebKitWebDriver --------------------------------
@@ -189,9 +226,10 @@ def webkit(xvfb_display: str, site: TestSite, _server_log_dir: Path) -> Iterator
                 end_process_group(service.process)
 
 
-class WebKitPage:
-    """wsclient.mjs's functions in a Selenium-driven page, as test_chromium.py's `run` does them
-    through Playwright."""
+class WebKitPage(DrivenPage):
+    """static/index.html in MiniBrowser, through Selenium's execute_async_script."""
+
+    name = "webkit"
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
@@ -204,8 +242,6 @@ class WebKitPage:
             time.sleep(0.05)
 
     def evaluate(self, body: str, *args: Any) -> Any:
-        """Run an async function body (its arguments are `args`) and return its JSON result;
-        a rejection comes back as an exception in the test."""
         script = (
             "const done = arguments[arguments.length - 1];"
             f"(async (args) => {{ {body} }})(Array.from(arguments).slice(0, -1)).then("
@@ -217,18 +253,19 @@ class WebKitPage:
             raise AssertionError(f"in WebKit: {reply['error']}")
         return reply.get("value")
 
-    def run(self, where: str, name: str, *args: Any) -> Any:
-        """Call wsclient.mjs's `name(*args)` in the page or in a dedicated Web Worker."""
-        if where == "page":
-            return self.evaluate("return await window.wsTests[args[0]](...args[1]);", name, args)
-        reply = self.evaluate("return await window.inWorker(args[0], ...args[1]);", name, args)
-        assert reply["inWorker"] is True, reply
-        return reply["result"]
-
 
 @pytest.fixture
 def webkit_page(webkit: Any) -> WebKitPage:
     return WebKitPage(webkit)
+
+
+@pytest.fixture(params=["chromium", "webkit"])
+def driven(request: pytest.FixtureRequest) -> DrivenPage:
+    """static/index.html in Chromium (Playwright, the module's ``page``) and in WebKit
+    (Selenium): the tests that use it run in both."""
+    if request.param == "chromium":
+        return ChromiumPage(request.getfixturevalue("page"))
+    return WebKitPage(request.getfixturevalue("webkit"))
 
 
 # --- Firefox ESR, without a WebDriver -------------------------------------------------------

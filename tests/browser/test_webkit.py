@@ -1,23 +1,21 @@
 """WebKit (WebKitGTK's MiniBrowser, the Safari engine) against real fastws server processes.
 
 Driven by WebKitWebDriver through Selenium on a private Xvfb display (conftest's ``webkit``).
-The page and its Web Worker run the same static/wsclient.mjs functions as Chromium's and
-Firefox's, checked by the same checks.py; the WebDriver does not copy frames (unlike
-Playwright's DevTools session), so the 64 MiB messages run here in the page and the Worker.
+It runs every test of test_driven.py; here, the whole static/wsclient.mjs suite (as Firefox
+and Node run it, checked by the same checks.py) with 64 MiB messages in the page and the
+Worker (the WebDriver copies no frames, unlike Playwright's DevTools session), and what is
+WebKit's own: its answer to a missing subprotocol, its compression on the wire.
 """
 
 from __future__ import annotations
 
-import signal
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.apps import FAILURE_MARKER
 from tests.browser.checks import (
     SIZES,
     check_binary,
-    check_clean_close,
     check_rejected,
     check_subprotocol,
     check_suite,
@@ -27,7 +25,6 @@ from tests.browser.proxy import RecordingProxy, messages, response_field
 
 if TYPE_CHECKING:
     from tests.browser.conftest import WebKitPage
-    from tests.browser.site import TestSite
     from tests.conftest import ServerFactory, ServerProcess
 
 WHERE = ["page", "worker"]
@@ -53,17 +50,15 @@ def test_suite(
     assert "AppleWebKit/" in agent and "Safari/" in agent and "Chrome" not in agent, agent
 
 
-def test_subprotocol_choice(
-    webkit_page: WebKitPage, superchat_first: ServerProcess, no_common_subprotocol: ServerProcess
+def test_no_common_subprotocol(
+    webkit_page: WebKitPage, no_common_subprotocol: ServerProcess
 ) -> None:
-    """The server's preference among the offered subprotocols wins (Worker: "superchat"). A
-    server that supports none of them upgrades without one (RFC 6455 4.2.2): fastws never
-    picks a protocol the page did not offer. The WHATWG spec then has the browser fail the
-    connection, as Chromium does; WebKitGTK 2.50 opens it with ws.protocol "" instead (Safari's
-    long-standing behaviour), so both outcomes are accepted, with nothing negotiated."""
+    """A server that supports none of the offered subprotocols upgrades without one (RFC 6455
+    4.2.2): fastws never picks a protocol the page did not offer. The WHATWG spec then has the
+    browser fail the connection, as Chromium does (test_chromium.py); WebKitGTK 2.50 opens it
+    with ws.protocol "" instead (Safari's long-standing behaviour), so both outcomes are
+    accepted, with nothing negotiated."""
     offer = ["chat", "superchat"]
-    report = webkit_page.run("worker", "handshake", superchat_first.url, offer, True)
-    check_subprotocol(report, "superchat")
     report = webkit_page.run("page", "handshake", no_common_subprotocol.url, offer, True)
     if report["opened"]:
         check_subprotocol(report, "")  # the handler saw no subprotocol either
@@ -71,47 +66,6 @@ def test_subprotocol_choice(
         check_rejected(report)
     report = webkit_page.run("page", "handshake", no_common_subprotocol.url, None, True)
     check_subprotocol(report, "")
-
-
-def test_server_close_codes(
-    webkit_page: WebKitPage,
-    closes_4000: ServerProcess,
-    raises: ServerProcess,
-    start_server: ServerFactory,
-) -> None:
-    """Close codes the server sends reach WebKit's CloseEvent, clean: the handler's
-    close(4000, "bye"); 1011 without detail when the handler raises; 1001 when the server is
-    stopped (SIGTERM), after which it exits 0."""
-    close = webkit_page.evaluate(
-        "const client = await window.wsTests.connect(args[0]); return await client.closed;",
-        closes_4000.url,
-    )
-    check_clean_close(close, 4000, "bye")
-    close = webkit_page.evaluate(
-        """const client = await window.wsTests.connect(args[0]);
-        client.ws.send("raise");
-        return await client.closed;""",
-        raises.url,
-    )
-    check_clean_close(close, 1011, "")
-    raises.wait_for_log(FAILURE_MARKER)
-    server = start_server()
-    webkit_page.evaluate("window.held = await window.wsTests.connect(args[0]);", server.url)
-    server.signal(signal.SIGTERM)
-    close = webkit_page.evaluate("return await window.held.closed;")
-    assert close["code"] == 1001 and close["wasClean"] is True, close
-    assert server.proc.wait(10) == 0, server.stderr()
-
-
-@pytest.mark.parametrize("where", WHERE)
-def test_origin_allowed(
-    webkit_page: WebKitPage, site: TestSite, page_origin_allowed: ServerProcess, where: str
-) -> None:
-    """The page's origin (also a Worker's) is what WebKit sends as Origin: a server allowing it
-    lets the connection open (the suite checks that one allowing only another refuses it)."""
-    report = webkit_page.run(where, "handshake", page_origin_allowed.url)
-    assert report["opened"] is True, report
-    check_clean_close(report["close"], 1000)
 
 
 def test_permessage_deflate_on_the_wire(
