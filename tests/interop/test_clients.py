@@ -162,11 +162,16 @@ def test_server_close_code(client: Any, peer: PeerServer, code: int, reason: str
 # --- compression ---------------------------------------------------------------------------
 
 
+def low_entropy_text(size: int, seed: int, letters: bytes = b"abcdefgh") -> str:
+    """`size` random characters out of `letters`: compressible, but only so far alone."""
+    table = bytes(letters[i % len(letters)] for i in range(256))
+    return payload(size, seed).translate(table).decode()
+
+
 def compressible_once(seed: int) -> str:
     """2,000 characters over 16 letters: deflates to ~60 % alone, to a few bytes when the
     previous message (the same text) is still in the window."""
-    rng = random.Random(seed)
-    return "".join(rng.choice("abcdefghijklmnop") for _ in range(2000))
+    return low_entropy_text(2000, seed, b"abcdefghijklmnop")
 
 
 def check_takeover(frames: list[FrameHeader], kept: bool | None, side: str) -> None:
@@ -231,12 +236,52 @@ def test_compression(client: Any, peer: PeerServer, setting: str) -> None:
     assert sum(f.length for f in sent[2]) < 64 * KiB, sent[2]  # 1 MiB of zeros deflated
 
 
+@pytest.mark.parametrize("window_bits", [9, 12])
+def test_compression_window_bits(client: Any, peer: PeerServer, window_bits: int) -> None:
+    """A client asking for a small LZ77 window (less memory per connection) gets
+    server_max_window_bits no larger than it asked for (RFC 7692 7.1.2.1), and messages much
+    larger than the window, repeated (context takeover allowed both ways), round-trip."""
+    options = DeflateOptions(
+        window_bits=window_bits, server_context_takeover=True, client_context_takeover=True
+    )
+    with proxied(peer, "both") as proxy:
+        ws = client.connect(proxy.url_for("/both"), compression=options)
+        for size in (300, 5000, 70_000, MiB):
+            text = low_entropy_text(size, window_bits)
+            for _ in range(2):
+                client.send(ws, text)
+                assert client.recv(ws) == text
+        client.close(ws)
+    agreed = response_field(finished(proxy).response_head, "sec-websocket-extensions")
+    if peer.name in NO_DEFLATE:
+        assert agreed == "", agreed
+        return
+    params = dict(p.strip().partition("=")[::2] for p in agreed.split(";"))
+    assert "permessage-deflate" in params, agreed
+    assert 8 <= int(params["server_max_window_bits"]) <= window_bits, agreed
+
+
+@pytest.mark.parametrize(
+    ("setting", "options", "missing"),
+    [
+        ("both", DeflateOptions(client_context_takeover=True), "server_no_context_takeover"),
+        (
+            "none",
+            DeflateOptions(window_bits=10, server_context_takeover=True),
+            "server_max_window_bits",
+        ),
+    ],
+    ids=["dedicated-compressor", "shared-compressor"],
+)
 @pytest.mark.parametrize("peer", ["uwebsockets"], indirect=True)
-def test_unconfirmed_server_no_context_takeover_is_refused(client: Any, peer: PeerServer) -> None:
-    """uWebSockets with a dedicated compressor accepts an offer of server_no_context_takeover
-    without confirming it. RFC 7692 7.1.1.1 has a server accept that parameter by including
-    it, and section 5 has the client fail the connection when the response is a configuration
-    it does not support: fastws does (as the `websockets` client does)."""
-    options = DeflateOptions(server_context_takeover=False, client_context_takeover=True)
-    with pytest.raises(InvalidHandshake, match="server_no_context_takeover"):
-        client.connect(peer.urls["both"], compression=options)
+def test_unconfirmed_offer_is_refused(
+    client: Any, peer: PeerServer, setting: str, options: DeflateOptions, missing: str
+) -> None:
+    """uWebSockets accepts some offers without confirming what they ask of the server: with a
+    dedicated compressor, server_no_context_takeover; with the shared one, a smaller
+    server_max_window_bits. RFC 7692 7.1.1.1 and 7.1.2.1 have a server accept those
+    parameters by including them, and section 5 has the client fail the connection when the
+    response is a configuration it does not support: fastws does (as the `websockets` client
+    does), naming the parameter."""
+    with pytest.raises(InvalidHandshake, match=missing):
+        client.connect(peer.urls[setting], compression=options)
