@@ -35,21 +35,25 @@ def check_client_close(close: dict[str, Any]) -> None:
     check_clean_close(close, 4000, "", "bye")
 
 
-def check_binary(report: dict[str, Any], sizes: list[int] = SIZES) -> None:
-    """Every ArrayBuffer came back as an ArrayBuffer, byte for byte."""
+def check_binary(
+    report: dict[str, Any], sizes: list[int] = SIZES, data_type: str = "[object ArrayBuffer]"
+) -> None:
+    """Every ArrayBuffer came back as an ArrayBuffer (or `data_type`, for a client whose
+    binary messages are something else, e.g. Node Buffers), byte for byte."""
     results = report["results"]
     assert [r["size"] for r in results] == sizes, results
     for r in results:
-        assert r["type"] == "[object ArrayBuffer]", r
+        assert r["type"] == data_type, r
         assert r["receivedSize"] == r["size"], r
         assert r["mismatch"] == -1, f"{r['size']} B message differs from byte {r['mismatch']}"
     check_clean_close(report["close"], 1000)
 
 
-def check_text(report: dict[str, Any]) -> None:
-    """Every text message came back as the same string."""
+def check_text(report: dict[str, Any], count: int = TEXT_COUNT) -> None:
+    """Every text message came back as the same string (`count`: how many of wsclient.mjs's
+    TEXTS were sent, the long one last)."""
     results = report["results"]
-    assert len(results) == TEXT_COUNT, results
+    assert len(results) == count, results
     for r in results:
         assert r == {**r, "type": "string", "equal": True}, r
     assert results[-1]["utf8Bytes"] == len(LONG_TEXT.encode()), results[-1]

@@ -7,33 +7,37 @@ Fixtures
 ``page``      a Chromium page (module scope) on static/index.html: ``window.wsTests`` is
               static/wsclient.mjs, ``window.inWorker(name, ...args)`` runs one of its functions
               in a Web Worker.
+``webkit``    WebKitGTK's MiniBrowser (the Safari engine) driven by WebKitWebDriver through
+              Selenium, on an Xvfb display the fixture starts (package scope); it is on
+              static/index.html, like ``page``.
 ``headless``  ``headless("chromium" | "firefox", url)``: a browser without a driver on a page
               that POSTs its report back (static/postback.html); ended by PID.
 ``node``      the command (list) that runs a Node with a global ``WebSocket``.
 
-Nothing is downloaded: the browsers are the system's (``.ci/run`` installs Debian's ``chromium``
-and ``firefox-esr``; never ``playwright install``). A missing browser skips its tests with the
+Nothing is downloaded: the browsers are the system's (``.ci/run`` installs Debian's ``chromium``,
+``firefox-esr``, ``webkit2gtk-driver`` and ``xvfb``; never ``playwright install``). A missing browser skips its tests with the
 reason, unless ``FASTWS_TEST_BROWSERS=required`` (set by .ci/run), which makes it a failure.
 Node is optional everywhere (skipped when missing).
-Paths: ``FASTWS_TEST_CHROMIUM``, ``FASTWS_TEST_FIREFOX``, ``FASTWS_TEST_NODE`` override them.
+Paths: ``FASTWS_TEST_CHROMIUM``, ``FASTWS_TEST_FIREFOX``, ``FASTWS_TEST_WEBKIT`` (MiniBrowser),
+``FASTWS_TEST_WEBKIT_DRIVER``, ``FASTWS_TEST_XVFB``, ``FASTWS_TEST_NODE`` override them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import shutil
-import signal
 import subprocess
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.browser.checks import MAX_MESSAGE_SIZE
+from tests.browser.external import end_process_group, node_command, node_modules, unavailable
 from tests.browser.site import TestSite
 from tests.conftest import _server_factory
 
@@ -42,21 +46,16 @@ if TYPE_CHECKING:
 
 CHROMIUM = os.environ.get("FASTWS_TEST_CHROMIUM", "/usr/bin/chromium")
 FIREFOX = os.environ.get("FASTWS_TEST_FIREFOX", "/usr/bin/firefox-esr")
+# Debian's webkit2gtk-driver: WebKitGTK's MiniBrowser, driven by WebKitWebDriver.
+WEBKIT = os.environ.get(
+    "FASTWS_TEST_WEBKIT", "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser"
+)
+WEBKIT_DRIVER = os.environ.get("FASTWS_TEST_WEBKIT_DRIVER", "/usr/bin/WebKitWebDriver")
+XVFB = os.environ.get("FASTWS_TEST_XVFB", "/usr/bin/Xvfb")
 # Playwright (as root) adds --no-sandbox, --headless, a fresh profile and the quiet-network
 # flags itself; the resolver rule stops Chromium's remaining DNS look-ups to Google's hosts.
 CHROMIUM_ARGS = ["--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
-# Where .ci/run puts `npm install node@22` (outside the repository).
-NODE_CACHE = (
-    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastws-tests" / "node22"
-)
 PAGE_TIMEOUT_MS = 60_000
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, or fail where the browsers are supposed to be installed (CI)."""
-    if os.environ.get("FASTWS_TEST_BROWSERS") == "required":
-        pytest.fail(f"{reason} (FASTWS_TEST_BROWSERS=required)", pytrace=False)
-    pytest.skip(reason)
 
 
 def executable(path: str, install: str, variable: str) -> str:
@@ -109,10 +108,164 @@ def page(chromium: Any, site: TestSite) -> Iterator[Any]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the page's console to the report of a failed test that used it."""
     report = yield
-    page = getattr(item, "funcargs", {}).get("page")
-    if report.failed and page is not None:
-        report.sections.append(("browser console", "\n".join(page.console_messages)))
+    funcargs = getattr(item, "funcargs", {})
+    for value in (funcargs.get("page"), funcargs.get("driven")):
+        console = getattr(value, "console_messages", None)
+        if report.failed and console is not None:
+            report.sections.append(("browser console", "\n".join(console)))
+            break
     return report
+
+
+class DrivenPage:
+    """static/index.html in a browser a driver controls (``window.wsTests`` is wsclient.mjs,
+    ``window.inWorker(name, ...args)`` runs one of its functions in a Web Worker), behind one
+    interface so that a test runs unchanged in each browser."""
+
+    name = ""
+
+    def evaluate(self, body: str, *args: Any) -> Any:
+        """Run the body of an async function whose `args` are `args`; return its JSON result
+        (a rejection fails the test)."""
+        raise NotImplementedError
+
+    def run(self, where: str, name: str, *args: Any) -> Any:
+        """Call wsclient.mjs's `name(*args)` in the page or in a dedicated Web Worker."""
+        if where == "page":
+            return self.evaluate("return await window.wsTests[args[0]](...args[1]);", name, args)
+        reply = self.evaluate("return await window.inWorker(args[0], ...args[1]);", name, args)
+        assert reply["inWorker"] is True, reply
+        return reply["result"]
+
+
+class ChromiumPage(DrivenPage):
+    """The ``page`` fixture's Playwright page."""
+
+    name = "chromium"
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.console_messages: list[str] = page.console_messages
+
+    def evaluate(self, body: str, *args: Any) -> Any:
+        return self.page.evaluate(f"async (args) => {{ {body} }}", list(args))
+
+
+# --- WebKit (WebKitGTK's MiniBrowser) through WebKitWebDriver --------------------------------
+
+#: How long one execute_async_script may take (the whole suite, 64 MiB included).
+WEBKIT_SCRIPT_TIMEOUT = 120
+
+
+@pytest.fixture(scope="package")
+def xvfb_display() -> Iterator[str]:
+    """A private X display for MiniBrowser, which has no headless mode. Xvfb picks a free
+    display number itself (-displayfd) and is ended by its PID afterwards."""
+    path = executable(XVFB, "apt-get install xvfb", "FASTWS_TEST_XVFB")
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [path, "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+            pass_fds=[write_end],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        os.close(write_end)
+    number = b""
+    with os.fdopen(read_end, "rb") as announced:
+        number = announced.readline().strip()  # written once the display accepts clients
+    try:
+        if not number.isdigit():
+            pytest.fail(f"Xvfb did not announce a display (exit {proc.poll()})", pytrace=False)
+        yield f":{number.decode()}"
+    finally:
+        end_process_group(proc)
+
+
+@pytest.fixture(scope="package")
+def webkit(xvfb_display: str, site: TestSite, _server_log_dir: Path) -> Iterator[Any]:
+    """A Selenium session on WebKitGTK's MiniBrowser, on static/index.html (``window.wsTests``,
+    ``window.inWorker``) like Chromium's ``page``. WebKitWebDriver and the browser processes
+    it starts run in their own process group, ended by PID when the package's tests end."""
+    path = executable(WEBKIT, "apt-get install webkit2gtk-driver", "FASTWS_TEST_WEBKIT")
+    driver_path = executable(
+        WEBKIT_DRIVER, "apt-get install webkit2gtk-driver", "FASTWS_TEST_WEBKIT_DRIVER"
+    )
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.webkitgtk.options import Options
+        from selenium.webdriver.webkitgtk.service import Service
+    except ImportError:
+        unavailable("selenium is not installed: pip install -e '.[test]'")
+    options = Options()
+    options.binary_location = path
+    options.add_argument("--automation")
+    env = {**os.environ, "DISPLAY": xvfb_display}
+    with open(_server_log_dir / "webkitwebdriver.log", "wb") as log:
+        service = Service(
+            driver_path, env=env, log_output=log, popen_kw={"start_new_session": True}
+        )
+        driver = None
+        try:
+            with warnings.catch_warnings():
+                # Selenium 4.5x calls its own deprecated RemoteConnection(remote_server_addr=).
+                warnings.filterwarnings("ignore", "setting remote_server_addr", DeprecationWarning)
+                driver = webdriver.WebKitGTK(options=options, service=service)
+            driver.set_script_timeout(WEBKIT_SCRIPT_TIMEOUT)
+            driver.get(site.url_for("/index.html"))
+            WebKitPage(driver).wait_ready()
+            yield driver
+        finally:
+            if driver is not None:
+                with contextlib.suppress(Exception):
+                    driver.quit()
+            if service.process is not None:
+                end_process_group(service.process)
+
+
+class WebKitPage(DrivenPage):
+    """static/index.html in MiniBrowser, through Selenium's execute_async_script."""
+
+    name = "webkit"
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.driver.execute_script("return window.ready === true"):
+            if time.monotonic() > deadline:
+                pytest.fail("static/index.html did not load in WebKit", pytrace=False)
+            time.sleep(0.05)
+
+    def evaluate(self, body: str, *args: Any) -> Any:
+        script = (
+            "const done = arguments[arguments.length - 1];"
+            f"(async (args) => {{ {body} }})(Array.from(arguments).slice(0, -1)).then("
+            "(value) => done({ value }),"
+            "(error) => done({ error: String(error && error.stack ? error.stack : error) }));"
+        )
+        reply = self.driver.execute_async_script(script, *args)
+        if "error" in reply:
+            raise AssertionError(f"in WebKit: {reply['error']}")
+        return reply.get("value")
+
+
+@pytest.fixture
+def webkit_page(webkit: Any) -> WebKitPage:
+    return WebKitPage(webkit)
+
+
+@pytest.fixture(params=["chromium", "webkit"])
+def driven(request: pytest.FixtureRequest) -> DrivenPage:
+    """static/index.html in Chromium (Playwright, the module's ``page``) and in WebKit
+    (Selenium): the tests that use it run in both."""
+    if request.param == "chromium":
+        return ChromiumPage(request.getfixturevalue("page"))
+    return WebKitPage(request.getfixturevalue("webkit"))
 
 
 # --- Firefox ESR, without a WebDriver -------------------------------------------------------
@@ -273,60 +426,26 @@ def headless(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str], An
             yield run
         finally:
             for proc, log in started:
-                _end_process_group(proc)
+                end_process_group(proc)
                 output = log.read_text(errors="replace") if log.exists() else ""
                 request.node.add_report_section("teardown", f"{proc.args[0]} log", output)
-
-
-def _end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the process we started; its children follow. SIGKILL what is left of its group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 # --- Node --------------------------------------------------------------------------------------
 
 
-def _node_major(command: str) -> int | None:
-    try:
-        out = subprocess.run(
-            [command, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.fullmatch(r"v(\d+)\.\d+\.\d+\s*", out)
-    return int(match[1]) if match else None
-
-
 @pytest.fixture(scope="package")
 def node() -> list[str]:
     """Node 22+ (global WebSocket), else Node 20/21 with --experimental-websocket."""
-    candidates = [
-        os.environ.get("FASTWS_TEST_NODE"),
-        str(NODE_CACHE / "node_modules" / ".bin" / "node"),
-        shutil.which("node"),
-    ]
-    seen = []
-    for candidate in filter(None, candidates):
-        major = _node_major(candidate)
-        seen.append(f"{candidate}: {'not runnable' if major is None else f'v{major}'}")
-        if major is not None and major >= 22:
-            return [candidate]
-        if major in (20, 21):
-            return [candidate, "--experimental-websocket"]
-    pytest.skip(
-        "no Node >= 20 with a WebSocket client (" + "; ".join(seen or ["none found"]) + "); "
-        f"npm install --prefix {NODE_CACHE} node@22 (.ci/run does)"
-    )
+    return node_command()
+
+
+@pytest.fixture(scope="package")
+def websocket_node(node: list[str]) -> tuple[list[str], Path]:
+    """Node and the node_modules folder holding WebSocket-Node (npm `websocket`), which .ci/run
+    installs next to Node 22. Without Node the tests are skipped (as for test_node.py); with
+    Node but without the package they fail under FASTWS_TEST_BROWSERS=required."""
+    return node, node_modules("websocket")
 
 
 # --- servers the clients talk to (package scope: started once for tests/browser) -------------
@@ -367,6 +486,36 @@ def compressed_echo(start_package_server: ServerFactory) -> ServerProcess:
 def other_origin_only(start_package_server: ServerFactory) -> ServerProcess:
     """Allows only pages from http://example.com (and refuses clients that send no Origin)."""
     return start_package_server(origins=["http://example.com"])
+
+
+@pytest.fixture(scope="package")
+def superchat_first(start_package_server: ServerFactory) -> ServerProcess:
+    """Prefers "superchat" to "chat"; the handler first sends what it negotiated."""
+    return start_package_server("tests.apps:report_subprotocol", subprotocols=["superchat", "chat"])
+
+
+@pytest.fixture(scope="package")
+def no_common_subprotocol(start_package_server: ServerFactory) -> ServerProcess:
+    """Supports only "other", which no test page offers."""
+    return start_package_server("tests.apps:report_subprotocol", subprotocols=["other"])
+
+
+@pytest.fixture(scope="package")
+def page_origin_allowed(start_package_server: ServerFactory, site: TestSite) -> ServerProcess:
+    """Allows http://example.com and the test pages' own origin."""
+    return start_package_server(origins=["http://example.com", site.origin])
+
+
+@pytest.fixture(scope="package")
+def closes_4000(start_package_server: ServerFactory) -> ServerProcess:
+    """Closes with 4000 "bye" as soon as the connection is open."""
+    return start_package_server("tests.apps:close_4000_bye")
+
+
+@pytest.fixture(scope="package")
+def raises(start_package_server: ServerFactory) -> ServerProcess:
+    """Echoes; the message "raise" makes the handler raise (the server then closes 1011)."""
+    return start_package_server("tests.apps:raise_on_message")
 
 
 @pytest.fixture(scope="package")

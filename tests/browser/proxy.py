@@ -2,7 +2,7 @@
 
 Put between a browser and a fastws server, it forwards bytes unchanged and records the client's
 opening handshake request exactly as sent, the server's response head, and the header of every
-frame the client sends (FIN, RSV1, opcode, payload length). That is how the tests know that
+frame each side sends (FIN, RSV1, opcode, payload length). That is how the tests know that
 Chromium really fragmented a large message, and what its upgrade request looks like, instead of
 assuming it.
 """
@@ -15,7 +15,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
-__all__ = ["FrameHeader", "ProxiedConnection", "RecordingProxy"]
+__all__ = ["FrameHeader", "ProxiedConnection", "RecordingProxy", "messages", "response_field"]
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD = 1 << 16
@@ -85,11 +85,16 @@ class ProxiedConnection:
     request_head: bytes = b""  # up to and including the blank line
     response_head: bytes = b""
     client: FrameScanner = field(default_factory=FrameScanner)
+    server: FrameScanner = field(default_factory=FrameScanner)
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
     def client_frames(self) -> list[FrameHeader]:
         return self.client.frames
+
+    @property
+    def server_frames(self) -> list[FrameHeader]:
+        return self.server.frames
 
 
 class RecordingProxy:
@@ -182,8 +187,9 @@ class RecordingProxy:
                         record.client.feed(bytes(head[end:]))
                     else:
                         record.response_head = bytes(head[:end])
-                elif from_client:
-                    record.client.feed(data)
+                        record.server.feed(bytes(head[end:]))
+                else:
+                    (record.client if from_client else record.server).feed(data)
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
         except OSError:
@@ -204,3 +210,26 @@ class RecordingProxy:
             sock.close()
         for thread in threads:
             thread.join(5)
+
+
+def messages(frames: list[FrameHeader]) -> list[list[FrameHeader]]:
+    """Group data frames into messages (control frames, which may interleave, are left out)."""
+    grouped: list[list[FrameHeader]] = []
+    current: list[FrameHeader] = []
+    for frame in frames:
+        if frame.opcode >= 8:
+            continue
+        current.append(frame)
+        if frame.fin:
+            grouped.append(current)
+            current = []
+    return grouped
+
+
+def response_field(head: bytes, name: str) -> str:
+    """One header field of a recorded HTTP response head ("" when absent)."""
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        field, _, value = line.partition(":")
+        if field.strip().lower() == name:
+            return value.strip()
+    return ""

@@ -143,16 +143,27 @@ def figures_shown(texts: dict[str, str]) -> dict[tuple[str, str], int]:
 
 
 def figures_expected(server: Any) -> dict[tuple[str, str], int]:
-    """The same figures from GET /metrics."""
-    expected = {}
-    for (name, labels), value in metrics(server).items():
+    """The same figures from GET /metrics, whose series are per worker slot (worker="0"..;
+    fastws_worker_info names each slot's pid, which the page shows) with no total beside
+    them: the page's total is their sum."""
+    samples = metrics(server)
+    pid_of = {
+        dict(labels)["worker"]: dict(labels)["pid"]
+        for name, labels in samples
+        if name == "fastws_worker_info"
+    }
+    expected: dict[tuple[str, str], int] = {}
+    for (name, labels), value in samples.items():
         label = dict(labels)
-        who = label.get("worker", "total")
         if name == "fastws_closes_total":
-            if value:
-                expected[(who, f"close {label['code']}")] = int(value)
-            continue
-        short = re.sub(r"^fastws_|_total$", "", name)
-        if short in SHOWN:
-            expected[(who, short)] = int(value)
+            if not value:
+                continue
+            figure = f"close {label['code']}"
+        else:
+            figure = re.sub(r"^fastws_|_total$", "", name)
+            if figure not in SHOWN:
+                continue
+        who = pid_of[label["worker"]]
+        expected[(who, figure)] = expected.get((who, figure), 0) + int(value)
+        expected[("total", figure)] = expected.get(("total", figure), 0) + int(value)
     return expected

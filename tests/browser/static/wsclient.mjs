@@ -42,7 +42,7 @@ export function firstMismatch(expected, actual) {
   return -1;
 }
 
-function withTimeout(promise, what) {
+export function withTimeout(promise, what) {
   let timer;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), TIMEOUT_MS);
@@ -170,11 +170,13 @@ export const TEXTS = [
   "é日🎉".repeat(Math.ceil((1 << 20) / 9)),
 ];
 
-export async function textRoundTrips(url) {
+/** `texts` defaults to TEXTS (WebSocket-Node's W3CWebSocket, which drops empty text
+ * messages, is given the others). */
+export async function textRoundTrips(url, texts = TEXTS) {
   const client = await connect(url);
   const encoder = new TextEncoder();
   const results = [];
-  for (const text of TEXTS) {
+  for (const text of texts) {
     client.ws.send(text);
     const data = await client.recv();
     results.push({
