@@ -25,6 +25,7 @@ from ..protocol.handshake import (
     negotiate_subprotocol,
     parse_extensions,
 )
+from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from ..websocket import ConnectionClosed, WebSocket
 
 if TYPE_CHECKING:
@@ -43,7 +44,14 @@ _BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable
 class ServerProtocol(WebSocket):
     """A connection accepted by a `Server`; the handler sees it as a `WebSocket`."""
 
-    __slots__ = ("_close_on_open", "_handler_task", "_handshake_timer", "_parser", "_server")
+    __slots__ = (
+        "_close_on_open",
+        "_handler_task",
+        "_handshake_timer",
+        "_parser",
+        "_proxy",
+        "_server",
+    )
     #: Set when the server stops during this connection's handshake: close once it is open.
     _close_on_open: tuple[int, str] | None
 
@@ -72,6 +80,8 @@ class ServerProtocol(WebSocket):
         )
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._handler_task: asyncio.Task[None] | None = None
+        # The PROXY protocol header expected before the request (None: none, or read).
+        self._proxy: ProxyHeaderParser | None = server.proxies.reader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -100,6 +110,11 @@ class ServerProtocol(WebSocket):
             self._transport.abort()
 
     def _handshake_data(self, data: memoryview) -> None:
+        if self._proxy is not None:
+            rest = self._proxy_header(self._proxy, data)
+            if rest is None:
+                return
+            data = rest
         parser = self._parser
         if parser is None:  # waiting for process_request; a client must not send more yet
             return
@@ -112,6 +127,11 @@ class ServerProtocol(WebSocket):
             return
         self._parser = None
         self.request = request
+        proxies = self._server.proxies
+        if proxies.active:  # Forwarded / X-Forwarded-For from a trusted proxy
+            client = proxies.client(self.remote_address, request.headers)
+            if client is not None:
+                self.remote_address = client
         if request.path == "/dashboard" and self._server.config.dashboard:
             from . import dashboard  # only a server with --dashboard loads it
 
@@ -169,6 +189,30 @@ class ServerProtocol(WebSocket):
             self._accept(request, key, leftover)
         else:
             self._reject(response, f"{response.status} from process_request")
+
+    def _proxy_header(self, reader: ProxyHeaderParser, data: memoryview) -> memoryview | None:
+        """Read the PROXY protocol header; what follows it, once complete, else None."""
+        try:
+            header = reader.feed(data)
+        except ProxyHeaderError as exc:
+            # proxy-protocol.txt: the receiver "MUST NOT start processing the connection
+            # before it receives a complete and valid PROXY protocol header": drop it.
+            self._parser = None
+            self._cancel_handshake_timer()
+            logger.info("connection from %s refused: %s", self._peer(), exc)
+            counters.values[counters.HANDSHAKES_REFUSED] += 1
+            if self._transport is not None:
+                self._transport.close()
+            return None
+        if header is None:
+            return None
+        self._proxy = None
+        proxies = self._server.proxies
+        if header.source is not None and (
+            proxies.mode == "require" or proxies.trusts(self.remote_address)
+        ):
+            self.remote_address = header.source
+        return memoryview(reader.leftover) if reader.leftover else None
 
     def _answer_http(self, path: str) -> None:
         """Plain HTTP GET /healthz or /metrics (no Upgrade header): the whole server's state."""

@@ -30,7 +30,7 @@ async def report_request(ws: Any) -> None:
         json.dumps(
             {
                 "headers": dict(headers),
-                "x_tag_all": headers.get_all("X-Tag"),
+                "x_forwarded_for": headers.get_all("X-Forwarded-For"),
                 "remote_address": list(ws.remote_address) if ws.remote_address else None,
                 "path": ws.request.path,
             }
