@@ -801,6 +801,37 @@ class Config:
             example="debug",
         ),
     )
+    log_format: str = field(
+        default="text",
+        metadata=_knob(
+            _Choice("text", "json"),
+            "Format of the log lines on stderr: text, or json (one JSON object per line: time,"
+            " level, logger, message, and the access log's fields).",
+            example="json",
+        ),
+    )
+    log_config: str | None = field(
+        default=None,
+        metadata=_knob(
+            _Path(),
+            "Logging configuration file, applied by the fastws command instead of log_level and"
+            " log_format: a .json file is a logging.config.dictConfig dictionary, any other an"
+            " INI file for logging.config.fileConfig. Loggers: fastws, fastws.access.",
+            example="logging.json",
+            unset="none",
+        ),
+    )
+    access_log: bool = field(
+        default=False,
+        metadata=_knob(
+            _Switch(),
+            "Log one line per connection to the fastws.access logger (level info) when it"
+            " ends: client address, request line, HTTP status (101 for a WebSocket), subprotocol,"
+            " close code, duration, and bytes received / sent on its socket (from the kernel's"
+            " TCP counters: headers, framing and TLS included; - on a Unix socket).",
+            example="on",
+        ),
+    )
     workers: int = field(
         default=os.cpu_count() or 1,
         metadata=_knob(

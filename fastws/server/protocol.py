@@ -27,6 +27,7 @@ from ..protocol.handshake import (
 )
 from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from ..websocket import ConnectionClosed, WebSocket
+from . import access
 
 if TYPE_CHECKING:
     from .server import Server
@@ -51,6 +52,8 @@ class ServerProtocol(WebSocket):
         "_parser",
         "_proxy",
         "_server",
+        "_started",
+        "_status",
     )
     #: Set when the server stops during this connection's handshake: close once it is open.
     _close_on_open: tuple[int, str] | None
@@ -82,15 +85,30 @@ class ServerProtocol(WebSocket):
         self._handler_task: asyncio.Task[None] | None = None
         # The PROXY protocol header expected before the request (None: none, or read).
         self._proxy: ProxyHeaderParser | None = server.proxies.reader()
+        # For the access log: when the connection began (0: access log off), HTTP status sent.
+        self._started = 0.0
+        self._status: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._server.config.access_log:
+            self._started = self._loop.time()
         self._server._connections.add(self)
         self._handshake_timer = self._loop.call_later(
             self._server.config.handshake_timeout, self._handshake_expired
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._started:  # before the transport goes: its socket has the byte counts
+            access.log_connection(
+                self._transport,
+                self.remote_address,
+                self.request,
+                101 if self._open else self._status,
+                self.subprotocol,
+                self.close_code or (CloseCode.ABNORMAL if self._open else None),
+                self._loop.time() - self._started,
+            )
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -234,6 +252,7 @@ class ServerProtocol(WebSocket):
         """Answer a plain HTTP request (/healthz, /metrics, /dashboard), then close."""
         self._parser = None
         self._cancel_handshake_timer()
+        self._status = response.status
         if self._transport is not None:
             self._transport.write(response.serialize())
             self._transport.close()
@@ -251,6 +270,7 @@ class ServerProtocol(WebSocket):
             self._handshake_timer = None
         logger.info("handshake from %s refused: %s", self._peer(), why)
         counters.values[counters.HANDSHAKES_REFUSED] += 1
+        self._status = response.status
         transport = self._transport
         if transport is not None:
             transport.write(response.serialize())
