@@ -20,6 +20,7 @@ from typing import Any
 from websockets.sync.client import connect
 
 from tests.conftest import REPO_ROOT, ServerFactory, ServerProcess
+from tests.readme import blocks, serve_options
 
 PAYLOAD = 100_000
 
@@ -87,25 +88,27 @@ def test_access_log_is_off_by_default_and_text_when_on(start_server: ServerFacto
     assert "fastws.access" not in quiet.stderr()
 
 
-def test_log_config_dictconfig_json_file(start_server: ServerFactory, tmp_path: Path) -> None:
-    """--log-config FILE.json is applied with logging.config.dictConfig: here the access log
-    goes to its own file in its own format."""
+def test_readme_logging_examples(start_server: ServerFactory, tmp_path: Path) -> None:
+    """The README's command line gives JSON access lines with the fields its sample shows,
+    and its --log-config JSON file (dictConfig) sends the access log to its own file."""
+    [command] = blocks("Logging and the access log", "sh")
+    sample, settings = (json.loads(block) for block in blocks("Logging and the access log", "json"))
+    server = start_server(**serve_options(command))
+    with connect(server.url_for("/chat")) as ws:
+        ws.send("x")
+        ws.recv(timeout=10)
+    [line] = access_lines(server, "/chat")
+    assert set(line) == set(sample)
+
     target = tmp_path / "access.log"
-    settings = {
-        "version": 1,
-        "formatters": {"bare": {"format": "ACCESS %(client)s %(path)s %(status)s"}},
-        "handlers": {
-            "file": {"class": "logging.FileHandler", "filename": str(target), "formatter": "bare"}
-        },
-        "loggers": {"fastws.access": {"handlers": ["file"], "level": "INFO", "propagate": False}},
-    }
+    settings["handlers"]["access"]["filename"] = str(target)
     config = tmp_path / "logging.json"
     config.write_text(json.dumps(settings))
     server = start_server(access_log=True, log_config=str(config))
     with connect(server.url_for("/feed")) as ws:
         port = ws.socket.getsockname()[1]
     deadline = time.monotonic() + 10
-    while f"ACCESS 127.0.0.1:{port} /feed 101" not in (
+    while f" 127.0.0.1:{port} /feed 101 1000 " not in (
         target.read_text() if target.exists() else ""
     ):
         assert time.monotonic() < deadline, target.read_text() if target.exists() else "no file"

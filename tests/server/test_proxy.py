@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 
 from fastws.config import Config, ConfigError
 from tests.conftest import ServerFactory, ServerProcess, free_port
+from tests.readme import blocks, serve_options
 from tests.server.haproxy import HAProxy
 
 APP = "tests.server.parity_apps:report_request"
@@ -159,3 +160,21 @@ def test_proxy_protocol_with_tls_is_refused_at_start() -> None:
         Config(proxy_protocol="require", certfile="cert.pem")
     with pytest.raises(ConfigError, match="not an IP address or network"):
         Config(forwarded_allow_ips="10.0.0.0/33")
+
+
+@pytest.mark.parametrize("example", [0, 1], ids=["proxy-protocol", "x-forwarded-for"])
+def test_readme_proxy_examples(start_server: ServerFactory, example: int) -> None:
+    """The README's two set-ups, as written (the fastws command line and the HAProxy
+    configuration, on test ports): the handler sees the client's address."""
+    command = blocks("Behind a proxy", "sh")[example]
+    config = blocks("Behind a proxy", "haproxy")[example]
+    server = start_server(APP, workers=0, **serve_options(command))
+    port = free_port(PROXY_HOST)
+    config = config.replace("bind :8080", f"bind {PROXY_HOST}:{port}")
+    config = config.replace("127.0.0.1:8765", f"127.0.0.1:{server.port}")
+    with HAProxy(config, [(PROXY_HOST, port)]):
+        sock = client_socket(PROXY_HOST, port)
+        client = sock.getsockname()
+        seen = report(sock)
+    assert seen["remote_address"][0] == client[0]
+    assert seen["remote_address"][1] in (client[1], 0)  # X-Forwarded-For carries no port
