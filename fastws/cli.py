@@ -6,13 +6,13 @@ about APP, logging, and turning mistakes into one-line errors with exit status 2
 """
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
+from fastws import logs
 from fastws.config import Config, ConfigError, import_object
 from fastws.handler import HandlerError
 from fastws.handler import check as check_handler
@@ -20,7 +20,7 @@ from fastws.handler import check as check_handler
 __all__ = ["DEFAULT_APP", "LOG_FORMAT", "CLIError", "build", "main", "make_parser"]
 
 DEFAULT_APP = "fastws.apps.echo:Echo"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = logs.LOG_FORMAT
 
 
 class CLIError(Exception):
@@ -112,18 +112,12 @@ def _build(argv: Sequence[str] | None) -> tuple[str, Callable[..., Any], Config]
     return args.app, _load_app(args.app), config
 
 
-class _Handler(logging.StreamHandler):
-    """Marks the handler installed by the CLI, so calling main() again replaces it."""
+#: The handler the CLI installs (calling main() again replaces it): see fastws.logs.
+_Handler = logs.StderrHandler
 
 
-def _configure_logging(level: str) -> None:
-    fastws_logger = logging.getLogger("fastws")
-    for old in [h for h in fastws_logger.handlers if isinstance(h, _Handler)]:
-        fastws_logger.removeHandler(old)
-    handler = _Handler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    fastws_logger.addHandler(handler)
-    fastws_logger.setLevel(level.upper())
+def _configure_logging(level: str, config_file: str | None = None, fmt: str = "text") -> None:
+    logs.configure(level, config_file, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"fastws: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(config.log_level)
+    try:
+        _configure_logging(config.log_level, config.log_config, config.log_format)
+    except ValueError as exc:
+        print(
+            f"fastws serve: error: log_config (--log-config / FASTWS_LOG_CONFIG): {exc}",
+            file=sys.stderr,
+        )
+        return 2
 
     from fastws.asgi.lifespan import LifespanFailed
     from fastws.launch import launch  # one place decides: this process alone or a master

@@ -12,6 +12,7 @@ generated from it. Adding a knob means adding a field, nothing else.
 import argparse
 import difflib
 import importlib
+import ipaddress
 import logging
 import math
 import os
@@ -338,6 +339,24 @@ class _Names(_Kind):
         return ",".join(value)
 
 
+class _Networks(_Names):
+    """IP addresses and networks (``10.0.0.0/8``, ``::1``), or ``*`` for any peer."""
+
+    def __init__(self) -> None:
+        super().__init__(re.compile(r"\*|[0-9A-Fa-f.:/]+"), "IP address or network", "ADDRESS")
+
+    def __call__(self, value: Any) -> tuple[str, ...] | None:
+        items = super().__call__(value)
+        assert items is not None
+        for item in items:
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or network") from None
+        return items
+
+
 class _Path(_Kind):
     """A file path; optional paths also accept none. Existence is checked when it is used."""
 
@@ -526,6 +545,30 @@ class Config:
             " import path on the command line and in the environment.",
             example="fastws.apps.echo:echo",
             unset="none",
+        ),
+    )
+    forwarded_allow_ips: tuple[str, ...] = field(
+        default=(),
+        metadata=_knob(
+            _Networks(),
+            "Trusted proxies: addresses or networks (10.0.0.0/8, ::1) whose Forwarded /"
+            " X-Forwarded-For headers, and PROXY protocol headers in proxy_protocol optional mode,"
+            " are believed; ws.remote_address is then the client they name (the nearest address"
+            " not itself trusted). * trusts every peer. Unset believes no proxy.",
+            example="127.0.0.1,10.0.0.0/8",
+            unset="none",
+        ),
+    )
+    proxy_protocol: str = field(
+        default="off",
+        metadata=_knob(
+            _Choice("off", "optional", "require"),
+            "PROXY protocol (v1 and v2, as HAProxy's send-proxy / send-proxy-v2 and nginx's"
+            " proxy_protocol send it) before the HTTP request: require refuses a connection"
+            " without one and believes every one (only the proxy must be able to reach the"
+            " port); optional reads one if present and believes it from forwarded_allow_ips"
+            " peers only. Not with certfile (TLS would have to come after it).",
+            example="require",
         ),
     )
     certfile: str | None = field(
@@ -778,6 +821,37 @@ class Config:
             example="debug",
         ),
     )
+    log_format: str = field(
+        default="text",
+        metadata=_knob(
+            _Choice("text", "json"),
+            "Format of the log lines on stderr: text, or json (one JSON object per line: time,"
+            " level, logger, message, and the access log's fields).",
+            example="json",
+        ),
+    )
+    log_config: str | None = field(
+        default=None,
+        metadata=_knob(
+            _Path(),
+            "Logging configuration file, applied by the fastws command instead of log_level and"
+            " log_format: a .json file is a logging.config.dictConfig dictionary, any other an"
+            " INI file for logging.config.fileConfig. Loggers: fastws, fastws.access.",
+            example="logging.json",
+            unset="none",
+        ),
+    )
+    access_log: bool = field(
+        default=False,
+        metadata=_knob(
+            _Switch(),
+            "Log one line per connection to the fastws.access logger (level info) when it"
+            " ends: client address, request line, HTTP status (101 for a WebSocket), subprotocol,"
+            " close code, duration, and bytes received / sent on its socket (from the kernel's"
+            " TCP counters: headers, framing and TLS included; - on a Unix socket).",
+            example="on",
+        ),
+    )
     workers: int = field(
         default=os.cpu_count() or 1,
         metadata=_knob(
@@ -913,6 +987,12 @@ class Config:
                     f"invalid value for {option.spellings}: {exc}", option.name
                 ) from None
             object.__setattr__(self, option.name, converted)
+        if self.proxy_protocol != "off" and self.certfile is not None:
+            raise ConfigError(
+                "proxy_protocol (--proxy-protocol / FASTWS_PROXY_PROTOCOL) cannot be used with"
+                " certfile: the PROXY header comes before TLS; terminate TLS at the proxy",
+                "proxy_protocol",
+            )
 
     @property
     def effective_max_frame_size(self) -> int:

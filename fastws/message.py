@@ -10,7 +10,11 @@ there; `Message` exposes that region as a `memoryview` (`.data`) or a numpy arra
   memory.
 - Without `release()`, the region goes when the last reference to it (the message or a view)
   is garbage-collected.
-- The region is writable; the application may modify it in place (e.g. decode into it).
+- The data is writable at every size: the application may modify it in place (e.g.
+  decode into it, or `message.array()[:] ^= key`). A large message's region is writable as
+  received; a small one arrives as `bytes` and is copied into a `bytearray` the first time
+  `.data` or `.array()` is asked for, so a handler that only passes messages on (an echo,
+  a relay) pays no copy, and code tested on small payloads behaves the same on large ones.
 - Sending a message (`ws.send(message)`) writes its memory without a copy; release it after
   `await ws.drain()` if you want the memory back before the garbage collector frees it.
 """
@@ -42,10 +46,13 @@ class Message:
 
     @property
     def data(self) -> memoryview:
-        """The payload, on the message's own memory (no copy)."""
+        """The payload, writable, on the message's own memory (no copy but, for a small
+        message, the first time: see the module's docstring)."""
         buffer = self._buffer
         if buffer is None:
             raise MessageReleased("this message was released; its data is gone")
+        if type(buffer) is bytes:  # small: made writable once, like every large message
+            buffer = self._buffer = bytearray(buffer)
         view = memoryview(buffer)
         return view if len(view) == self._size else view[: self._size]
 
@@ -57,7 +64,10 @@ class Message:
         return array if shape is None else array.reshape(shape)
 
     def tobytes(self) -> bytes:
-        """A copy of the payload as bytes."""
+        """A copy of the payload as bytes (a small message not yet written to: itself)."""
+        buffer = self._buffer
+        if type(buffer) is bytes:
+            return buffer
         return self.data.tobytes()
 
     def __bytes__(self) -> bytes:

@@ -130,7 +130,11 @@ def header_list(headers: HeadersLike | None) -> list[tuple[str, str]]:
     """`headers=` as (name, value) pairs, whatever form it came in (see HeadersLike)."""
     if headers is None:
         return []
-    items = headers.items() if isinstance(headers, Mapping | Headers) else headers
+    items: Iterable[object]
+    if isinstance(headers, Headers):
+        items = headers.raw  # every field, repeated ones too (the mapping has one each)
+    else:
+        items = headers.items() if isinstance(headers, Mapping) else headers
     pairs = []
     for item in items:
         if (

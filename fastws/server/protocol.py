@@ -26,8 +26,10 @@ from ..protocol.handshake import (
     negotiate_subprotocol,
     parse_extensions,
 )
+from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from ..stats import counters
 from ..websocket import ConnectionClosed, WebSocket
+from . import access
 from .routes import HTTPRoute, WebSocketRoute, is_upgrade
 
 if TYPE_CHECKING:
@@ -50,8 +52,11 @@ class ServerProtocol(WebSocket):
         "_handshake_timer",
         "_parser",
         "_pending",
+        "_proxy",
         "_route",
         "_server",
+        "_started",
+        "_status",
     )
     #: Set when the server stops during this connection's handshake: close once it is open.
     _close_on_open: tuple[int, str] | None
@@ -85,9 +90,16 @@ class ServerProtocol(WebSocket):
         )
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._handler_task: asyncio.Task[None] | None = None
+        # The PROXY protocol header expected before the request (None: none, or read).
+        self._proxy: ProxyHeaderParser | None = server.proxies.reader()
+        # For the access log: when the connection began (0: access log off), HTTP status sent.
+        self._started = 0.0
+        self._status: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._server.config.access_log:
+            self._started = self._loop.time()
         self._server._connections.add(self)
         self._handshake_timer = self._loop.call_later(
             self._server.config.handshake_timeout, self._handshake_expired
@@ -95,6 +107,16 @@ class ServerProtocol(WebSocket):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._pending = None  # nothing left to accept or deny
+        if self._started:  # before the transport goes: its socket has the byte counts
+            access.log_connection(
+                self._transport,
+                self.remote_address,
+                self.request,
+                101 if self._open else self._status,
+                self.subprotocol,
+                self.close_code or (CloseCode.ABNORMAL if self._open else None),
+                self._loop.time() - self._started,
+            )
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -114,6 +136,11 @@ class ServerProtocol(WebSocket):
             self._transport.abort()
 
     def _handshake_data(self, data: memoryview) -> None:
+        if self._proxy is not None:
+            rest = self._proxy_header(self._proxy, data)
+            if rest is None:
+                return
+            data = rest
         parser = self._parser
         if parser is None:  # waiting for process_request; a client must not send more yet
             return
@@ -144,6 +171,11 @@ class ServerProtocol(WebSocket):
         """Route a parsed request: a registered HTTP route, a registered WebSocket route, or
         the application's handler (`leftover`: bytes the client sent after the request)."""
         self.request = request
+        proxies = self._server.proxies
+        if proxies.active:  # Forwarded / X-Forwarded-For from a trusted proxy
+            client = proxies.client(self.remote_address, request.headers)
+            if client is not None:
+                self.remote_address = client
         routes = self._server.routes
         if not is_upgrade(request):
             http = routes.http_route(request)
@@ -220,10 +252,35 @@ class ServerProtocol(WebSocket):
             response = Response(500, body=b"Internal Server Error\n")
         self._respond(response)
 
+    def _proxy_header(self, reader: ProxyHeaderParser, data: memoryview) -> memoryview | None:
+        """Read the PROXY protocol header; what follows it, once complete, else None."""
+        try:
+            header = reader.feed(data)
+        except ProxyHeaderError as exc:
+            # proxy-protocol.txt: the receiver "MUST NOT start processing the connection
+            # before it receives a complete and valid PROXY protocol header": drop it.
+            self._parser = None
+            self._cancel_handshake_timer()
+            logger.info("connection from %s refused: %s", self._peer(), exc)
+            counters.values[counters.HANDSHAKES_REFUSED] += 1
+            if self._transport is not None:
+                self._transport.close()
+            return None
+        if header is None:
+            return None
+        self._proxy = None
+        proxies = self._server.proxies
+        if header.source is not None and (
+            proxies.mode == "require" or proxies.trusts(self.remote_address)
+        ):
+            self.remote_address = header.source
+        return memoryview(reader.leftover) if reader.leftover else None
+
     def _respond(self, response: Response) -> None:
         """Answer a plain HTTP request (a registered route), then close."""
         self._parser = None
         self._cancel_handshake_timer()
+        self._status = response.status
         if self._transport is not None:
             self._transport.write(response.serialize())
             self._transport.close()
@@ -241,6 +298,7 @@ class ServerProtocol(WebSocket):
             self._handshake_timer = None
         logger.info("handshake from %s refused: %s", self._peer(), why)
         counters.values[counters.HANDSHAKES_REFUSED] += 1
+        self._status = response.status
         transport = self._transport
         if transport is not None:
             transport.write(response.serialize())

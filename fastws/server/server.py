@@ -30,6 +30,7 @@ from ..websocket import WebSocket
 from .app import adapt
 from .gauges import GaugeSampler
 from .protocol import ServerProtocol
+from .proxy import Proxies
 from .routes import Routes, default_routes
 
 __all__ = ["Handler", "Server", "run_single", "serve"]
@@ -74,6 +75,10 @@ class Server:
             raise ValueError("pass either ssl= or certfile/keyfile, not both")
         # TLS: an SSLContext given in Python, else one built from certfile/keyfile (or None).
         self.ssl = ssl if ssl is not None else config.ssl_context()
+        if self.ssl is not None and config.proxy_protocol != "off":
+            raise ValueError("proxy_protocol cannot be used with TLS: terminate TLS at the proxy")
+        #: Trusted proxies and the PROXY protocol mode (see server.proxy).
+        self.proxies = Proxies(config.forwarded_allow_ips, config.proxy_protocol)
         self._sock = sock
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[ServerProtocol] = set()

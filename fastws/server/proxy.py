@@ -1,0 +1,79 @@
+"""Believing a proxy: which peers are trusted, and the client address they name.
+
+The parsing is sans-I/O (`protocol.proxy`); this module holds the policy a server applies
+to each connection: `Proxies.client(peer, headers)` for Forwarded / X-Forwarded-For, and
+`Proxies.reader(peer)` for the PROXY protocol header that comes before the request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from ..protocol.http11 import Headers
+from ..protocol.proxy import ProxyHeaderParser, forwarded_for
+
+__all__ = ["Proxies"]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Proxies:
+    """The trusted-proxy allow-list (`forwarded_allow_ips`) and the PROXY protocol mode."""
+
+    __slots__ = ("_any", "_networks", "mode")
+
+    def __init__(self, allow: Sequence[str], mode: str = "off") -> None:
+        self._any = "*" in allow
+        self._networks: tuple[_Network, ...] = tuple(
+            ipaddress.ip_network(item, strict=False) for item in allow if item != "*"
+        )
+        self.mode = mode  # off, optional or require (see Config.proxy_protocol)
+
+    @property
+    def active(self) -> bool:
+        """Whether connections need any of this (else the server skips it entirely)."""
+        return self._any or bool(self._networks) or self.mode != "off"
+
+    def trusts(self, address: Any) -> bool:
+        """Whether `address` (a peer address tuple, or a host string) is a trusted proxy."""
+        if self._any:
+            return True
+        host = address[0] if isinstance(address, tuple) else address
+        if not isinstance(host, str) or not self._networks:
+            return False  # a Unix socket peer is trusted by "*" only
+        try:
+            ip = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+        return any(ip in network for network in self._networks)
+
+    def reader(self) -> ProxyHeaderParser | None:
+        """A parser for the PROXY header a new connection must (or may) start with."""
+        if self.mode == "off":
+            return None
+        return ProxyHeaderParser(required=self.mode == "require")
+
+    def client(self, peer: Any, headers: Headers) -> tuple[str, int] | None:
+        """The client address the trusted proxies in front of `peer` recorded, or None.
+
+        Walks the Forwarded / X-Forwarded-For chain from the nearest hop back: each hop
+        that is trusted vouches for the one before it; the first address that is not
+        trusted is the client (a client can write anything at the far end of the chain,
+        so nothing further is believed). A chain of trusted proxies only: its first one.
+        An "unknown" or malformed entry where the walk needs it: None (keep the peer).
+        """
+        if not self.trusts(peer):
+            return None
+        chain = forwarded_for(headers.get_all("Forwarded"), headers.get_all("X-Forwarded-For"))
+        if not chain:
+            return None
+        for node in reversed(chain):
+            if node is None:
+                return None
+            if not self.trusts(node[0]):
+                return node
+        return chain[0]
