@@ -10,8 +10,8 @@ One command runs it all and writes a results folder (result.json, report.md, plo
    tcp_mem, file-max/nr_open, conntrack, open-file limit); one is changed only when the run
    needs it, we are root and it is allowed (--no-sysctl forbids it), and the report says so;
    changed values are restored at the end.
-2. `fastws serve bench.million_app:handler` with >= 50 workers (each below the open-file
-   limit): every connection subscribes to one channel and echoes.
+2. `fastws serve bench.million_app:Million` (--app coroutine: `:handler`) with >= 50 workers
+   (each below the open-file limit): every connection subscribes to one channel and echoes.
 3. Load generator processes (bench/c/million.c, built at run time), each below the open-file
    limit, open the connections with real handshakes from many 127.0.0.x source addresses,
    hold them, answer every keepalive ping (the server pings every 30 s) and, on a sample of
@@ -65,6 +65,9 @@ GIB = 2**30
 PORT_BASE = 10_000
 #: Connections per worker we aim at, below the 20,000 descriptors of a process.
 PER_WORKER = 16_000
+#: --app: bench.million_app's callback-style listener (no task per connection) or its
+#: coroutine handler.
+APPS = {"listener": "Million", "coroutine": "handler"}
 #: Connections per generator process.
 PER_CLIENT = 18_000
 #: Slab caches that grow with sockets: the TCP socket itself, its inode, dentry and file, the
@@ -471,7 +474,7 @@ class Run:
     def start_server(self) -> None:
         a = self.args
         argv = [
-            sys.executable, "-m", "fastws", "serve", "bench.million_app:handler",
+            sys.executable, "-m", "fastws", "serve", f"bench.million_app:{APPS[a.app]}",
             "--port", str(self.port), "--workers", str(a.workers), "--log-level", "warning",
             "--ping-interval", f"{a.ping_interval}s", "--graceful-timeout", "5s",
             "--backlog", str(a.backlog),
@@ -874,7 +877,7 @@ class Run:
         self.result["plan"] = {
             k: getattr(a, k)
             for k in (
-                "connections", "workers", "client_processes", "sources", "sample",
+                "connections", "app", "workers", "client_processes", "sources", "sample",
                 "echo_interval", "echo_size", "hold", "broadcasts", "ping_interval",
                 "hs_concurrency", "ephemeral", "min_free_gib", "max_minutes",
             )
@@ -1078,6 +1081,7 @@ def report_md(r: dict[str, Any], command: str) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--connections", type=int, default=1_000_000)
+    p.add_argument("--app", choices=sorted(APPS), default="listener", help="handler style")
     p.add_argument("--workers", type=int, help="default: max(50, connections / 16,000)")
     p.add_argument("--client-processes", type=int, help="default: connections / 18,000")
     p.add_argument("--sources", type=int, help="127.0.0.x source addresses (from .2)")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .build import build
-from .million_app import handler
+from .million_app import Million, handler
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -82,6 +82,7 @@ def coroutine_chain(task: asyncio.Task[Any]) -> list[tuple[str, int]]:
 def one_connection(ws: Any, server: Any) -> dict[str, Any]:
     """getsizeof of what one idle connection holds, object by object."""
     shared = {id(ws._loop), id(ws._rbuf), id(server), id(server.config), id(ws._conn.budget)}
+    shared |= {id(ws._listener)} if ws._listener is not None else set()
     shared |= {id(x) for x in (ws._queue,)}  # the shared empty tuple
     rows: dict[str, Any] = {}
     rows["ServerProtocol object (slots)"] = sys.getsizeof(ws)
@@ -107,11 +108,14 @@ def one_connection(ws: Any, server: Any) -> dict[str, Any]:
     rows["handler coroutine frames (chain)"] = sum(s for _, s in chain)
     rows["  chain"] = chain
     rows["waiter Future (recv)"] = sys.getsizeof(ws._waiter) if ws._waiter is not None else 0
-    rows["_lost Future (+ callbacks)"] = sys.getsizeof(ws._lost) + sum(
-        sys.getsizeof(cb) for cb in (ws._lost._callbacks or [])
+    lost = ws._lost
+    rows["_lost Future (+ callbacks)"] = (
+        sys.getsizeof(lost) + sum(sys.getsizeof(cb) for cb in (lost._callbacks or []))
+        if lost is not None
+        else 0
     )
     rows["_pings dict"] = sys.getsizeof(ws._pings)
-    rows["_wpending list"] = sys.getsizeof(ws._wpending)
+    rows["Outbox, deep"] = deep(ws._out, set(), shared | {id(ws._transport), id(ws._flusher)})
     rows["timers (handshake timer, close timer, stall timer)"] = sum(
         sys.getsizeof(t)
         for t in (ws._handshake_timer, ws._close_timer, ws._stall_timer)
@@ -138,7 +142,8 @@ def one_connection(ws: Any, server: Any) -> dict[str, Any]:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from fastws import Config, Server
 
-    server = Server(handler, Config(port=0, ping_interval=30.0, log_level="warning"))
+    app = Million() if args.app == "listener" else handler
+    server = Server(app, Config(port=0, ping_interval=30.0, log_level="warning"))
     await server.start()
     port = server.port
     binary = build("million")
@@ -202,7 +207,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             lineno = lineno.split()[0]
             lines_src[label] = file.read_text().splitlines()[int(lineno) - 1].strip()[:90]
     top = sorted(by_line.items(), key=lambda kv: -kv[1])[: args.top]
-    sample = next(c for c in server._connections if c._open and c._handler_task is not None)
+    sample = next(c for c in server._connections if c._open and c.request_path == "/")
     objects = one_connection(sample, server)
     tracemalloc.stop()
     for proc in (client, warm):
@@ -213,6 +218,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         proc.wait(60)
     return {
         "connections": n,
+        "app": args.app,
         "rss_per_conn": round((rss1 - base_rss) / n),
         "tracemalloc_per_conn": round((t_alloc1 - t_alloc0) / n),
         "by_line_per_conn": [
@@ -226,6 +232,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--connections", type=int, default=5000)
+    p.add_argument(
+        "--app",
+        choices=["listener", "coroutine"],
+        default="listener",
+        help="bench.million_app's Million listener or its coroutine handler",
+    )
     p.add_argument("--frames", type=int, default=12, help="tracemalloc frames kept")
     p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--top", type=int, default=25)
@@ -239,7 +251,7 @@ def main() -> int:
     result = uvloop.run(measure(args))
     n = result["connections"]
     print(
-        f"{n:,} idle connections, one process: RSS {result['rss_per_conn']} B per connection,"
+        f"{n:,} idle connections ({args.app}), one process: RSS {result['rss_per_conn']} B per connection,"
         f" tracemalloc {result['tracemalloc_per_conn']} B"
         + ("" if args.no_trace else " (tracing itself adds to RSS: see --no-trace)")
     )
