@@ -124,6 +124,29 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(f[:8]) - idle) / hz, sum(f[:8]) / hz
 
 
+#: TcpExt counters that say the kernel dropped or refused something (/proc/net/netstat).
+NETSTAT = (
+    "ListenOverflows", "ListenDrops", "TCPAbortOnMemory", "TCPMemoryPressures",
+    "TCPBacklogDrop", "TCPRcvQDrop", "TCPAbortOnTimeout", "TCPTimeouts", "TCPSynRetrans",
+)  # fmt: skip
+
+
+def kernel_counters() -> dict[str, int]:
+    """TcpExt drop/pressure counters and softnet backlog drops, machine-wide, cumulative."""
+    out: dict[str, int] = {}
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=False))
+            out = {k: row.get(k, 0) for k in NETSTAT}
+    with contextlib.suppress(OSError):
+        out["softnet_dropped"] = sum(
+            int(line.split()[1], 16)
+            for line in Path("/proc/net/softnet_stat").read_text().splitlines()
+        )
+    return out
+
+
 def slabs() -> dict[str, int]:
     """Bytes of each slab cache (num_objs x objsize); empty if /proc/slabinfo is unreadable."""
     out = {}
@@ -891,6 +914,7 @@ class Run:
         }
         for note in kernel.notes:
             log(note)
+        counters0 = kernel_counters()
         watchdog = threading.Timer(a.max_minutes * 60, self._overtime)
         watchdog.daemon = True
         watchdog.start()
@@ -915,6 +939,13 @@ class Run:
             self.stop_server()
             kernel.restore()
             self.result["kernel"]["changed"] = kernel.changed
+            counters1 = kernel_counters()
+            self.result["kernel"]["counters_during_run"] = {
+                k: counters1.get(k, 0) - v for k, v in counters0.items()
+            }
+            self.result["kernel"]["tcp_mem_pages_max"] = max(
+                (x["tcp_mem_pages"] for x in self.series), default=0
+            )
             self.result["stop_reason"] = self.stop_reason
             self.result["seconds"] = round(time.monotonic() - self.t0, 1)
             self.result["leftover_processes"] = [
@@ -1069,6 +1100,13 @@ def report_md(r: dict[str, Any], command: str) -> str:
     for k, v in r["kernel"]["before"].items():
         lines.append(f"- `{k}` = {v}")
     lines += ["", *[f"- {note}" for note in r["kernel"]["notes"]], ""]
+    lines += [
+        "Kernel counters during the run (machine-wide: other programs' traffic included): "
+        + ", ".join(f"{k} {v:,}" for k, v in r["kernel"].get("counters_during_run", {}).items())
+        + f"; TCP memory peak {r['kernel'].get('tcp_mem_pages_max', 0):,} pages"
+        f" (tcp_mem: {r['kernel']['before'].get('net.ipv4.tcp_mem')}).",
+        "",
+    ]
     if c.get("failure_reasons"):
         lines += ["Failures by reason: " + json.dumps(c["failure_reasons"]), ""]
     lines += ["![ramp](ramp.png)", ""]
@@ -1101,7 +1139,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backlog", type=int, default=2048)
     p.add_argument("--settle", type=float, default=10.0)
     p.add_argument("--interval", type=float, default=1.0, help="sampling period, s")
-    p.add_argument("--pss-every", type=float, default=15.0)
+    p.add_argument("--pss-every", type=float, default=30.0)
     p.add_argument("--min-free-gib", type=float, default=3.0, help="abort below this MemAvailable")
     p.add_argument("--pause-margin-gib", type=float, default=1.5,
                    help="stop ramping this much above --min-free-gib")  # fmt: skip
