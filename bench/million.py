@@ -603,6 +603,10 @@ class Run:
                     )
                 elif now - last_progress > 60:
                     why = "no handshake completed or failed for 60 s"
+                elif (rate := self._recent_rate(60)) is not None and rate < a.min_rate:
+                    why = (
+                        f"{rate:.0f} handshakes/s over the last 60 s (< --min-rate {a.min_rate:g})"
+                    )
                 elif now - self.t_ramp > a.ramp_timeout:
                     why = f"ramp took longer than --ramp-timeout {a.ramp_timeout:.0f} s"
                 elif any(c.proc.poll() is not None for c in self.clients):
@@ -684,6 +688,14 @@ class Run:
             f" connection; kernel slab {r['kernel_slab_per_conn']} B; workers"
             f" {r['worker_min']}-{r['worker_max']}"
         )
+
+    def _recent_rate(self, seconds: float) -> float | None:
+        """Handshakes per second over the last `seconds` of the ramp (None: too early)."""
+        ramp = [s for s in self.series if s["phase"] == "ramp"]
+        if not ramp or ramp[-1]["t"] - ramp[0]["t"] < 2 * seconds:
+            return None
+        old = next(s for s in reversed(ramp) if ramp[-1]["t"] - s["t"] >= seconds)
+        return (ramp[-1]["opened"] - old["opened"]) / (ramp[-1]["t"] - old["t"])
 
     def _handshake_rates(self) -> dict[str, int]:
         ramp = [s for s in self.series if s["phase"] == "ramp"]
@@ -930,7 +942,7 @@ class Run:
                 self.hold()
             if not self.aborted:
                 self.broadcast()
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:  # SIGINT: stop, clean up, report
             self.result["error"] = f"{type(exc).__name__}: {exc}"
             log(self.result["error"])
         finally:
@@ -1144,6 +1156,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pause-margin-gib", type=float, default=1.5,
                    help="stop ramping this much above --min-free-gib")  # fmt: skip
     p.add_argument("--ramp-timeout", type=float, default=1200.0)
+    p.add_argument(
+        "--min-rate", type=float, default=100.0, help="stop ramping below this many handshakes/s"
+    )
     p.add_argument("--max-minutes", type=float, default=40.0, help="hard bound of the whole run")
     p.add_argument("--no-sysctl", action="store_true", help="never change kernel settings")
     p.add_argument("--out", type=Path, help="results folder (default bench/results/million-DATE)")
