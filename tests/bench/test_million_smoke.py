@@ -60,6 +60,8 @@ def test_million_memory_breakdown(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "bench.million_memory",
+            "--app",
+            "coroutine",
             "--connections",
             "300",
             "--settle",
