@@ -1203,7 +1203,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args)
     result = run.run()
     result["command"] = command
-    (args.out / "result.json").write_text(json.dumps({**result, "series": run.series}, indent=1))
+    (args.out / "result.json").write_text(json.dumps({**result, "series": run.series}))
     with contextlib.suppress(Exception):
         plot(run.series, args.out / "ramp.png")
     (args.out / "report.md").write_text(report_md(result, command))
