@@ -500,6 +500,7 @@ class Run:
             sys.executable, "-m", "fastws", "serve", f"bench.million_app:{APPS[a.app]}",
             "--port", str(self.port), "--workers", str(a.workers), "--log-level", "warning",
             "--ping-interval", f"{a.ping_interval}s", "--graceful-timeout", "5s",
+            "--worker-timeout", f"{a.worker_timeout}s",
             "--backlog", str(a.backlog),
         ]  # fmt: skip
         self.server_log = open(self.out / "server.log", "wb")  # noqa: SIM115 - closed in stop
@@ -642,6 +643,7 @@ class Run:
             "connections": n,
             "opened": s["opened"],
             "failed": s["failed"],
+            "lost_while_ramping": s["server_closed"],
             "time_to_n_s": round(ramp_s, 1),
             "handshakes_per_s_mean": round(s["opened"] / ramp_s) if ramp_s else None,
             "handshakes_per_s_peak_5s": rates["peak"],
@@ -914,7 +916,7 @@ class Run:
             for k in (
                 "connections", "app", "workers", "client_processes", "sources", "sample",
                 "echo_interval", "echo_size", "hold", "broadcasts", "ping_interval",
-                "hs_concurrency", "ephemeral", "min_free_gib", "max_minutes",
+                "hs_concurrency", "ephemeral", "min_free_gib", "max_minutes", "worker_timeout",
             )
         }  # fmt: skip
         self.result["machine"] = {
@@ -960,6 +962,13 @@ class Run:
             )
             self.result["stop_reason"] = self.stop_reason
             self.result["seconds"] = round(time.monotonic() - self.t0, 1)
+            log_path = self.out / "server.log"
+            log_lines = (
+                log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+            )
+            self.result["server_log_problems"] = [
+                line for line in log_lines if " ERROR " in line or " WARNING " in line
+            ][:20]
             self.result["leftover_processes"] = [
                 c.proc.pid for c in self.clients if c.proc.poll() is None
             ] + ([self.server.pid] if self.server and self.server.poll() is None else [])
@@ -1064,7 +1073,7 @@ def report_md(r: dict[str, Any], command: str) -> str:
         "| measure | value |",
         "| --- | --- |",
         f"| connections open at N (target {r['plan']['connections']:,}) | {n.get('connections', 0):,}"
-        f" ({n.get('failed', 0):,} failed) |",
+        f" ({n.get('failed', 0):,} failed, {n.get('lost_while_ramping', 0):,} lost after opening) |",
         f"| workers / load generator processes / source addresses | {n.get('workers')} /"
         f" {c.get('processes')} / {r['plan']['sources']} |",
         f"| time to N, handshakes/s (mean / peak 5 s) | {n.get('time_to_n_s')} s,"
@@ -1119,6 +1128,9 @@ def report_md(r: dict[str, Any], command: str) -> str:
         f" (tcp_mem: {r['kernel']['before'].get('net.ipv4.tcp_mem')}).",
         "",
     ]
+    if r.get("server_log_problems"):
+        lines += ["Server log (warnings and errors):", "", "```"]
+        lines += [*r["server_log_problems"], "```", ""]
     if c.get("failure_reasons"):
         lines += ["Failures by reason: " + json.dumps(c["failure_reasons"]), ""]
     lines += ["![ramp](ramp.png)", ""]
@@ -1149,6 +1161,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--rate", type=float, default=0, help="connects/s in total (0: as fast as it goes)"
     )
     p.add_argument("--backlog", type=int, default=2048)
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=300.0,
+        help="the server's worker_timeout: 30 s (fastws' default) kills CPU-starved workers",
+    )
     p.add_argument("--settle", type=float, default=10.0)
     p.add_argument("--interval", type=float, default=1.0, help="sampling period, s")
     p.add_argument("--pss-every", type=float, default=30.0)
