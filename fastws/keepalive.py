@@ -11,12 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import weakref
 from typing import Protocol
 
 __all__ = ["KeepaliveWheel", "wheel"]
 
 logger = logging.getLogger("fastws")
+
+#: Longest run of pings one timer callback sends before it lets the loop do other work (I/O,
+#: the worker's heartbeat) and carries on in the next iteration. Without it, a worker that
+#: fell behind (CPU-starved, many connections due at once) pinged for minutes in one callback,
+#: its heartbeat stopped and the master killed it, connections and all.
+SLICE = 0.02
 
 
 class _Pinger(Protocol):
@@ -62,12 +69,20 @@ class KeepaliveWheel:
         self._next = math.inf
         # Timers may fire a hair early (uvloop rounds to milliseconds): allow 2 ms.
         now = math.floor((self._loop.time() + 0.002) / self._tick)
+        deadline = time.monotonic() + SLICE
         for due in sorted(key for key in self._buckets if key <= now):
-            for conn in self._buckets.pop(due):
+            bucket = self._buckets[due]
+            while bucket:
+                conn = bucket.pop()
                 try:
                     conn._send_keepalive()
                 except Exception:  # one connection's failure must not stop the others' pings
                     logger.exception("keepalive ping failed")
+                if time.monotonic() > deadline and bucket:  # the rest in the next iteration
+                    self._next = due
+                    self._timer = self._loop.call_soon(self._fire)  # type: ignore[assignment]
+                    return
+            del self._buckets[due]
         if self._buckets:
             self._arm(min(self._buckets))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastws.keepalive import KeepaliveWheel, wheel
 
@@ -77,5 +78,36 @@ def test_one_wheel_per_loop_and_interval() -> None:
         assert wheel(loop, 20.0) is wheel(loop, 20.0)
         assert wheel(loop, 20.0) is not wheel(loop, 0.5)
         assert wheel(loop, 20.0)._tick == 1.0 and wheel(loop, 0.5)._tick == 0.05
+
+    asyncio.run(main())
+
+
+def test_a_long_round_of_pings_lets_the_loop_run_in_between() -> None:
+    """A wheel with more due connections than it can ping in one slice pings them over several
+    loop iterations, so other callbacks (the worker's heartbeat, I/O) still run: a worker
+    that fell behind is not killed by the master for a stopped heartbeat."""
+
+    class SlowConnection(FakeConnection):
+        def _send_keepalive(self) -> None:
+            super()._send_keepalive()
+            time.sleep(0.002)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        keepalive = KeepaliveWheel(loop, tick=0.01)
+        conns = [SlowConnection(loop) for _ in range(40)]  # ~80 ms of pings, slices of 20 ms
+        for conn in conns:
+            keepalive.add(conn, 0.01)
+        beats: list[float] = []
+
+        def heartbeat() -> None:
+            beats.append(loop.time())
+            loop.call_later(0.001, heartbeat)
+
+        heartbeat()
+        await asyncio.sleep(0.3)
+        assert all(len(conn.pinged_at) == 1 for conn in conns)
+        first, last = min(c.pinged_at[0] for c in conns), max(c.pinged_at[0] for c in conns)
+        assert any(first < beat < last for beat in beats)
 
     asyncio.run(main())

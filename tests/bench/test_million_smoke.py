@@ -1,0 +1,87 @@
+"""Smoke test of bench/million.py (issue 21's harness) and bench/million_memory.py.
+
+Seconds, not a measurement: 3,000 connections over 4 workers from 3 load generator processes
+(bench/c/million.c, compiled here), no timing thresholds. The figures come from
+`python -m bench.million` (see the README's "One million connections").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_million_smoke(tmp_path: Path) -> None:
+    """The whole run works end to end at small scale: every connection opens with a real
+    handshake and stays open, the sample echoes come back byte-exactly, keepalive pings are
+    answered, every connection gets every broadcast, the worker spread and memory figures are
+    there, the results folder is written, and nothing the harness started is left running."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.million", "--smoke", "--no-sysctl", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads((out / "result.json").read_text())
+    n = r["plan"]["connections"]
+    at_n = r["at_n"]
+    assert at_n["connections"] == at_n["opened"] == n and at_n["failed"] == 0
+    assert at_n["workers"] == 4 and sum(at_n["per_worker"]) == n
+    assert at_n["server_rss_per_conn"] > 0 and at_n["kernel_socket_slab_per_conn"] > 0
+    assert r["hold"]["connections_lost"] == 0 and r["hold"]["pings"] > 0
+    clients = r["clients"]
+    assert clients["processes"] == clients["reported"] == 3
+    assert clients["echo_ok"] > 0 and clients["echo_bad"] == 0
+    assert clients["server_closed"] == 0
+    b = r["broadcast"]
+    assert b["deliveries"] == b["expected_deliveries"] == n * b["messages"]
+    assert all(row["deliveries"] == n for row in b["per_message"])
+    assert clients["bcast_bad"] == 0
+    assert r["leftover_processes"] == []
+    assert (out / "report.md").read_text().startswith("# fastws: 3,000 concurrent")
+    assert (out / "ramp.png").stat().st_size > 0
+
+
+def test_million_memory_breakdown(tmp_path: Path) -> None:
+    """The per-connection memory breakdown runs and accounts for the connection's objects:
+    tracemalloc attributes allocations to fastws lines, and getsizeof finds the handler's
+    task and coroutine frames, the request headers and the protocol core."""
+    out = tmp_path / "memory.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.million_memory",
+            "--app",
+            "coroutine",
+            "--connections",
+            "300",
+            "--settle",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["connections"] == 300 and r["tracemalloc_per_conn"] > 0
+    assert any(
+        row["where"].startswith(("websocket.py", "server/")) for row in r["by_line_per_conn"]
+    )
+    objects = r["one_connection_getsizeof"]
+    assert objects["handler coroutine frames (chain)"] > 0
+    assert objects["  request headers (Headers + list + tuples + str), deep"] > 0
+    assert objects["Connection (protocol core), deep"] > 0
