@@ -357,3 +357,22 @@ def test_pong_for_a_ping_inside_a_fragmented_message_comes_first(
         assert (pong.opcode, pong.payload) == (0xA, b"ping!")
         echo = client.recv_frame()
         assert (echo.opcode, echo.payload) == (OP_TEXT, b"fragment")
+
+
+def test_the_readme_listener_example_runs() -> None:
+    """The README's `ticker.py` Listener, exactly as written: a subscription is answered."""
+    from tests.readme import blocks
+
+    [source] = [b for b in blocks("An application", "python") if b.startswith("# ticker.py")]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md:ticker.py", "exec"), namespace)
+
+    async def scenario() -> None:
+        async with (
+            fastws.serve(namespace["Quotes"], port=0) as server,
+            connect(f"ws://127.0.0.1:{server.port}/") as client,
+        ):
+            await client.send("sub EURUSD")
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "ok EURUSD"
+
+    run(scenario())
