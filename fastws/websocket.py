@@ -30,7 +30,16 @@ from .keepalive import wheel
 from .message import Message
 from .outbox import Frame, Outbox, flusher
 from .payload import as_payload as _as_payload
-from .protocol.connection import SLICE_FRAMES, Chunk, Close, Connection, Failure, Pong, State
+from .protocol.connection import (
+    SLICE_FRAMES,
+    Blocked,
+    Chunk,
+    Close,
+    Connection,
+    Failure,
+    Pong,
+    State,
+)
 from .protocol.frames import CloseCode, Opcode
 from .stats.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
 from .stats.counters import values as _stats
@@ -222,12 +231,10 @@ class WebSocket(asyncio.BufferedProtocol):
         self.remote_address = transport.get_extra_info("peername")
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        conn = self._conn
-        if conn._remaining:
-            target = conn.payload_target()
-            if target is not None:
-                self._direct = True
-                return target
+        target = self._conn.payload_target()
+        if target is not None:
+            self._direct = True
+            return target
         self._direct = False
         return self._rbuf
 
@@ -556,7 +563,20 @@ class WebSocket(asyncio.BufferedProtocol):
         self.close_code = event.code
         self.close_reason = event.reason
         if type(event) is Failure:
-            logger.info("connection from %s failed: %d %s", self._peer(), event.code, event.reason)
+            error = self._conn.error
+            if error is not None:  # a bug of ours (or no memory), not the peer's doing
+                _stats[ERRORS] += 1
+                logger.error(
+                    "connection from %s failed: %d %s",
+                    self._peer(),
+                    event.code,
+                    event.reason,
+                    exc_info=error,
+                )
+            else:
+                logger.info(
+                    "connection from %s failed: %d %s", self._peer(), event.code, event.reason
+                )
         waiter = self._waiter
         if waiter is not None and not waiter.done() and not self._queue:
             self._waiter = None
@@ -684,7 +704,7 @@ class WebSocket(asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None:
             return
-        if self._conn.sliced or self._conn.region_wait:
+        if self._conn.blocked is not Blocked.MEMORY:  # SLICE or REGION: the next iteration
             transport.pause_reading()
             self._loop.call_soon(self._retry_memory)
             return

@@ -376,3 +376,41 @@ def test_the_readme_listener_example_runs() -> None:
             assert await asyncio.wait_for(client.recv(), TIMEOUT) == "ok EURUSD"
 
     run(scenario())
+
+
+def test_a_parser_bug_closes_1011_with_a_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception inside the protocol core (here: a ping handler that raises) closes that
+    connection with 1011 and logs the traceback; the server goes on serving others."""
+    from fastws.protocol.connection import Connection
+
+    real = Connection._control
+
+    def broken(self: Connection, opcode: int, payload: bytes) -> None:
+        if payload == b"boom":
+            raise KeyError("deliberate parser bug")
+        real(self, opcode, payload)
+
+    monkeypatch.setattr(Connection, "_control", broken)
+
+    class Echo(fastws.Listener):
+        def on_message(self, ws: Any, message: Any) -> None:
+            ws.send_nowait(message)
+
+    async def scenario() -> None:
+        async with (
+            fastws.serve(Echo(), port=0) as server,
+            connect(f"ws://127.0.0.1:{server.port}/") as victim,
+            connect(f"ws://127.0.0.1:{server.port}/") as bystander,
+        ):
+            await victim.ping(b"boom")
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(victim.recv(), TIMEOUT)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+            await bystander.send("still here")
+            assert await asyncio.wait_for(bystander.recv(), TIMEOUT) == "still here"
+
+    with caplog.at_level("ERROR", logger="fastws"):
+        run(scenario())
+    assert any("deliberate parser bug" in (r.exc_text or "") or r.exc_info for r in caplog.records)

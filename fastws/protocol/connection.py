@@ -42,7 +42,7 @@ from .frames import (
 from .mask import NUMPY_MIN, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
-__all__ = ["Chunk", "Close", "Connection", "Failure", "Message", "Pong", "State"]
+__all__ = ["Blocked", "Chunk", "Close", "Connection", "Failure", "Message", "Pong", "State"]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 DEFAULT_MAX_FRAGMENTS: Final = 100_000
@@ -64,6 +64,15 @@ class State(IntEnum):
     OPEN = 1
     CLOSING = 2  # we sent a Close frame and wait for the peer's
     CLOSED = 3  # the closing handshake is over (or the connection failed)
+
+
+class Blocked(IntEnum):
+    """Why the core holds bytes back (`Connection.blocked`, None when it does not) and how
+    the I/O layer goes on: it stops reading, then calls `resume()`."""
+
+    SLICE = 1  # the rest of a read of many frames: resume on a later loop iteration (fairness)
+    REGION = 2  # a new large message waits one iteration for a region the transport holds
+    MEMORY = 3  # a new large message waits for the worker's message budget (Budget.wait)
 
 
 class Pong:
@@ -145,6 +154,7 @@ class Connection:
         "client",
         "defer_failure",
         "deflate",
+        "error",
         "events",
         "failing",
         "mask_buffer_free",
@@ -152,9 +162,7 @@ class Connection:
         "max_frame_size",
         "max_message_size",
         "out",
-        "region_wait",
         "slice_frames",
-        "sliced",
         "state",
         "streaming",
     )
@@ -181,6 +189,9 @@ class Connection:
         # queues the Close frame after them. Off: the Close frame is queued at once.
         self.defer_failure = False
         self.failing: tuple[int, str] | None = None
+        # An exception of ours (a bug, or no memory) while handling the peer's bytes: the
+        # connection failed with 1011 and this says why, for the I/O layer's log line.
+        self.error: Exception | None = None
         self.events: list[Event] = []  # drained by the I/O layer
         self.out: list[bytes] = []  # frames the protocol queued itself (pongs, close replies)
         self._tail = b""  # an incomplete frame header
@@ -208,19 +219,17 @@ class Connection:
         # for room, `blocked` is set, nothing is parsed, and the I/O layer stops reading
         # until `resume()` admits it.
         self.budget = budget
-        self.blocked = False
+        self.blocked: Blocked | None = None
         # Fairness: with `slice_frames` set, parsing stops after that many frames outside the
-        # fast path and keeps the rest of the read; `blocked` and `sliced` are set, and the I/O
-        # layer calls `resume()` on a later loop iteration. A read of 256 KiB of one-byte
+        # fast path and keeps the rest of the read; `blocked` is SLICE, and the I/O layer calls
+        # `resume()` on a later loop iteration. A read of 256 KiB of one-byte
         # fragments is ~37,000 frames, ~0.4 s of parsing that would starve every other
         # connection of the loop. 0: parse everything now (sans-I/O users, tests).
         self.slice_frames = 0
-        self.sliced = False
         # Also with slicing on (the I/O layer resumes on a later iteration): a new large
         # message whose size class has a released region still held by the transport that
-        # wrote it waits one iteration for it (`blocked` and `region_wait`), instead of
-        # mapping a second one: an echo would otherwise hold two messages' memory.
-        self.region_wait = False
+        # wrote it waits one iteration for it (`blocked` is REGION), instead of mapping a
+        # second one: an echo would otherwise hold two messages' memory.
         # Set by the I/O layer before a message starts: deliver the next binary message as
         # Chunk events of up to STREAM_CHUNK bytes as it arrives, instead of assembling it.
         self.streaming = False
@@ -252,6 +261,12 @@ class Connection:
             self._fail(exc.code, exc.reason)
         except UnicodeDecodeError:
             self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+        except Exception as exc:  # ours, not the peer's: 1011, never into the event loop
+            self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.error = exc
+        self._fail(CloseCode.INTERNAL_ERROR, f"internal error ({type(exc).__name__})")
 
     def _receive(self, data: bytes | bytearray | memoryview) -> None:
         if self._tail:
@@ -338,7 +353,7 @@ class Connection:
                 self._data(opcode, fin, payload)
             quota -= 1
             if not quota and pos < end:
-                self.blocked = self.sliced = True
+                self.blocked = Blocked.SLICE
                 break
         if pos < end:
             self._tail = bytes(data[pos:end])
@@ -433,10 +448,10 @@ class Connection:
                         and cache is not None
                         and cache.soon_free(size_class(length))
                     ):
-                        self.blocked = self.region_wait = True  # resume() allocates
+                        self.blocked = Blocked.REGION  # resume() allocates
                         return
                     if not self.budget.try_charge(length):
-                        self.blocked = True  # resume() allocates once there is room
+                        self.blocked = Blocked.MEMORY  # resume() allocates once there is room
                         return
                     charged = length
                 # Most of the payload still to come: memory only as it arrives (an mmap
@@ -532,17 +547,19 @@ class Connection:
     def payload_written(self, n: int) -> None:
         """`n` bytes were written at `payload_target()`: unmask them where they are."""
         assert self._target is not None and 0 < n <= self._remaining
-        if self._fmask is not None:
-            view = memoryview(self._target)[self._mlen : self._mlen + n]
-            unmask_inplace(view, self._fmask, self._fdone)
-        self._mlen += n
-        if self._mlen == len(self._target) and self._remaining > n:  # a full stream chunk
-            self._next_chunk(self._remaining - n)
-            self._target = self._mbuf
         try:
+            if self._fmask is not None:
+                view = memoryview(self._target)[self._mlen : self._mlen + n]
+                unmask_inplace(view, self._fmask, self._fdone)
+            self._mlen += n
+            if self._mlen == len(self._target) and self._remaining > n:  # a full stream chunk
+                self._next_chunk(self._remaining - n)
+                self._target = self._mbuf
             self._advance(n)
         except ProtocolError as exc:
             self._fail(exc.code, exc.reason)
+        except Exception as exc:  # ours, not the peer's: 1011, never into the event loop
+            self._internal_error(exc)
 
     def _advance(self, n: int) -> None:
         self._fdone += n
@@ -660,25 +677,26 @@ class Connection:
         self._mlen = 0
 
     def resume(self) -> bool:
-        """Go on after `blocked`: parse the next slice of a read (`sliced`), or try again to
-        admit the large message waiting for memory; True once no longer blocked for it.
+        """Go on after `blocked`: parse the next slice of a read (SLICE), or try again to admit
+        the large message waiting for a region or memory; True once no longer blocked for it.
 
-        The I/O layer calls it on a later loop iteration (sliced) or when the budget frees
-        memory (Budget.wait), then goes on reading; the bytes held back are parsed now.
+        The I/O layer calls it on a later loop iteration (SLICE, REGION) or when the budget
+        frees memory (MEMORY, Budget.wait), then goes on reading; the bytes held back are
+        parsed now.
         """
         if not self.blocked:
             return True
-        if self.sliced:  # the rest of a read held back for fairness: parse the next slice
-            self.blocked = self.sliced = False
+        if self.blocked is Blocked.SLICE:  # the rest of a read held back for fairness
+            self.blocked = None
             self.receive_data(b"")
             return True
-        # After one iteration of region_wait the region is taken from the cache if it is
-        # free by now, else mapped anew: never a second wait.
-        self.region_wait = False
+        # After one iteration of REGION the region is taken from the cache if it is free by
+        # now, else mapped anew: never a second wait for it (at most one for memory).
         assert self.budget is not None
         if not self.budget.try_charge(self._remaining):
+            self.blocked = Blocked.MEMORY
             return False
-        self.blocked = False
+        self.blocked = None
         self._room(self._remaining, exact=self._ffin, charged=self._remaining)
         self._target = self._mbuf
         self.receive_data(b"")
@@ -733,6 +751,16 @@ class Connection:
             self._reset()
             self.events.append(Close(code, reason))
 
+    @property
+    def sliced(self) -> bool:
+        """Parsing a read in slices: the rest waits for a later loop iteration."""
+        return self.blocked is Blocked.SLICE
+
+    @property
+    def region_wait(self) -> bool:
+        """A new large message waits one loop iteration for a released region."""
+        return self.blocked is Blocked.REGION
+
     def partial(self) -> int:
         """Which message (or control frame) is partly received: its number, 0 if none.
 
@@ -783,7 +811,7 @@ class Connection:
         self._mstream = False
         self._mlen = 0
         self._target = None
-        self.blocked = self.sliced = self.region_wait = False
+        self.blocked = None
         self._mop = 0
         self._mdeflate = False
         if self.deflate is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from ..protocol.connection import Blocked
 from ..stats import counters
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class GaugeSampler:
             if transport is not None:
                 buffered += transport.get_write_buffer_size()
             writing_paused += ws._writing_paused
-            waiting += ws._conn.blocked and not ws._conn.sliced
+            waiting += ws.protocol.blocked is Blocked.MEMORY
         values[counters.WRITE_BUFFER] = buffered
         values[counters.WRITING_PAUSED] = writing_paused
         values[counters.WAITING_FOR_MEMORY] = waiting

@@ -4,9 +4,19 @@ its variant on fastws channels, where visitors on different workers hear each ot
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from tests.browser.conftest import chromium  # noqa: F401  (a fixture, used by name)
+import pytest
+
+from tests.browser.conftest import launch_chromium
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """This module's own Chromium: Playwright keeps an event loop running while it is open,
+    which would break the asyncio.run() of the tests/asgi modules that come after it."""
+    yield from launch_chromium()
 
 
 def messages(page: Any) -> list[str]:
@@ -18,7 +28,7 @@ def say(page: Any, text: str) -> None:
     page.click("button")
 
 
-def open_chat(chromium: Any, url: str) -> tuple[Any, Any]:  # noqa: F811
+def open_chat(chromium: Any, url: str) -> tuple[Any, Any]:
     context = chromium.new_context()
     page = context.new_page()
     page.goto(url)
@@ -26,7 +36,7 @@ def open_chat(chromium: Any, url: str) -> tuple[Any, Any]:  # noqa: F811
     return context, page
 
 
-def test_tutorial_chat_in_chromium(start_server: Any, chromium: Any) -> None:  # noqa: F811
+def test_tutorial_chat_in_chromium(start_server: Any, chromium: Any) -> None:
     """The tutorial's page (HTTP) and its WebSocket (on either worker): a visitor's message
     comes back as the personal answer and as the broadcast."""
     server = start_server("examples.fastapi_chat.main:app", workers=2)
@@ -44,7 +54,7 @@ def test_tutorial_chat_in_chromium(start_server: Any, chromium: Any) -> None:  #
         context.close()
 
 
-def test_channels_chat_across_workers(start_server: Any, chromium: Any) -> None:  # noqa: F811
+def test_channels_chat_across_workers(start_server: Any, chromium: Any) -> None:
     """Four visitors on a two-worker server: each message reaches all of them, whichever
     worker each one's WebSocket landed on."""
     server = start_server("examples.fastapi_chat.channels:app", workers=2)

@@ -74,6 +74,12 @@ def site() -> Iterator[TestSite]:
 @pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     """A headless Chromium, shared by the package's tests (each module gets its own page)."""
+    yield from launch_chromium()
+
+
+def launch_chromium() -> Iterator[Any]:
+    """Playwright's Chromium until the generator is closed. While it runs, Playwright's event
+    loop runs in this thread: a fixture outside tests/browser must not outlive its module."""
     path = executable(CHROMIUM, "apt-get install chromium", "FASTWS_TEST_CHROMIUM")
     try:
         from playwright.sync_api import sync_playwright

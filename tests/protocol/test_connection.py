@@ -393,3 +393,22 @@ def test_without_defer_failure_the_close_frame_is_queued_at_once() -> None:
     assert conn.failing is None
     [close] = conn.data_to_send()
     assert close[0] == 0x88
+
+
+def test_an_exception_of_ours_fails_the_connection_with_1011(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in the parser (any exception that is not the peer's fault) fails the connection
+    with 1011 and keeps the exception for the log line; it never escapes receive_data."""
+
+    def broken(self: Connection, opcode: int, payload: bytes) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(Connection, "_control", broken)
+    conn = Connection()
+    conn.receive_data(client_frame(0x9, b"ping"))
+    [failure] = conn.events
+    assert isinstance(failure, Failure) and failure.code == CloseCode.INTERNAL_ERROR
+    assert isinstance(conn.error, KeyError)
+    [close] = conn.data_to_send()
+    assert close[2:4] == CloseCode.INTERNAL_ERROR.to_bytes(2, "big")
