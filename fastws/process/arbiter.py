@@ -101,7 +101,7 @@ class Arbiter:
         self.workers: dict[int, Worker] = {}
         self.generation = 0
         self.reloading = False
-        self.listeners = Listeners(config)
+        self.listeners = Listeners(config, tls=ssl is not None or config.certfile is not None)
         self.scoreboard: Scoreboard | None = None
         self.ring: Ring | None = None
         self.pid = os.getpid()

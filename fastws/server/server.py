@@ -252,19 +252,29 @@ def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run_single(handler: Handler, config: Config, *, ssl: _ssl.SSLContext | None = None) -> None:
+def run_single(
+    handler: Handler,
+    config: Config,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     """Serve in this process alone until SIGINT or SIGTERM, then stop gracefully (Close 1001
     to every client). `fastws.run()` and `fastws serve --workers 0` come here through
-    `fastws.launch`, which decides between this and a master with workers."""
+    `fastws.launch`, which decides between this and a master with workers, and passes the
+    listening socket it made the way the master makes them (--host/--port, --uds, --fd)."""
     loop = new_event_loop(config.loop)
     try:
-        loop.run_until_complete(_serve_until_signal(handler, config, ssl))
+        loop.run_until_complete(_serve_until_signal(handler, config, ssl, sock))
     finally:
         loop.close()
 
 
 async def _serve_until_signal(
-    handler: Handler, config: Config, ssl: _ssl.SSLContext | None = None
+    handler: Handler,
+    config: Config,
+    ssl: _ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[int] = loop.create_future()
@@ -275,7 +285,7 @@ async def _serve_until_signal(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    server = Server(handler, config, ssl=ssl)
+    server = Server(handler, config, sock, ssl=ssl)
     await server.start()
     received = await stop
     logger.info("received %s, shutting down", signal.Signals(received).name)
