@@ -45,8 +45,9 @@ class GaugeSampler:
             transport = ws._transport
             if transport is not None:
                 buffered += transport.get_write_buffer_size()
-            writing_paused += ws._writing_paused
-            waiting += ws._conn.blocked and not ws._conn.sliced
+            writing_paused += ws.writing_paused
+            conn = ws.protocol
+            waiting += conn.blocked and not conn.sliced
         values[counters.WRITE_BUFFER] = buffered
         values[counters.WRITING_PAUSED] = writing_paused
         values[counters.WAITING_FOR_MEMORY] = waiting

@@ -197,14 +197,20 @@ class Server:
                 ws.shutdown(code, reason)
                 told.add(ws)
             await asyncio.sleep(0.02)
-        for ws in list(self._connections):
-            if ws._transport is not None:
-                ws._transport.abort()
+        self.abort()
         if self._server is not None:
             await self._server.wait_closed()
         await self.application.shutdown(self)
         if self.hub is not None:
             await self.hub.close()
+
+    def abort(self) -> int:
+        """Drop every connection still open, without a closing handshake (what is left when
+        the grace period runs out); return how many there were."""
+        left = [ws for ws in self._connections if ws._transport is not None]
+        for ws in left:
+            ws._transport.abort()  # type: ignore[union-attr]  # checked just above
+        return len(left)
 
     async def __aenter__(self) -> Server:
         await self.start()
