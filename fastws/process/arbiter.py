@@ -113,6 +113,16 @@ class Arbiter:
         self._stopping = False
         self._exit_status = 0
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a signal, or no worker could boot): nothing new is forked."""
+        return self._stopping
+
+    @property
+    def exit_status(self) -> int:
+        """What `run()` returns: 0, or WORKER_BOOT_ERROR when no worker could ever start."""
+        return self._exit_status
+
     # -- the main loop -------------------------------------------------------------------
 
     def run(self) -> int:
