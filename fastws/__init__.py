@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what the lazy exports are, for type checkers and IDEs
         InvalidURI,
         WebSocketException,
     )
+    from .handler import HandlerError
     from .launch import run
     from .listener import Listener
     from .message import Message, MessageReleased
@@ -55,6 +56,7 @@ _EXPORTS = {
     "ConnectionClosedError": "fastws.exceptions",
     "ConnectionClosedOK": "fastws.exceptions",
     "Handler": "fastws.server.server",
+    "HandlerError": "fastws.handler",
     "HandshakeError": "fastws.exceptions",
     "Headers": "fastws.protocol.handshake",
     "InvalidHandshake": "fastws.exceptions",
@@ -84,6 +86,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "Handler",
+    "HandlerError",
     "HandshakeError",
     "Headers",
     "InvalidHandshake",

@@ -12,6 +12,7 @@ generated from it. Adding a knob means adding a field, nothing else.
 import argparse
 import difflib
 import importlib
+import importlib.util
 import ipaddress
 import logging
 import math
@@ -200,6 +201,11 @@ class _Broker(_Text):
             return "local"
         if not text.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{value!r} is neither local nor a redis://, rediss:// or unix:// URL")
+        if importlib.util.find_spec("redis") is None:  # say so now, not in every worker
+            raise ValueError(
+                f"{text!r} needs the redis package, which is not installed:"
+                " pip install 'fastws[redis]'"
+            )
         return text
 
 
@@ -1014,9 +1020,17 @@ class Config:
         try:
             context.load_cert_chain(self.certfile, self.keyfile)
         except (OSError, ssl.SSLError) as exc:
-            files = self.certfile if self.keyfile is None else f"{self.certfile}, {self.keyfile}"
+            files = f"--certfile {self.certfile}"
+            if self.keyfile is not None:
+                files += f", --keyfile {self.keyfile}"
+            reason = str(exc)
+            if self.keyfile is None and _certificate_without_key(self.certfile):
+                reason = (
+                    "it holds a certificate but no private key: give the key with --keyfile"
+                    " (FASTWS_KEYFILE), or put both in one PEM file"
+                )
             raise ConfigError(
-                f"cannot load TLS certificate/key ({files}): {exc}", "certfile"
+                f"cannot load TLS certificate/key ({files}): {reason}", "certfile"
             ) from None
         # RFC 6455 is HTTP/1.1; browsers negotiate it by ALPN when they offer it.
         context.set_alpn_protocols(["http/1.1"])
@@ -1134,3 +1148,14 @@ def _check_names(kwargs: Mapping[str, Any], options: tuple[Option, ...]) -> None
     for name in kwargs:
         if name not in known:
             raise ConfigError(f"unknown option {name!r}{_did_you_mean(name, known)}")
+
+
+def _certificate_without_key(path: str) -> bool:
+    """Whether the PEM file at `path` has a certificate and no private key (a common slip:
+    the key is in a file of its own and --keyfile was forgotten)."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read(1 << 20)
+    except OSError:
+        return False
+    return b"-----BEGIN CERTIFICATE-----" in text and b"PRIVATE KEY-----" not in text

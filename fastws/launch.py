@@ -41,10 +41,18 @@ def launch(
     check_handler(handler)  # a handler that cannot work fails here, not on every connection
     if ssl is not None and config.certfile is not None:
         raise ValueError("pass either ssl= or certfile/keyfile, not both")
+    tls = ssl is not None or config.certfile is not None
     if not config.workers:
+        from .process.sockets import Listeners
         from .server import run_single
 
-        run_single(handler, config, ssl=ssl)
+        # The socket made as the master makes it: --uds and --fd work, a busy port fails.
+        listeners = Listeners(config, tls=tls)
+        listeners.open(1)
+        try:
+            run_single(handler, config, ssl=ssl, sock=listeners.for_slot(0))
+        finally:
+            listeners.close()
         return 0
     from .process import arbiter
 

@@ -17,7 +17,7 @@ import pytest
 from fastws import cli
 from fastws.apps.echo import Echo, echo
 from fastws.config import Config
-from fastws.process import arbiter
+from fastws.process import arbiter, sockets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,14 +62,31 @@ def restore_logging_and_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logger.setLevel(level)
 
 
+class NoListeners:
+    """Stands in for the listening socket of --workers 0 (the tests here listen nowhere)."""
+
+    def __init__(self, config: Config, tls: bool = False) -> None:
+        pass
+
+    def open(self, slots: int) -> None:
+        pass
+
+    def for_slot(self, index: int) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Config]]:
     """Stand in for fastws.server.run_single and the master (fastws.process.arbiter.run), so
     main() returns instead of serving forever."""
     calls: list[tuple[Any, Config]] = []
     server = types.ModuleType("fastws.server")
-    server.run_single = lambda handler, config, ssl: calls.append((handler, config))  # type: ignore[attr-defined]
+    server.run_single = lambda handler, config, **kw: calls.append((handler, config))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fastws.server", server)
+    monkeypatch.setattr(sockets, "Listeners", NoListeners)
 
     def run_master(
         app: str, handler: Any, config: Config, app_modules: Any = (), ssl: Any = None
@@ -333,6 +350,61 @@ def test_keyfile_that_is_not_a_key_exits_2(tmp_path: Path) -> None:
     junk.write_text("not a certificate\n")
     result = run_cli("serve", "--certfile", str(junk), "--port", "0")
     assert_one_line_error(result, "fastws serve: error: cannot load TLS certificate/key")
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--host", "999.1.1.1"), "fastws serve: error: --host 999.1.1.1: "),
+        (("--fd", "99"), "fastws serve: error: --fd 99: Bad file descriptor"),
+    ],
+    ids=["host", "fd"],
+)
+def test_a_bad_listening_option_is_named_in_one_line(
+    workers: str, args: tuple[str, ...], expected: str
+) -> None:
+    """Issue 18 item 13: an address that is not one, a file descriptor that is not open:
+    one line naming the option, exit status 1, in both process models."""
+    result = run_cli("serve", *args, "--port", "0", "--workers", workers)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    # The master logs it (timestamp, level, logger); --workers 0 prints it.
+    assert expected.removeprefix("fastws serve: error: ") in lines[0]
+    if workers == "0":
+        assert lines[0].startswith(expected), lines[0]
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_redis_broker_without_the_redis_extra_is_one_line(workers: str) -> None:
+    """Issue 18 item 13: --broker redis://... where the redis package is missing (simulated
+    by hiding it) is a configuration error naming --broker, not a traceback per process."""
+    code = (
+        "import sys; sys.modules['redis'] = None\nfrom fastws.cli import main\nsys.exit(main())\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FASTWS_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "serve",
+            "--broker",
+            "redis://127.0.0.1:1/0",
+            "--workers",
+            workers,
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(environ, PYTHONPATH=str(ROOT)),
+        timeout=60,
+    )
+    line = assert_one_line_error(result, "fastws serve: error: invalid value for broker")
+    assert "--broker" in line and "pip install 'fastws[redis]'" in line
 
 
 def test_port_in_use_exits_1_with_one_line() -> None:

@@ -28,8 +28,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     """Record what would run instead of serving: ("single", config) or ("master", args)."""
     seen: list[tuple[str, Any]] = []
 
-    def run_single(handler: Any, config: Config, *, ssl: Any = None) -> None:
+    def run_single(handler: Any, config: Config, *, ssl: Any = None, sock: Any = None) -> None:
         seen.append(("single", (handler, config, ssl)))
+        assert sock is not None and sock.getsockname()[1] > 0  # listening, made by launch
 
     def run_master(*args: Any, **kwargs: Any) -> int:
         seen.append(("master", (args, kwargs)))

@@ -101,7 +101,7 @@ class Arbiter:
         self.workers: dict[int, Worker] = {}
         self.generation = 0
         self.reloading = False
-        self.listeners = Listeners(config)
+        self.listeners = Listeners(config, tls=ssl is not None or config.certfile is not None)
         self.scoreboard: Scoreboard | None = None
         self.ring: Ring | None = None
         self.pid = os.getpid()
@@ -112,6 +112,16 @@ class Arbiter:
         self._ever_ready = False
         self._stopping = False
         self._exit_status = 0
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (a signal, or no worker could boot): nothing new is forked."""
+        return self._stopping
+
+    @property
+    def exit_status(self) -> int:
+        """What `run()` returns: 0, or WORKER_BOOT_ERROR when no worker could ever start."""
+        return self._exit_status
 
     # -- the main loop -------------------------------------------------------------------
 

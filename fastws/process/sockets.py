@@ -28,20 +28,26 @@ __all__ = ["Listeners", "describe"]
 logger = logging.getLogger("fastws.arbiter")
 
 
-def describe(sock: socket.socket) -> str:
-    """`ws://host:port` or `unix:PATH`, for log lines."""
+def describe(sock: socket.socket, tls: bool = False) -> str:
+    """`ws://host:port` (`wss://` with TLS) or `unix:PATH`, for log lines."""
     address = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{address}"
     host, port = address[0], address[1]
-    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+    scheme = "wss" if tls else "ws"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class Listeners:
-    """The sockets of a server: one shared socket, or one per worker slot (reuseport)."""
+    """The sockets of a server: one shared socket, or one per worker slot (reuseport).
 
-    def __init__(self, config: Config) -> None:
+    Errors are OSErrors whose message names the option at fault (`--host`, `--fd`) or the
+    address that cannot be listened on.
+    """
+
+    def __init__(self, config: Config, tls: bool = False) -> None:
         self.config = config
+        self.tls = tls
         self.reuseport = (
             config.socket_mode == "reuseport" and config.uds is None and config.fd is None
         )
@@ -52,10 +58,17 @@ class Listeners:
         """Create the socket(s); raises OSError (with the address in the message) on failure."""
         config = self.config
         if config.fd is not None:
-            sock = socket.socket(fileno=config.fd)
+            try:
+                sock = socket.socket(fileno=config.fd)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise OSError(exc.errno, f"--fd {config.fd}: {reason}") from None
             if sock.type != socket.SOCK_STREAM:
                 raise OSError(errno.EINVAL, f"--fd {config.fd} is not a stream socket")
-            sock.listen(config.backlog)  # harmless if it listens already; required if not
+            try:
+                sock.listen(config.backlog)  # harmless if it listens already; required if not
+            except OSError as exc:
+                raise OSError(exc.errno, f"--fd {config.fd}: {exc.strerror}") from None
             self._socks = [sock]
         elif config.uds is not None:
             self._socks = [self._bind_unix(config.uds)]
@@ -74,7 +87,7 @@ class Listeners:
 
     @property
     def address(self) -> str:
-        return describe(self._socks[0])
+        return describe(self._socks[0], self.tls)
 
     @property
     def port(self) -> int | None:
@@ -132,12 +145,15 @@ class Listeners:
     ) -> socket.socket:
         config = self.config
         host = config.host
-        infos = socket.getaddrinfo(
-            host,
-            config.port if port is None else port,
-            type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE,
-        )
+        try:
+            infos = socket.getaddrinfo(
+                host,
+                config.port if port is None else port,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
+            )
+        except socket.gaierror as exc:  # not an address, and no name that resolves
+            raise OSError(errno.EINVAL, f"--host {host}: {exc.strerror}") from None
         family, _, proto, _, address = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM, proto)
         try:

@@ -211,14 +211,11 @@ async def _serve(spec: WorkerSpec, handler: Handler, config: Config) -> int:
             config.graceful_timeout,
         )
     except TimeoutError:
-        left = [ws for ws in server.connections if ws._transport is not None]
         logger.warning(
             "worker %d: graceful_timeout reached, dropping %d connections",
             os.getpid(),
-            len(left),
+            server.abort(),
         )
-        for ws in left:
-            ws._transport.abort()  # type: ignore[union-attr]
         await asyncio.sleep(0)
     if beat_handle is not None:
         beat_handle.cancel()

@@ -46,7 +46,7 @@ class GaugeSampler:
             transport = ws._transport
             if transport is not None:
                 buffered += transport.get_write_buffer_size()
-            writing_paused += ws._writing_paused
+            writing_paused += ws.writing_paused
             waiting += ws.protocol.blocked is Blocked.MEMORY
         values[counters.WRITE_BUFFER] = buffered
         values[counters.WRITING_PAUSED] = writing_paused

@@ -197,14 +197,20 @@ class Server:
                 ws.shutdown(code, reason)
                 told.add(ws)
             await asyncio.sleep(0.02)
-        for ws in list(self._connections):
-            if ws._transport is not None:
-                ws._transport.abort()
+        self.abort()
         if self._server is not None:
             await self._server.wait_closed()
         await self.application.shutdown(self)
         if self.hub is not None:
             await self.hub.close()
+
+    def abort(self) -> int:
+        """Drop every connection still open, without a closing handshake (what is left when
+        the grace period runs out); return how many there were."""
+        left = [ws for ws in self._connections if ws._transport is not None]
+        for ws in left:
+            ws._transport.abort()  # type: ignore[union-attr]  # checked just above
+        return len(left)
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -252,19 +258,29 @@ def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run_single(handler: Handler, config: Config, *, ssl: _ssl.SSLContext | None = None) -> None:
+def run_single(
+    handler: Handler,
+    config: Config,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     """Serve in this process alone until SIGINT or SIGTERM, then stop gracefully (Close 1001
     to every client). `fastws.run()` and `fastws serve --workers 0` come here through
-    `fastws.launch`, which decides between this and a master with workers."""
+    `fastws.launch`, which decides between this and a master with workers, and passes the
+    listening socket it made the way the master makes them (--host/--port, --uds, --fd)."""
     loop = new_event_loop(config.loop)
     try:
-        loop.run_until_complete(_serve_until_signal(handler, config, ssl))
+        loop.run_until_complete(_serve_until_signal(handler, config, ssl, sock))
     finally:
         loop.close()
 
 
 async def _serve_until_signal(
-    handler: Handler, config: Config, ssl: _ssl.SSLContext | None = None
+    handler: Handler,
+    config: Config,
+    ssl: _ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[int] = loop.create_future()
@@ -275,7 +291,7 @@ async def _serve_until_signal(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    server = Server(handler, config, ssl=ssl)
+    server = Server(handler, config, sock, ssl=ssl)
     await server.start()
     received = await stop
     logger.info("received %s, shutting down", signal.Signals(received).name)

@@ -195,9 +195,9 @@ def test_no_worker_can_boot_the_master_stops_with_status_3(
     first, second = fake_os.forked
     fake_os.exits.append((first, exited(WORKER_BOOT_ERROR)))
     master.reap_workers()
-    assert master._exit_status == WORKER_BOOT_ERROR
+    assert master.exit_status == WORKER_BOOT_ERROR
     assert fake_os.signals_to(second) == [signal.SIGTERM]
-    assert master._stopping  # the main loop forks nothing more and exits when both are reaped
+    assert master.stopping  # the main loop forks nothing more and exits when both are reaped
 
 
 @pytest.mark.parametrize(
@@ -281,7 +281,7 @@ def test_a_reload_whose_workers_cannot_boot_keeps_the_old_workers(
     assert not master.reloading
     assert fake_os.killed == [(sibling, signal.SIGTERM)]
     assert all(pid in master.workers for pid in old)
-    assert master._exit_status == 0  # the server carries on
+    assert master.exit_status == 0  # the server carries on
 
 
 def test_ttin_adds_a_worker_and_ttou_removes_the_last_slot(

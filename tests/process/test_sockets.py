@@ -32,6 +32,34 @@ def test_unix_socket(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_unix_socket_and_inherited_fd_without_a_master(tmp_path: Path) -> None:
+    """--workers 0 listens where --uds / --fd say, as a master does (it used to ignore both
+    and listen on TCP)."""
+    path = tmp_path / "single.sock"
+    with spawn("--uds", str(path), "--workers", "0"):
+        wait_for(lambda: _connects(path), 10, "the single-process server")
+
+        async def over_unix() -> str:
+            async with unix_connect(str(path), "ws://localhost/") as ws:
+                await ws.send("one process")
+                return str(await ws.recv())
+
+        assert asyncio.run(over_unix()) == "one process"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port, fd = listener.getsockname()[1], listener.fileno()
+    with spawn("--fd", str(fd), "--workers", "0", "--port", "1", pass_fds=(fd,)):
+        listener.close()
+
+        async def over_fd() -> str:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+                await ws.send("via fd")
+                return str(await ws.recv())
+
+        assert asyncio.run(over_fd()) == "via fd"
+
+
 def test_stale_unix_socket_is_replaced_but_a_live_one_is_not(tmp_path: Path) -> None:
     """A socket file nobody listens on (left by a crash) is reused; a live one is refused."""
     path = tmp_path / "fastws.sock"

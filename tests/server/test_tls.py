@@ -197,8 +197,11 @@ def test_bad_tls_settings_fail_before_listening(certs: Certs, tmp_path: Path) ->
     with pytest.raises(fastws.ConfigError, match="cannot load TLS") as missing:
         fastws.serve(echo, certfile=str(tmp_path / "missing.pem"))
     assert missing.value.option == "certfile"
-    with pytest.raises(fastws.ConfigError, match="cannot load TLS"):
+    with pytest.raises(fastws.ConfigError, match="cannot load TLS") as keyless:
         fastws.serve(echo, certfile=str(certs.cert))  # no key anywhere
+    # Issue 18 item 13: the message names the option and says what is missing.
+    assert f"--certfile {certs.cert}" in str(keyless.value)
+    assert "no private key" in str(keyless.value) and "--keyfile" in str(keyless.value)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with pytest.raises(ValueError, match="not both"):
         fastws.serve(echo, certfile=str(certs.combined), ssl=context)
@@ -270,3 +273,11 @@ def test_ssl_context_with_workers(certs: Certs, tmp_path: Path) -> None:
         log = proc.stderr.read()
         proc.stderr.close()
     assert "Traceback" not in log, log
+
+
+def test_the_master_logs_a_wss_address(start_server: ServerFactory, certs: Certs) -> None:
+    """With TLS the master's "listening on" line says wss://, as the workers' lines do."""
+    server = start_server(certfile=str(certs.cert), keyfile=str(certs.key), workers=1)
+    log = server.wait_for_log("master")
+    master_line = next(line for line in log.splitlines() if " master " in line)
+    assert f"listening on wss://127.0.0.1:{server.port}" in master_line
