@@ -8,7 +8,7 @@ about APP, logging, and turning mistakes into one-line errors with exit status 2
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
@@ -79,7 +79,7 @@ def _load_app(path: str) -> Callable[..., Any]:
         handler = import_object(path)
     except ImportError as exc:
         raise CLIError(f"cannot import APP {path!r}: {exc}") from None
-    if not callable(handler):
+    if not callable(handler) and not isinstance(handler, Mapping):  # a {path: handler} table
         raise CLIError(f"APP {path!r} is not callable (it is of type {type(handler).__name__})")
     try:
         check_handler(handler)

@@ -363,6 +363,20 @@ class _Networks(_Names):
         return items
 
 
+class _HostPort(_Text):
+    """HOST:PORT, with an IPv6 host in brackets ([::1]:9100)."""
+
+    def __init__(self) -> None:
+        super().__init__("HOST:PORT")
+
+    def __call__(self, value: Any) -> str:
+        text = super().__call__(value)
+        host, sep, port = text.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9100)")
+        return text
+
+
 class _Path(_Kind):
     """A file path; optional paths also accept none. Existence is checked when it is used."""
 
@@ -546,9 +560,34 @@ class Config:
         default=None,
         metadata=_knob(
             _ImportPath(),
-            "Hook called with each handshake request before upgrading (authentication, health"
-            " checks): returning a response sends it instead of upgrading. A module:callable"
-            " import path on the command line and in the environment.",
+            "Hook called as process_request(ws, request) with every HTTP request on the port,"
+            " upgrade or not (/healthz, /metrics and /dashboard included): returning a response"
+            " sends it instead; None goes on. ws is the connection (remote_address; attributes"
+            " set here are the handler's to read). process_request(request) works too. A"
+            " module:callable import path on the command line and in the environment.",
+            example="fastws.apps.echo:echo",
+            unset="none",
+        ),
+    )
+    process_response: Callable[..., Any] | None = field(
+        default=None,
+        metadata=_knob(
+            _ImportPath(),
+            "Hook called as process_response(ws, request, response) with the 101 response before"
+            " it is sent: it may change response.headers in place or return another response"
+            " (not 101: the upgrade is refused). A module:callable import path on the command"
+            " line and in the environment.",
+            example="fastws.apps.echo:echo",
+            unset="none",
+        ),
+    )
+    select_subprotocol: Callable[..., Any] | None = field(
+        default=None,
+        metadata=_knob(
+            _ImportPath(),
+            "Callable select_subprotocol(ws, offered) choosing the subprotocol among those the"
+            " client offered (a list, in its order), or None for none; replaces subprotocols. A"
+            " module:callable import path on the command line and in the environment.",
             example="fastws.apps.echo:echo",
             unset="none",
         ),
@@ -971,9 +1010,39 @@ class Config:
             "Serve a live dashboard page at /dashboard on the server's port (the --dashboard"
             " flag alone turns it on): per worker and in total, connections, handshakes,"
             " messages and bytes per second, close codes and memory, from the same counters as"
-            " /metrics, pushed each second over a WebSocket. Like /metrics it is answered"
-            " before process_request: enable it only where /metrics may be seen.",
+            " /metrics, pushed each second over a WebSocket. Like /metrics it goes through"
+            " process_request, or to monitor_address when that is set.",
             example="on",
+        ),
+    )
+
+    metrics: bool = field(
+        default=True,
+        metadata=_knob(
+            _Switch(),
+            "Answer GET /metrics (Prometheus text format) on the server's port, or on"
+            " monitor_address when that is set.",
+            example="off",
+        ),
+    )
+    healthz: bool = field(
+        default=True,
+        metadata=_knob(
+            _Switch(),
+            "Answer GET /healthz (JSON) on the server's port, or on monitor_address when that is"
+            " set.",
+            example="off",
+        ),
+    )
+    monitor_address: str | None = field(
+        default=None,
+        metadata=_knob(
+            _Optional(_HostPort()),
+            "Serve /metrics, /healthz and /dashboard (those switched on) on this HOST:PORT"
+            " instead of the server's port: plain HTTP, no application hook; other paths get"
+            " 404. Each worker listens on it (SO_REUSEPORT).",
+            example="127.0.0.1:9100",
+            unset="none (the server's port)",
         ),
     )
 

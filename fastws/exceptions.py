@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .protocol.handshake import ClientResponse, Response
+    from .protocol.http11 import ClientResponse, Response
 
 __all__ = [
     "ConnectionClosed",
@@ -121,7 +121,7 @@ class HandshakeError(WebSocketException):
 
     def response(self) -> Response:
         """A plain-text error response ready to send before closing the connection."""
-        from .protocol.handshake import Response  # the HTTP layer imports this module
+        from .protocol.http11 import Response  # the HTTP layer imports this module
 
         return Response(
             self.status,

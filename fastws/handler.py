@@ -11,13 +11,15 @@ The forms a server serves:
 - a coroutine handler, `async def handler(ws)` (a bound method, a `functools.partial`, or an
   object whose `__call__` is `async def __call__(self, ws)`, too);
 - a callback-style `fastws.Listener` (an instance, or a class to instantiate; see
-  `fastws.listener`).
+  `fastws.listener`);
+- a table of paths to coroutine handlers, ``{"/chat": chat, "/feed": feed}``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from .listener import as_listener
@@ -44,6 +46,17 @@ def is_asgi_app(app: Any) -> bool:
 
 def check(app: Any) -> Kind:
     """The kind of handler `app` is; raises HandlerError if it cannot serve connections."""
+    if isinstance(app, Mapping):  # {"/chat": chat, ...}: each path's coroutine handler
+        for path, each in app.items():
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise HandlerError(f"path {path!r} of the handler table must start with '/'")
+            try:
+                kind = check(each)
+            except HandlerError as exc:
+                raise HandlerError(f"the handler for {path!r}: {exc}") from None
+            if kind != "coroutine":
+                raise HandlerError(f"the handler for {path!r} must be `async def handler(ws)`")
+        return "coroutine"
     if is_asgi_app(app):
         return "asgi"
     if as_listener(app) is not None:

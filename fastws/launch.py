@@ -81,6 +81,10 @@ def run(
         config = Config.load(**options)
     elif options:
         raise TypeError("pass either a Config or options, not both")
+    if config.log_config is not None or config.log_format != "text":
+        from . import logs  # asked for in Python as on the command line: applied the same way
+
+        logs.configure(config.log_level, config.log_config, config.log_format)
     status = launch(handler, config, ssl=ssl)
     if status:
         raise SystemExit(status)

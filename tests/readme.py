@@ -12,12 +12,25 @@ _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def blocks(section: str, language: str) -> list[str]:
-    """The ```language blocks of the README section titled `section` (## level), in order."""
-    text = (REPO_ROOT / "README.md").read_text()
-    start = text.index(f"\n## {section}\n")
-    end = text.find("\n## ", start + 1)
-    body = text[start : end if end > 0 else len(text)]
-    return [code for lang, code in _FENCE.findall(body) if lang == language]
+    """The ```language blocks of the README section titled `section` (any heading level,
+    up to the next heading of the same or a higher level), in order."""
+    lines = (REPO_ROOT / "README.md").read_text().splitlines(keepends=True)
+    found: list[str] = []
+    level = 0
+    fenced = False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"(#+) (.*)\n?$", line)):
+            if level and len(heading[1]) <= level:
+                break
+            if heading[2] == section:
+                level = len(heading[1])
+                continue
+        if level:
+            found.append(line)
+    assert level, f"no README section {section!r}"
+    return [code for lang, code in _FENCE.findall("".join(found)) if lang == language]
 
 
 def serve_options(command: str) -> dict[str, Any]:

@@ -57,3 +57,19 @@ def test_unusable_config_file_raises_value_error_naming_it(tmp_path: Path) -> No
     broken.write_text("[loggers]\nkeys=root\n")
     with pytest.raises(ValueError, match=r"x\.ini"):
         logs.configure(config_file=str(broken))
+
+
+def test_run_applies_log_format_and_config_when_given(
+    fastws_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fastws.run(..., log_format="json") sets logging up as the command line does; without
+    either option run() leaves the application's logging alone."""
+    from fastws import launch
+
+    monkeypatch.setattr(launch, "launch", lambda *args, **kwargs: 0)
+    fastws_logger.handlers[:] = []
+    launch.run(lambda ws: None, workers=0)
+    assert not fastws_logger.handlers
+    launch.run(lambda ws: None, workers=0, log_format="json")
+    [handler] = fastws_logger.handlers
+    assert isinstance(handler.formatter, logs.JSONFormatter)

@@ -25,6 +25,7 @@ from ..protocol.handshake import (
     check_upgrade,
     negotiate_subprotocol,
     parse_extensions,
+    parse_header_list,
 )
 from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from ..stats import counters
@@ -41,6 +42,8 @@ logger = logging.getLogger("fastws")
 
 #: A worker at max_connections: try again soon, probably on another worker.
 _BUSY = Response(503, headers=[("Retry-After", "1")], body=b"Service Unavailable\n")
+#: An upgrade to a path the handler table does not have.
+_NOT_FOUND = Response(404, body=b"Not Found\n")
 
 
 class ServerProtocol(WebSocket):
@@ -176,6 +179,31 @@ class ServerProtocol(WebSocket):
             client = proxies.client(self.remote_address, request.headers)
             if client is not None:
                 self.remote_address = client
+        hook = self._server.hooks.request
+        if hook is None:
+            self._route_request(request, leftover)
+        else:
+            self._call_hook(
+                "process_request",
+                hook,
+                (self, request),
+                lambda answer: self._request_answered(request, leftover, answer),
+            )
+
+    def _request_answered(self, request: Request, leftover: bytes, answer: Any) -> None:
+        """process_request's answer: a Response is sent instead; None goes on."""
+        if answer is None:
+            self._route_request(request, leftover)
+        elif not isinstance(answer, Response):
+            self._hook_failed("process_request", f"returned {type(answer).__name__}")
+        elif is_upgrade(request):
+            self._reject(answer, f"{answer.status} from process_request")
+        else:
+            counters.values[counters.HTTP_REQUESTS] += 1
+            self._respond(answer)
+
+    def _route_request(self, request: Request, leftover: bytes) -> None:
+        """A registered HTTP route, a registered WebSocket route, or the application's."""
         routes = self._server.routes
         if not is_upgrade(request):
             http = routes.http_route(request)
@@ -194,6 +222,9 @@ class ServerProtocol(WebSocket):
             where = "" if route is None else f" ({request.path.strip('/')})"
             self._reject(exc.response(), f"{exc.status} {exc.reason}{where}")
             return
+        if route is None and self._server.hooks.paths is not None:
+            self._reject(_NOT_FOUND, f"404 no handler for {request.path}")
+            return
         if route is not None and not route.app_hooks:
             self._accept(request, key, leftover)
             return
@@ -202,44 +233,64 @@ class ServerProtocol(WebSocket):
             counters.values[counters.BUSY] += 1
             self._reject(_BUSY, f"503 max_connections ({limit}) reached")
             return
-        hook = self._server.config.process_request
-        if hook is None:
-            self._accept(request, key, leftover)
-            return
+        self._accept(request, key, leftover)
+
+    # -- the application's hooks (see server.hooks) -------------------------------------------
+
+    def _call_hook(
+        self,
+        name: str,
+        hook: Callable[..., Any],
+        args: tuple[Any, ...],
+        then: Callable[[Any], None],
+    ) -> None:
+        """Call a hook; `then(its answer)` at once, or once an async hook has answered (reading
+        pauses meanwhile: the client must wait for the handshake's answer anyway)."""
         try:
-            answer = hook(request)
+            answer = hook(*args)
         except Exception:
-            counters.values[counters.ERRORS] += 1
-            logger.exception("process_request failed for %s", request.path)
-            self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
+            self._hook_failed(name)
             return
         if inspect.isawaitable(answer):
             self._transport.pause_reading()  # type: ignore[union-attr]
-            task = self._loop.create_task(self._await_hook(answer, request, key, leftover))
-            self._handler_task = task
+            self._handler_task = self._loop.create_task(self._await_hook(name, answer, then))
         else:
-            self._answer_hook(answer, request, key, leftover)
+            then(answer)
 
-    async def _await_hook(self, answer: Any, request: Request, key: str, leftover: bytes) -> None:
+    async def _await_hook(self, name: str, answer: Any, then: Callable[[Any], None]) -> None:
         try:
-            response = await answer
+            result = await answer
         except Exception:
-            counters.values[counters.ERRORS] += 1
-            logger.exception("process_request failed for %s", request.path)
-            self._reject(Response(500, body=b"Internal Server Error\n"), "500 process_request")
+            self._hook_failed(name)
             return
         if self._transport is None:
             return
         self._transport.resume_reading()
-        self._answer_hook(response, request, key, leftover)
+        then(result)
 
-    def _answer_hook(
-        self, response: Response | None, request: Request, key: str, leftover: bytes
-    ) -> None:
-        if response is None:
-            self._accept(request, key, leftover)
+    def _hook_failed(self, name: str, why: str = "") -> None:
+        """A hook raised (or answered nonsense): its bug, logged; the client gets 500."""
+        counters.values[counters.ERRORS] += 1
+        if why:
+            logger.error("%s %s for %s", name, why, self.request_path)
         else:
-            self._reject(response, f"{response.status} from process_request")
+            logger.exception("%s failed for %s", name, self.request_path)
+        self._reject(Response(500, body=b"Internal Server Error\n"), f"500 {name}")
+
+    def _choose_subprotocol(self, request: Request) -> str | None:
+        """select_subprotocol(ws, offered) if configured, else the first of `subprotocols`
+        the client offered. RFC 6455 4.2.2: the server's choice is "one of the values" the
+        client sent, so any other answer is the hook's error."""
+        hook = self._server.hooks.subprotocol
+        if hook is None:
+            return negotiate_subprotocol(request, self._server.config.subprotocols)
+        offered = parse_header_list(request.headers.get_all("Sec-WebSocket-Protocol"))
+        if not offered:
+            return None
+        chosen = hook(self, offered)
+        if chosen is not None and chosen not in offered:
+            raise ValueError(f"select_subprotocol chose {chosen!r}, not among {offered}")
+        return str(chosen) if chosen is not None else None
 
     def _answer_route(self, route: HTTPRoute, request: Request) -> None:
         """A plain HTTP request for a registered route: its response, then close."""
@@ -318,8 +369,43 @@ class ServerProtocol(WebSocket):
             return
         subprotocol = None
         if route is None or route.subprotocols:
-            subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
-        self._open_connection(request, key, leftover, subprotocol, ())
+            try:
+                subprotocol = self._choose_subprotocol(request)
+            except Exception:
+                self._hook_failed("select_subprotocol")
+                return
+        response = self._prepare_accept(request, key, subprotocol, ())
+        hook = self._server.hooks.response
+        if hook is None or (route is not None and not route.app_hooks):
+            self._send_accept(request, response)
+            self._start(route, leftover)
+        else:
+            self._call_hook(
+                "process_response",
+                hook,
+                (self, request, response),
+                lambda answer: self._response_answered(request, leftover, response, answer),
+            )
+
+    def _response_answered(
+        self, request: Request, leftover: bytes, response: Response, answer: Any
+    ) -> None:
+        """process_response's answer: None sends the (maybe changed) 101, a Response that."""
+        if answer is not None and not isinstance(answer, Response):
+            self._hook_failed("process_response", f"returned {type(answer).__name__}")
+            return
+        final = response if answer is None else answer
+        if final.status != 101:
+            self.subprotocol = None
+            self._reject(final, f"{final.status} from process_response")
+            return
+        if self._transport is None:
+            return
+        self._send_accept(request, final)
+        self._start(self._route, leftover)
+
+    def _start(self, route: WebSocketRoute | None, leftover: bytes) -> None:
+        """The connection is open: run its handler (or listener) on what comes next."""
         listener = self._server.listener if route is None else None
         if listener is None:
             handler = self._server.handler if route is None else route.handler
@@ -337,14 +423,28 @@ class ServerProtocol(WebSocket):
         headers: Sequence[tuple[str, str]],
     ) -> None:
         """Send the 101 (with the compression agreed) and count the connection."""
-        assert self._transport is not None
-        self._cancel_handshake_timer()
+        self._send_accept(request, self._prepare_accept(request, key, subprotocol, headers))
+
+    def _prepare_accept(
+        self,
+        request: Request,
+        key: str,
+        subprotocol: str | None,
+        headers: Sequence[tuple[str, str]],
+    ) -> Response:
+        """The 101 for this request, with the compression agreed (not sent yet)."""
         route = self._route
         self.subprotocol = subprotocol
         extensions = None
         if route is None or route.compression:
             extensions = self._negotiate_compression(request)
-        response = accept_response(key, subprotocol, extensions, headers)
+        return accept_response(key, subprotocol, extensions, headers)
+
+    def _send_accept(self, request: Request, response: Response) -> None:
+        """Send the 101 and count the connection."""
+        assert self._transport is not None
+        self._cancel_handshake_timer()
+        route = self._route
         self._transport.write(response.serialize())
         request.headers.compact()  # the handshake is done with lookups; keep the fields only
         if route is None or route.counted:

@@ -27,11 +27,13 @@ from ..protocol.frames import CloseCode
 from ..pubsub.factory import make_broker
 from ..pubsub.hub import Hub
 from ..websocket import WebSocket
+from . import monitor
 from .app import adapt
 from .gauges import GaugeSampler
+from .hooks import Hooks, split_paths
 from .protocol import ServerProtocol
 from .proxy import Proxies
-from .routes import Routes, default_routes
+from .routes import Routes, WebSocketRoute, default_routes
 
 __all__ = ["Handler", "Server", "run_single", "serve"]
 
@@ -64,6 +66,7 @@ class Server:
     ) -> None:
         #: The application whatever its interface (see server.app): `handler` runs its
         #: WebSocket connections, or `listener` (a callback-style handler) gets their events.
+        handler, paths = split_paths(handler)  # {"/chat": chat, ...}: served by path
         self.application = adapt(handler, config.interface)
         self.handler = self.application.handler
         self.listener = self.application.listener
@@ -77,6 +80,9 @@ class Server:
         self.ssl = ssl if ssl is not None else config.ssl_context()
         if self.ssl is not None and config.proxy_protocol != "off":
             raise ValueError("proxy_protocol cannot be used with TLS: terminate TLS at the proxy")
+        if self.application.interface == "asgi" and config.proxy_protocol != "off":
+            # Its connections start in fastws.asgi.http, which does not read the header yet.
+            raise ValueError("proxy_protocol is not supported with an ASGI application yet")
         #: Trusted proxies and the PROXY protocol mode (see server.proxy).
         self.proxies = Proxies(config.forwarded_allow_ips, config.proxy_protocol)
         self._sock = sock
@@ -94,6 +100,13 @@ class Server:
         self.hub: Hub | None = None
         #: What a request goes to besides the application (see server.routes).
         self.routes: Routes = default_routes(config.dashboard)
+        for path, route_handler in (paths or {}).items():
+            self.routes.add_websocket(path, WebSocketRoute(route_handler))
+        #: The application's handshake hooks and path table (see server.hooks).
+        self.hooks = Hooks.from_config(config, paths)
+        # /metrics, /healthz, /dashboard: off, here, or on the monitoring port (server.monitor).
+        self.routes, self._monitor_routes = monitor.split_routes(config, self.routes)
+        self._monitor: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -120,11 +133,19 @@ class Server:
                 reuse_address=True,
                 **tls,
             )
+        if self._monitor_routes is not None:
+            self._monitor = await monitor.listen(self, self._monitor_routes)
         if self.budget.cache is not None:
             self._trim_timer = loop.call_later(TRIM_INTERVAL, self._trim_cache)
         scheme = "ws" if self.ssl is None else "wss"
         for sock in self._server.sockets:
             logger.info("listening on %s://%s", scheme, _format_address(sock.getsockname()))
+        if self._monitor is not None and self._monitor_routes is not None:
+            for sock in self._monitor.sockets:
+                where = _format_address(sock.getsockname())
+                logger.info(
+                    "monitoring on http://%s (%s)", where, ", ".join(self._monitor_routes.http)
+                )
 
     def _trim_cache(self) -> None:
         assert self.budget.cache is not None
@@ -185,6 +206,8 @@ class Server:
             self._trim_timer.cancel()
         if self._server is not None:
             self._server.close()
+        if self._monitor is not None:
+            self._monitor.close()
         # A connection accepted in the same loop iteration gets its connection_made() only
         # now; it must be told too, not aborted at the end (a reload would fail it).
         await asyncio.sleep(0)

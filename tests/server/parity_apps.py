@@ -38,3 +38,73 @@ async def report_request(ws: Any) -> None:
     )
     async for message in ws:
         await ws.send(message)
+
+
+# -- handshake hooks (tests/server/test_hooks.py) -------------------------------------------
+
+TOKEN = "Bearer s3cret"
+
+
+def gatekeeper(ws: Any, request: Any) -> Any:
+    """process_request(ws, request): answers GET /health itself, guards /metrics and
+    /private with a bearer token, and leaves who it let in on the connection (ws.user)."""
+    import fastws
+
+    if request.path == "/health":
+        return fastws.Response(200, body=b"ok\n")
+    if request.path in ("/metrics", "/private") and request.headers.get("Authorization") != TOKEN:
+        return fastws.Response(401, body=b"unauthorized\n")
+    ws.user = "alice" if request.headers.get("Authorization") == TOKEN else None
+    ws.seen_from = list(ws.remote_address)
+    return None
+
+
+async def report_user(ws: Any) -> None:
+    """Send what process_request left on the connection, then echo."""
+    await ws.send(
+        json.dumps(
+            {
+                "user": getattr(ws, "user", "unset"),
+                "seen_from": getattr(ws, "seen_from", None),
+                "subprotocol": ws.subprotocol,
+            }
+        )
+    )
+    async for message in ws:
+        await ws.send(message)
+
+
+def add_headers(ws: Any, request: Any, response: Any) -> Any:
+    """process_response: a cookie and a server name on the 101; /refused gets 403 instead."""
+    import fastws
+
+    if request.path == "/refused":
+        return fastws.Response(403, body=b"no\n")
+    response.headers.append(("Set-Cookie", "session=abc; HttpOnly"))
+    response.headers.append(("Server", "parity-test"))
+    return None
+
+
+async def add_headers_async(ws: Any, request: Any, response: Any) -> Any:
+    """The same, as a coroutine function."""
+    return add_headers(ws, request, response)
+
+
+def last_offered(ws: Any, offered: list[str]) -> str | None:
+    """select_subprotocol: the client's last choice, unless it offered "bogus" (then a value
+    it did not offer, which the server must refuse)."""
+    if "bogus" in offered:
+        return "not-offered"
+    return offered[-1]
+
+
+async def chat(ws: Any) -> None:
+    await ws.send("chat")
+
+
+async def feed(ws: Any) -> None:
+    await ws.send("feed")
+
+
+#: A handler table: each path its handler.
+ROUTES = {"/chat": chat, "/feed": feed}

@@ -178,3 +178,14 @@ def test_readme_proxy_examples(start_server: ServerFactory, example: int) -> Non
         seen = report(sock)
     assert seen["remote_address"][0] == client[0]
     assert seen["remote_address"][1] in (client[1], 0)  # X-Forwarded-For carries no port
+
+
+def test_proxy_protocol_with_an_asgi_app_is_refused_at_start() -> None:
+    """Not supported yet for ASGI applications (their HTTP front end would take the header
+    for a request): one clear error instead of every connection failing."""
+    from fastws.server.server import Server
+
+    async def app(scope: object, receive: object, send: object) -> None: ...
+
+    with pytest.raises(ValueError, match="ASGI application"):
+        Server(app, Config(proxy_protocol="require"))

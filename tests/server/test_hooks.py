@@ -1,0 +1,153 @@
+"""Handshake hooks as `websockets` users know them (issue 18 items 4, 5, 2), on real servers.
+
+process_request(ws, request) for every HTTP request on the port (plain GETs and /metrics
+too), process_response(ws, request, response) on the 101, select_subprotocol(ws, offered),
+and a {path: handler} table as the application. Apps: tests/server/parity_apps.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.conftest import ServerFactory, ServerProcess
+from tests.readme import blocks, serve_options
+
+APPS = "tests.server.parity_apps"
+
+
+def http_get(server: ServerProcess, path: str, *headers: str) -> tuple[int, bytes]:
+    """A plain HTTP GET (no Upgrade): the status and the body."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        head = "".join(f"{h}\r\n" for h in headers)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{head}\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.fixture(scope="module")
+def guarded(start_module_server: ServerFactory) -> ServerProcess:
+    return start_module_server(
+        f"{APPS}:report_user", workers=0, process_request=f"{APPS}:gatekeeper"
+    )
+
+
+def test_request_hook_answers_a_plain_get(guarded: ServerProcess) -> None:
+    """Item 4: the hook sees requests without Upgrade, so it can serve GET /health (it got
+    400 "missing Upgrade" before the hook ran); other plain GETs still get that 400."""
+    assert http_get(guarded, "/health") == (200, b"ok\n")
+    assert http_get(guarded, "/elsewhere")[0] == 400
+
+
+def test_request_hook_guards_metrics_on_the_shared_port(guarded: ServerProcess) -> None:
+    """Item 2: /metrics on the application's port goes through the request hook."""
+    assert http_get(guarded, "/metrics") == (401, b"unauthorized\n")
+    status, body = http_get(guarded, "/metrics", "Authorization: Bearer s3cret")
+    assert status == 200 and b"fastws_" in body
+
+
+def test_request_hook_leaves_state_on_the_connection(guarded: ServerProcess) -> None:
+    """Item 4: the hook gets the connection: its remote address, and attributes it sets
+    there are the handler's to read (the authenticated user)."""
+    with connect(
+        guarded.url_for("/private"), additional_headers={"Authorization": "Bearer s3cret"}
+    ) as ws:
+        seen = json.loads(ws.recv(timeout=10))
+        assert seen["user"] == "alice"
+        assert seen["seen_from"] == list(ws.socket.getsockname()[:2])
+    with pytest.raises(InvalidStatus) as refused:
+        connect(guarded.url_for("/private"))
+    assert refused.value.response.status_code == 401
+
+
+@pytest.mark.parametrize("hook", ["add_headers", "add_headers_async"])
+def test_response_hook_adds_headers_to_the_101(start_server: ServerFactory, hook: str) -> None:
+    """Item 5: process_response (sync or async) changes the 101's headers, or refuses."""
+    server = start_server(f"{APPS}:report_user", workers=0, process_response=f"{APPS}:{hook}")
+    with connect(server.url) as ws:
+        assert ws.response.headers["Set-Cookie"] == "session=abc; HttpOnly"
+        assert ws.response.headers["Server"] == "parity-test"
+        assert json.loads(ws.recv(timeout=10))["user"] == "unset"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.url_for("/refused"))
+    assert refused.value.response.status_code == 403
+
+
+def test_select_subprotocol_callable(start_server: ServerFactory) -> None:
+    """Item 5: select_subprotocol(ws, offered) picks from the client's offer (here its last
+    preference, which a fixed server list cannot express); a choice the client did not
+    offer is the application's error: 500, and the server goes on."""
+    server = start_server(
+        f"{APPS}:report_user", workers=0, select_subprotocol=f"{APPS}:last_offered"
+    )
+    with connect(server.url, subprotocols=["v1", "v2"]) as ws:
+        assert ws.subprotocol == "v2"
+        assert json.loads(ws.recv(timeout=10))["subprotocol"] == "v2"
+    with connect(server.url) as ws:
+        assert ws.subprotocol is None
+    with pytest.raises(InvalidStatus) as failed:
+        connect(server.url, subprotocols=["bogus"])
+    assert failed.value.response.status_code == 500
+    server.wait_for_log("select_subprotocol failed")
+    with connect(server.url, subprotocols=["v3"]) as ws:
+        assert ws.subprotocol == "v3"
+
+
+def test_path_table_routes_to_handlers(start_server: ServerFactory) -> None:
+    """Item 5: APP may be {"/chat": chat, "/feed": feed}; another path gets 404."""
+    server = start_server(f"{APPS}:ROUTES", workers=0)
+    for path in ("/chat", "/feed"):
+        with connect(server.url_for(path)) as ws:
+            assert ws.recv(timeout=10) == path[1:]
+    with pytest.raises(InvalidStatus) as missing:
+        connect(server.url_for("/other"))
+    assert missing.value.response.status_code == 404
+
+
+def test_readme_hooks_example(
+    start_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's hooks.py, as written, served with the command line in its comment."""
+    [code] = blocks("Handshake hooks and routing", "python")
+    (tmp_path / "hooks.py").write_text(code)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    comment = " ".join(line.lstrip("# ") for line in code.splitlines()[:2])
+    command = comment[comment.index("fastws serve") :]
+    server = start_server(command.split()[2], workers=0, **serve_options(command))
+    token = {"Authorization": "Bearer s3cret"}
+
+    assert http_get(server, "/health") == (200, b"ok\n")
+    assert http_get(server, "/metrics")[0] == 401
+    with connect(server.url_for("/chat"), additional_headers=token, subprotocols=["chat.v2"]) as ws:
+        assert ws.recv(timeout=10) == "hello alice"
+        assert ws.subprotocol == "chat.v2"
+        assert ws.response.headers["Set-Cookie"] == "session=1; HttpOnly"
+    with connect(server.url_for("/feed?x=1"), additional_headers=token) as ws:
+        assert ws.recv(timeout=10) == "feed" and ws.subprotocol is None
+    for path, headers, status in [("/chat", {}, 401), ("/other", token, 404)]:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(server.url_for(path), additional_headers=headers)
+        assert refused.value.response.status_code == status
+
+
+def test_a_handler_table_that_cannot_work_fails_at_start() -> None:
+    """Like a single handler, each handler of a table is checked when the server starts."""
+    from fastws.handler import HandlerError, check
+
+    async def good(ws: object) -> None: ...
+
+    def sync(ws: object) -> None: ...
+
+    assert check({"/a": good}) == "coroutine"
+    with pytest.raises(HandlerError, match="'/b'"):
+        check({"/a": good, "/b": sync})
+    with pytest.raises(HandlerError, match="must start with '/'"):
+        check({"a": good})
