@@ -1245,8 +1245,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like SIGINT: clean up, report
     command = "python -m bench.million " + " ".join(sys.argv[1:] if argv is None else argv)
     run = Run(args)
     result = run.run()
