@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import signal
 import socket
 import statistics
@@ -38,24 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script (python bench/idle.py): find the harness
     sys.path.insert(0, str(ROOT))
 
-from bench.procs import descendants  # noqa: E402
+from bench.procs import descendants, free_port  # noqa: E402
+from bench.procs import raise_fd_limit as raise_nofile  # noqa: E402
 
 REQUEST = (
     "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tree(root: int) -> list[int]:

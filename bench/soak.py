@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 import fastws
 from bench import procs
-from bench.procs import descendants
+from bench.procs import descendants, free_port
 
 MiB = 1 << 20
 
@@ -63,12 +63,6 @@ def settled(pid: int, quiet: float = 1.0, timeout: float = 30.0) -> tuple[int, i
 
 
 # -- a server to soak ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -34,7 +34,8 @@ import sysconfig
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..pubsub.ring import Ring
@@ -183,7 +184,7 @@ class Arbiter:
         for sig in SIGNALS:
             signal.signal(sig, self._queue_signal)
 
-    def _queue_signal(self, signum: int, frame: Any) -> None:
+    def _queue_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum != signal.SIGCHLD and len(self._signals) < 10:
             self._signals.append(signum)
 

@@ -26,7 +26,7 @@ import ssl as _ssl
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..config import Config, import_object
 from ..handler import check as check_handler
@@ -35,6 +35,7 @@ from ..stats import counters
 from ..stats.scoreboard import READY, STOPPING, Scoreboard
 
 if TYPE_CHECKING:
+    from ..pubsub.ring import Ring
     from ..server.server import Handler
 
 __all__ = ["WORKER_BOOT_ERROR", "WorkerSpec", "run_worker"]
@@ -67,7 +68,7 @@ class WorkerSpec:
     #: The application's own modules: dropped and imported again in the worker.
     reload_modules: Collection[str] = ()
     #: The host's channels ring (broker local), created by the master before forking.
-    ring: Any = None
+    ring: Ring | None = None
     #: A TLS context given in Python (`fastws.run(..., ssl=ctx)`): the fork inherits it.
     #: Without one, each worker loads certfile/keyfile itself, so a HUP picks up new files.
     ssl: _ssl.SSLContext | None = None
@@ -151,6 +152,7 @@ def _load(spec: WorkerSpec) -> tuple[Handler, Config]:
     hook = config.process_request
     if hook is not None and getattr(hook, "__module__", None) in spec.reload_modules:
         path = f"{hook.__module__}:{hook.__qualname__}"
+        # The field takes an import path too (Config converts it): the worker imports it anew.
         config = dataclasses.replace(config, process_request=path)  # type: ignore[arg-type]
     return handler, config
 

@@ -16,7 +16,7 @@ import signal
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
@@ -35,6 +35,10 @@ from .protocol import ServerProtocol
 from .proxy import Proxies
 from .routes import Routes, WebSocketRoute, default_routes
 
+if TYPE_CHECKING:
+    from ..pubsub.ring import Ring
+    from ..stats.scoreboard import Scoreboard
+
 __all__ = ["Handler", "Server", "run_single", "serve"]
 
 logger = logging.getLogger("fastws")
@@ -51,10 +55,10 @@ class Server:
     """A listening WebSocket server running `handler(ws)` for each connection."""
 
     #: Set by a worker process: the shared page /metrics reads (None: this process alone).
-    scoreboard: Any = None
+    scoreboard: Scoreboard | None = None
     scoreboard_slot: int = 0
     #: Set by a worker process: the host's channels ring (None: channels stay in-process).
-    ring: Any = None
+    ring: Ring | None = None
 
     def __init__(
         self,
