@@ -27,7 +27,7 @@ SLICE = 0.02
 
 
 class _Pinger(Protocol):
-    def _send_keepalive(self) -> None: ...
+    def keepalive_due(self) -> None: ...
 
 
 class KeepaliveWheel:
@@ -41,7 +41,7 @@ class KeepaliveWheel:
         self._next = math.inf  # the tick the timer is set for
 
     def add(self, conn: _Pinger, delay: float) -> int:
-        """Ping `conn` (call its `_send_keepalive`) in about `delay` s; return a token."""
+        """Ping `conn` (call its `keepalive_due`) in about `delay` s; return a token."""
         due = math.ceil((self._loop.time() + delay) / self._tick)
         bucket = self._buckets.get(due)
         if bucket is None:
@@ -75,7 +75,7 @@ class KeepaliveWheel:
             while bucket:
                 conn = bucket.pop()
                 try:
-                    conn._send_keepalive()
+                    conn.keepalive_due()
                 except Exception:  # one connection's failure must not stop the others' pings
                     logger.exception("keepalive ping failed")
                 if time.monotonic() > deadline and bucket:  # the rest in the next iteration

@@ -87,6 +87,12 @@ class Message:
     __hash__ = None  # type: ignore[assignment]  # mutable memory
 
     @property
+    def buffer(self) -> Any:
+        """What holds the payload: `bytes` for a small message, a memory region for a large
+        one (None once released). For senders that write it as it is; use `.data` to read."""
+        return self._buffer
+
+    @property
     def released(self) -> bool:
         return self._buffer is None
 

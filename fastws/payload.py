@@ -26,7 +26,7 @@ def as_payload(message: Any) -> tuple[int, bytes | bytearray | memoryview]:
     if t is bytes or t is bytearray:
         return Opcode.BINARY, message
     if t is Message:
-        buffer = message._buffer
+        buffer = message.buffer
         if type(buffer) is bytes:  # a small received message: the bytes themselves
             return Opcode.BINARY, buffer
         return Opcode.BINARY, message.data

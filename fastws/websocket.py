@@ -957,7 +957,7 @@ class WebSocket(asyncio.BufferedProtocol):
             return self._message_timeout / 2
         return None
 
-    def _send_keepalive(self) -> None:
+    def keepalive_due(self) -> None:
         """The wheel's visit: fail a message that takes too long, then ping the peer (no pong
         within ping_timeout means a dead peer: close 1011)."""
         self._keepalive = None
@@ -1047,6 +1047,13 @@ class WebSocket(asyncio.BufferedProtocol):
         transport.close()
         if self._close_timer is None:
             self._close_timer = self._loop.call_later(self._close_timeout, transport.abort)
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake (the peer sees 1006)."""
+        transport = self._transport
+        if transport is not None:
+            self._conn.abort()
+            transport.abort()
 
     def close_nowait(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake without waiting for it (`close()` waits): for

@@ -14,7 +14,7 @@ class FakeConnection:
         self.pinged_at: list[float] = []
         self.fail = fail
 
-    def _send_keepalive(self) -> None:
+    def keepalive_due(self) -> None:
         self.pinged_at.append(self.loop.time())
         if self.fail:
             raise RuntimeError("broken transport")
@@ -88,8 +88,8 @@ def test_a_long_round_of_pings_lets_the_loop_run_in_between() -> None:
     that fell behind is not killed by the master for a stopped heartbeat."""
 
     class SlowConnection(FakeConnection):
-        def _send_keepalive(self) -> None:
-            super()._send_keepalive()
+        def keepalive_due(self) -> None:
+            super().keepalive_due()
             time.sleep(0.002)
 
     async def main() -> None:

@@ -95,7 +95,9 @@ class Hub:
         self._leave(ws, channel)
 
     def drop(self, ws: ServerProtocol) -> None:
-        """`ws` closed: out of every room."""
+        """`ws` closed: out of every room (nothing to do for most connections)."""
+        if not self._rooms_of:
+            return
         rooms = self._rooms_of.pop(ws, None)
         if rooms is None:
             return

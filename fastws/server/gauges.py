@@ -42,10 +42,8 @@ class GaugeSampler:
         if start < self._next_pass:
             return
         buffered = writing_paused = waiting = 0
-        for ws in server._connections:
-            transport = ws._transport
-            if transport is not None:
-                buffered += transport.get_write_buffer_size()
+        for ws in server.each_connection():
+            buffered += ws.outbox.in_transport()
             writing_paused += ws.writing_paused
             waiting += ws.protocol.blocked is Blocked.MEMORY
         values[counters.WRITE_BUFFER] = buffered

@@ -126,7 +126,7 @@ class ServerProtocol(WebSocket):
         super().connection_lost(exc)
         self._server._connections.discard(self)
         hub = self._server.hub
-        if hub is not None and hub._rooms_of:
+        if hub is not None:
             hub.drop(self)
         if self._open and (self._route is None or self._route.counted):
             counters.values[counters.CONNECTIONS_OPEN] -= 1

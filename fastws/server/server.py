@@ -15,7 +15,7 @@ import logging
 import signal
 import socket
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..broadcast import broadcast
@@ -172,6 +172,10 @@ class Server:
     def connections(self) -> frozenset[ServerProtocol]:
         return frozenset(self._connections)
 
+    def each_connection(self) -> Iterator[ServerProtocol]:
+        """The open connections without a copy (none may open or close while iterating)."""
+        return iter(self._connections)
+
     # -- fan-out -------------------------------------------------------------------------------
 
     def broadcast(self, connections: Iterable[WebSocket], message: Any) -> int:
@@ -234,9 +238,9 @@ class Server:
     def abort(self) -> int:
         """Drop every connection still open, without a closing handshake (what is left when
         the grace period runs out); return how many there were."""
-        left = [ws for ws in self._connections if ws._transport is not None]
+        left = [ws for ws in self._connections if not ws.closed]
         for ws in left:
-            ws._transport.abort()  # type: ignore[union-attr]  # checked just above
+            ws.abort()
         return len(left)
 
     async def __aenter__(self) -> Server:
