@@ -71,6 +71,14 @@ def _fastws(host: str, port: int, _bins: dict[str, Path]) -> list[str]:
     return argv
 
 
+def _fastws_coroutine(host: str, port: int, bins: dict[str, Path]) -> list[str]:
+    """The same server with the coroutine echo (`async for` + `await ws.send`) instead of the
+    built-in callback-style Echo: what an ordinary handler costs."""
+    argv = _fastws(host, port, bins)
+    argv.insert(argv.index("serve") + 1, "fastws.apps.echo:echo")
+    return argv
+
+
 def _fastws_compression(mode: str) -> tuple[str, ...]:
     """Default settings (level 1, window 15); server-takeover lets it keep its context."""
     args: tuple[str, ...] = ("--compression", "deflate")
@@ -97,6 +105,14 @@ SERVERS: dict[str, ServerSpec] = {
             "fastws",
             "fastws serve (built-in echo app, uvloop, one process)",
             _fastws,
+            modules=("fastws", "uvloop"),
+            features=DEFLATE,
+            compression_args=_fastws_compression,
+        ),
+        ServerSpec(
+            "fastws-coroutine",
+            "fastws serve fastws.apps.echo:echo (a coroutine handler; uvloop, one process)",
+            _fastws_coroutine,
             modules=("fastws", "uvloop"),
             features=DEFLATE,
             compression_args=_fastws_compression,
@@ -154,4 +170,4 @@ SERVERS: dict[str, ServerSpec] = {
 }
 
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios
-PEER_EXCLUDE = frozenset({"fastws", "raw-tcp"})
+PEER_EXCLUDE = frozenset({"fastws", "fastws-coroutine", "raw-tcp"})
