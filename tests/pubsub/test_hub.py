@@ -196,8 +196,13 @@ def test_subscribers_of_a_restarted_worker_and_its_neighbour_get_no_replay(
         survivor = next(ws for ws, p in conns if p != victim)
         await command(survivor, pub="r", text="before-", count=20)
         os.kill(victim, signal.SIGKILL)
-        now = await asyncio.to_thread(workers, server, 2)
-        assert victim not in now and len(now & before) == 1
+
+        def replaced() -> set[int] | None:  # until reaped, the victim still counts as a child
+            now = workers(server, 2)
+            return now if victim not in now else None
+
+        now = await asyncio.to_thread(wait_for, replaced, 10, "the killed worker replaced")
+        assert len(now & before) == 1
         fresh = await open_until_each_worker_has(server.url, 2, 1)
         for ws, _ in fresh:
             await command(ws, sub="r")
