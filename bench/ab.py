@@ -37,9 +37,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(tree: str, port: int, size: int) -> subprocess.Popen[bytes]:
+def _start(tree: str, port: int, size: int, app: str | None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
-    cmd = [sys.executable, "-m", "fastws", "serve", "--port", str(port), "--workers", "0"]
+    cmd = [sys.executable, "-m", "fastws", "serve", *([app] if app else [])]
+    cmd += ["--port", str(port), "--workers", "0"]
     cmd += ["--max-message-size", str(max(size, 1 << 20)), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, cwd="/")
     for _ in range(200):
@@ -73,10 +74,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=parse_size, default=64, help="message size, e.g. 1MiB")
+    parser.add_argument(
+        "--app",
+        help="APP for both trees (default: each tree's built-in echo), e.g. "
+        "fastws.apps.echo:echo for the coroutine handler",
+    )
     args = parser.parse_args()
     trees = {"A": args.tree_a, "B": args.tree_b}
     ports = {"A": _free_port(), "B": _free_port()}
-    procs = {name: _start(tree, ports[name], args.size) for name, tree in trees.items()}
+    procs = {name: _start(tree, ports[name], args.size, args.app) for name, tree in trees.items()}
     cpu: dict[str, list[float]] = {name: [] for name in trees}
     rate: dict[str, list[float]] = {name: [] for name in trees}
     try:
