@@ -12,12 +12,9 @@ pauses while more than `max_queue` messages wait for the application.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import mmap
 import os
-import struct
-import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterable
@@ -26,13 +23,13 @@ from typing import TYPE_CHECKING, Any, cast
 from .buffers import Budget
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from .exceptions import closed as _closed
-from .keepalive import wheel
+from .flow import FlowControl
+from .keepalive import Keepalive, wheel
 from .message import Message
 from .outbox import Frame, Outbox, flusher
 from .payload import as_payload as _as_payload
 from .protocol.connection import (
     SLICE_FRAMES,
-    Blocked,
     Chunk,
     Close,
     Connection,
@@ -54,14 +51,6 @@ __all__ = ["ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "W
 
 logger = logging.getLogger("fastws")
 
-try:  # the kernel's count of unsent bytes on a socket (Linux: SIOCOUTQ == TIOCOUTQ)
-    import fcntl
-    import termios
-
-    _TIOCOUTQ: int | None = termios.TIOCOUTQ
-except (ImportError, AttributeError):  # pragma: no cover - not on this platform
-    _TIOCOUTQ = None
-
 # One receive buffer per event loop, shared by its connections: a read is parsed before the
 # next one starts, and only an incomplete frame header outlives it, so an idle connection
 # holds no buffer of its own.
@@ -81,11 +70,6 @@ def receive_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
 _NO_QUEUE: tuple[()] = ()
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 async def _aiterate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
     if isinstance(items, AsyncIterable):
         async for item in items:
@@ -95,7 +79,7 @@ async def _aiterate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[
             yield item
 
 
-class WebSocket(asyncio.BufferedProtocol):
+class WebSocket(FlowControl, Keepalive):
     """An open WebSocket connection: `recv`/`send`/`ping`/`close`, and `async for`."""
 
     # Slots: ~35 attributes are past CPython's key-sharing limit for instance dicts, so each
@@ -272,82 +256,6 @@ class WebSocket(asyncio.BufferedProtocol):
             self._conn.receive_eof()
             self._dispatch()
         return None  # let the transport close itself
-
-    # -- slow readers: pause_writing .. _write_stalled ----------------------------------------
-    # A peer that does not read what we write must not make us buffer without bound. send()
-    # already waits (see _wait_drain); the peer's own frames may need answers too (a pong per
-    # ping), so reading stops as well until the peer catches up. A peer that reads nothing at
-    # all for write_timeout is disconnected with 1008.
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-        transport = self._transport
-        if transport is not None:
-            # A server stops reading from a peer that does not read its answers. A client
-            # must go on reading (up to max_queue): a server that does the same would
-            # otherwise wait for it while it waits for the server, for ever.
-            if not self._reading_paused and not self._conn.client:
-                transport.pause_reading()
-            if self._write_timeout is not None and self._stall_timer is None:
-                # Measured once the write that paused us is complete (writelines may pause
-                # between a frame's header and its payload).
-                self._loop.call_soon(self._measure_stall)
-                self._stall_timer = self._loop.call_later(self._write_timeout, self._write_stalled)
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        if not self._reading_paused and not self._conn.blocked and self._transport is not None:
-            self._transport.resume_reading()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _measure_stall(self) -> None:
-        self._stall_size = self._unsent()
-
-    def _unsent(self) -> int:
-        """Bytes written but not yet taken by the peer: ours plus the kernel's send queue (a
-        large kernel queue drains while ours stays put, so ours alone hides a slow reader)."""
-        transport = self._transport
-        if transport is None:
-            return 0
-        unsent = transport.get_write_buffer_size()
-        sock = transport.get_extra_info("socket")
-        if _TIOCOUTQ is not None and sock is not None:
-            with contextlib.suppress(OSError, ValueError):
-                unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0" * 4))[0]
-        return unsent
-
-    def _write_stalled(self) -> None:
-        """write_timeout passed with writing paused: close unless the peer read something."""
-        self._stall_timer = None
-        transport = self._transport
-        if transport is None or not self._writing_paused:
-            return
-        size = self._unsent()
-        if size < self._stall_size:  # slow but reading: check again later
-            self._stall_size = size
-            assert self._write_timeout is not None
-            self._stall_timer = self._loop.call_later(self._write_timeout, self._write_stalled)
-            return
-        logger.info(
-            "connection from %s: peer read nothing for %gs (%d bytes waiting), closing 1008",
-            self._peer(),
-            self._write_timeout,
-            size,
-        )
-        if self.close_code is None:
-            # 7.4.1: 1008 "indicates that an endpoint is terminating the connection because it
-            # has received a message that violates its policy". Our Close frame could only
-            # queue behind what the peer does not read: drop the connection instead.
-            self.close_code, self.close_reason = CloseCode.POLICY_VIOLATION, "peer not reading"
-        self._conn.abort()
-        transport.abort()
-
-    # -- end of slow readers ---------------------------------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_code is None:
@@ -690,50 +598,6 @@ class WebSocket(asyncio.BufferedProtocol):
             if self._waiter is waiter:
                 self._waiter = None
 
-    def _resume_reading(self) -> None:
-        self._reading_paused = False
-        # see pause_writing and _wait_for_memory
-        if self._transport is not None and not self._writing_paused and not self._conn.blocked:
-            self._transport.resume_reading()
-
-    def _wait_for_memory(self) -> None:
-        """The core holds bytes back (`blocked`): stop reading until it can go on. Either the
-        rest of a read of many small frames, parsed from the next loop iteration on so other
-        connections are served in between, or a new large message waiting for the worker's
-        message budget."""
-        transport = self._transport
-        if transport is None:
-            return
-        if self._conn.blocked is not Blocked.MEMORY:  # SLICE or REGION: the next iteration
-            transport.pause_reading()
-            self._loop.call_soon(self._retry_memory)
-            return
-        budget = self._conn.budget
-        if budget is None:
-            return
-        transport.pause_reading()
-        loop = self._loop
-
-        def wake() -> None:  # Budget.free may run inside a finalizer: only schedule here
-            loop.call_soon(self._retry_memory)
-
-        budget.wait(wake)
-
-    def _retry_memory(self) -> None:
-        conn = self._conn
-        transport = self._transport
-        if transport is None or not conn.blocked:
-            return
-        if not conn.resume():
-            self._wait_for_memory()
-            return
-        if conn.events or conn.out:
-            self._dispatch()
-        if conn.blocked:  # another slice to parse, or another large message to admit
-            self._wait_for_memory()
-        elif not self._reading_paused and not self._writing_paused and self._transport:
-            self._transport.resume_reading()
-
     def __aiter__(self) -> AsyncIterator[str | bytes]:
         return self
 
@@ -897,133 +761,6 @@ class WebSocket(asyncio.BufferedProtocol):
         self._write_data(self._conn.send_data(opcode, payload, fin))
         if self._writing_paused:
             await self._wait_drain()
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its limit."""
-        if self._writing_paused:
-            await self._wait_drain()
-
-    async def _wait_drain(self) -> None:
-        if self._transport is None:
-            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
-        waiter = self._drain_waiter
-        if waiter is None or waiter.done():
-            waiter = self._drain_waiter = self._loop.create_future()
-            waiter.add_done_callback(_retrieve)  # awaited through shield(): may be abandoned
-        await asyncio.shield(waiter)
-
-    async def ping(self, data: bytes = b"") -> float:
-        """Send a ping and wait for its pong; return the round trip in seconds."""
-        conn = self._conn
-        transport = self._transport
-        if transport is None or conn.state is not State.OPEN:
-            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
-        data = bytes(data)
-        if self._pings is None:
-            self._pings = {}
-        if data in self._pings:
-            raise ValueError("a ping with this payload is already waiting for its pong")
-        frame = conn.send_ping(data)
-        fut: asyncio.Future[float] = self._loop.create_future()
-        self._pings[data] = (fut, time.monotonic())
-        self._out.write(frame)
-        return await fut
-
-    def _pong(self, payload: bytes) -> None:
-        if not self._pings:
-            return  # 5.5.3: an unsolicited pong needs no answer
-        entry = self._pings.pop(payload, None)
-        if entry is None:
-            return  # 5.5.3: an unsolicited pong needs no answer
-        fut, sent = entry
-        # 5.5.3: a pong answers its ping "and all earlier pings", so resolve those too.
-        now = time.monotonic()
-        for key, (other, other_sent) in list(self._pings.items()):
-            if other_sent <= sent:
-                del self._pings[key]
-                if not other.done():
-                    other.set_result(now - other_sent)
-        if not fut.done():
-            fut.set_result(now - sent)
-        if not self._pings:
-            self._pings = None
-
-    def _tick_period(self) -> float | None:
-        """How often the loop's KeepaliveWheel visits this connection (None: never): every
-        ping_interval, or twice per message_timeout when keepalive pings are off."""
-        if self._ping_interval is not None:
-            return self._ping_interval
-        if self._message_timeout is not None:
-            return self._message_timeout / 2
-        return None
-
-    def keepalive_due(self) -> None:
-        """The wheel's visit: fail a message that takes too long, then ping the peer (no pong
-        within ping_timeout means a dead peer: close 1011)."""
-        self._keepalive = None
-        if self._conn.state is not State.OPEN or self._transport is None:
-            return
-        if self._message_timeout is not None and self._message_expired():
-            return
-        period = self._tick_period()
-        assert period is not None
-        if self._ping_interval is None:
-            self._keepalive = wheel(self._loop, period).add(self, period)
-            return
-        payload = int(time.monotonic() * 1e6).to_bytes(8, "big")
-        self._out.write(self._conn.send_ping(payload))
-        fut: asyncio.Future[float] = self._loop.create_future()
-        # Nobody awaits a keepalive ping: retrieve its exception (connection lost) so asyncio
-        # does not log "Future exception was never retrieved" for each lost connection.
-        fut.add_done_callback(_retrieve)
-        if self._pings is None:
-            self._pings = {}
-        self._pings[payload] = (fut, time.monotonic())
-        timeout = self._ping_timeout
-        if timeout is not None:
-            timer = self._loop.call_later(timeout, self._keepalive_expired, fut)
-            fut.add_done_callback(lambda _: timer.cancel())
-        self._keepalive = wheel(self._loop, period).add(self, period)
-
-    def _message_expired(self) -> bool:
-        """message_timeout: a message still incomplete that long after this check first saw it
-        fails the connection with 1008. A peer that answers pings but trickles a message (or
-        one frame) forever would otherwise hold its connection and buffer indefinitely.
-
-        Checked at the wheel's visits only, so nothing is added to the message path; the
-        close comes between message_timeout and message_timeout + one period after the
-        message started. While we are not reading (backpressure, memory budget) the clock
-        restarts: that delay is ours, not the peer's.
-        """
-        conn = self._conn
-        current = conn.partial()
-        if not current or self._reading_paused or self._writing_paused or conn.blocked:
-            self._partial = None
-            return False
-        now = self._loop.time()
-        seen = self._partial
-        if seen is None or seen[0] != current:
-            self._partial = (current, now)
-            return False
-        assert self._message_timeout is not None
-        if now - seen[1] < self._message_timeout:
-            return False
-        self._partial = None
-        # 7.4.1: 1008 is the generic "violates its policy" code; RFC 6455 has no timeout code.
-        conn.fail(
-            CloseCode.POLICY_VIOLATION,
-            f"message incomplete after {now - seen[1]:.0f}s (message_timeout"
-            f" {self._message_timeout:g}s, {conn.partial_size()} bytes received)",
-        )
-        self._dispatch()
-        return True
-
-    def _keepalive_expired(self, fut: asyncio.Future[float]) -> None:
-        if fut.done() or self._transport is None:
-            return
-        fut.cancel()
-        logger.info("connection from %s: no pong to a keepalive ping, closing", self._peer())
-        self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     def fail(self, code: int, reason: str) -> None:
         """Close with `code` now, without waiting for the peer's answer.

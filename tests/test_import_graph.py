@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "websocket/server",
         (
             "fastws.keepalive",
+            "fastws.flow",
             "fastws.outbox",
             "fastws.listener",
             "fastws.handler",
