@@ -446,7 +446,7 @@ class HTTPConnection(asyncio.Protocol):
             "asgi": SPEC,
             "http_version": version,
             "server": self._sockname,
-            "client": self._client,
+            "client": self._server.proxies.client_of(self._client, raw),  # behind a proxy
             "scheme": self._scheme,
             "method": method,
             "root_path": "",

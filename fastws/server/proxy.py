@@ -57,6 +57,15 @@ class Proxies:
             return None
         return ProxyHeaderParser(required=self.mode == "require")
 
+    def client_of(self, peer: Any, raw: list[tuple[bytes, bytes]]) -> Any:
+        """`client` for a request whose headers are byte pairs (ASGI's); the peer itself
+        when no trusted proxy names another client."""
+        if not self.active or not self.trusts(peer):
+            return peer
+        fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+        client = self.client(peer, Headers(fields))
+        return peer if client is None else client
+
     def client(self, peer: Any, headers: Headers) -> tuple[str, int] | None:
         """The client address the trusted proxies in front of `peer` recorded, or None.
 

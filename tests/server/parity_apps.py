@@ -108,3 +108,13 @@ async def feed(ws: Any) -> None:
 
 #: A handler table: each path its handler.
 ROUTES = {"/chat": chat, "/feed": feed}
+
+
+async def asgi_client(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app answering every HTTP request with json(scope["client"])."""
+    if scope["type"] != "http":
+        return
+    body = json.dumps(scope["client"]).encode()
+    length = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    await send({"type": "http.response.body", "body": body})

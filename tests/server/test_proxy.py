@@ -20,7 +20,8 @@ from tests.conftest import ServerFactory, ServerProcess, free_port
 from tests.readme import blocks, serve_options
 from tests.server.haproxy import HAProxy
 
-APP = "tests.server.parity_apps:report_request"
+APPS_MODULE = "tests.server.parity_apps"
+APP = f"{APPS_MODULE}:report_request"
 CLIENT_HOST = "127.0.0.5"
 PROXY_HOST = "127.0.0.3"
 
@@ -189,3 +190,17 @@ def test_proxy_protocol_with_an_asgi_app_is_refused_at_start() -> None:
 
     with pytest.raises(ValueError, match="ASGI application"):
         Server(app, Config(proxy_protocol="require"))
+
+
+def test_asgi_scope_client_behind_a_trusted_proxy(start_server: ServerFactory) -> None:
+    """An ASGI application's HTTP requests get the client a trusted proxy names in
+    scope["client"] (uvicorn's --forwarded-allow-ips); an untrusted peer's header is not
+    believed."""
+    request = (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.9\r\nConnection: close\r\n\r\n"
+    )
+    for allow, expected in [("127.0.0.1", "192.0.2.9"), ("10.0.0.0/8", "127.0.0.1")]:
+        server = start_server(f"{APPS_MODULE}:asgi_client", workers=0, forwarded_allow_ips=allow)
+        reply = server_reply(server, request)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])[0] == expected
