@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from ..protocol.handshake import Headers, Request
+from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from ..server.protocol import ServerProtocol
+from ..server.proxy import drop
 from ..server.routes import HTTPRoute
 from ..stats import counters
 from . import scope as scopes
@@ -307,6 +309,9 @@ class HTTPConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._client: Any = None
+        # The PROXY protocol header expected first (see server.proxy), the client it named.
+        self._proxy: ProxyHeaderParser | None = server.proxies.reader()
+        self._proxied: tuple[str, int] | None = None
         self._sockname: Any = None
         self._scheme = "https" if server.ssl is not None else "http"
         self._url = b""
@@ -350,6 +355,11 @@ class HTTPConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None or self._upgrade is not None:
             return  # nothing more is read from this connection
+        if self._proxy is not None:
+            rest = self._proxy_header(self._proxy, data)
+            if not rest:
+                return
+            data = rest
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -446,7 +456,7 @@ class HTTPConnection(asyncio.Protocol):
             "asgi": SPEC,
             "http_version": version,
             "server": self._sockname,
-            "client": self._client,
+            "client": self._server.proxies.client_of(self._client, raw),  # behind a proxy
             "scheme": self._scheme,
             "method": method,
             "root_path": "",
@@ -542,7 +552,7 @@ class HTTPConnection(asyncio.Protocol):
         self._transport = None
         if self._reading_paused:
             transport.resume_reading()
-        ServerProtocol.upgrade(self._server, transport, request, leftover)
+        ServerProtocol.upgrade(self._server, transport, request, leftover, self._proxied)
 
     def _start(self, cycle: Cycle) -> None:
         counters.values[counters.HTTP_REQUESTS] += 1
@@ -616,6 +626,20 @@ class HTTPConnection(asyncio.Protocol):
             self._reading_paused = False
             if self._transport is not None:
                 self._transport.resume_reading()
+
+    def _proxy_header(self, reader: ProxyHeaderParser, data: bytes) -> bytes | None:
+        """Read the PROXY protocol header; the bytes after it once complete, else None."""
+        try:
+            rest, client = self._server.proxies.take_header(reader, data, self._client)
+        except ProxyHeaderError as exc:
+            drop(self._transport, str(self._client), exc)
+            return None
+        if rest is None:
+            return None
+        self._proxy = None
+        if client is not None:
+            self._client = self._proxied = client
+        return rest
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._transport is not None:

@@ -130,6 +130,10 @@ class Arbiter:
         _raise_open_file_limit()
         try:
             self.listeners.open(self.num_workers)
+            if self.config.monitor_address is not None:  # the workers' SO_REUSEPORT port
+                from ..server.monitor import probe
+
+                probe(self.config.monitor_address)
         except OSError as exc:
             logger.error("%s", exc.strerror or exc)
             return 1

@@ -9,12 +9,14 @@ hook runs and any other path gets 404.
 
 With workers, each worker listens on the monitoring address with SO_REUSEPORT (the
 kernel spreads the scrapes) and answers for the whole server from the shared scoreboard,
-as on the main port. The monitoring port speaks plain HTTP, without TLS.
+as on the main port; the master first checks that nobody else listens there (`probe`). The
+monitoring port speaks plain HTTP, without TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
@@ -27,7 +29,7 @@ from .routes import Routes, is_upgrade
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["MONITORING_PATHS", "listen", "parse_address", "split_routes"]
+__all__ = ["MONITORING_PATHS", "listen", "parse_address", "probe", "split_routes"]
 
 #: The paths the server itself answers besides the application.
 MONITORING_PATHS = ("/metrics", "/healthz", "/dashboard")
@@ -40,6 +42,25 @@ def parse_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
         raise ValueError(f"{address!r} is not host:port (e.g. 127.0.0.1:9100)")
     return host.strip("[]"), int(port)
+
+
+def probe(address: str) -> None:
+    """Raise OSError (naming the option) if a socket already listens on `address`, with
+    SO_REUSEPORT or not: the monitoring port must not be shared with another server. The
+    master calls it before its workers bind the address with SO_REUSEPORT."""
+    host, port = parse_address(address)
+    if port == 0:
+        return
+    try:
+        family, _, proto, _, where = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, socket.SOCK_STREAM, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(where)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"--monitor-address {address}: {why}") from None
 
 
 def split_routes(config: Config, routes: Routes) -> tuple[Routes, Routes | None]:
@@ -84,6 +105,8 @@ async def listen(server: Server, routes: Routes) -> asyncio.base_events.Server:
     """Start answering `routes` on the server's monitoring address."""
     config = server.config
     assert config.monitor_address is not None
+    if server.scoreboard is None:  # this process alone: no master probed the address
+        probe(config.monitor_address)
     host, port = parse_address(config.monitor_address)
     view: Any = _MonitorServer(server, routes)
     loop = asyncio.get_running_loop()

@@ -31,6 +31,7 @@ from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
 from ..stats import counters
 from ..websocket import ConnectionClosed, WebSocket
 from . import access
+from .proxy import drop
 from .routes import HTTPRoute, WebSocketRoute, is_upgrade
 
 if TYPE_CHECKING:
@@ -159,14 +160,23 @@ class ServerProtocol(WebSocket):
 
     @classmethod
     def upgrade(
-        cls, server: Server, transport: asyncio.BaseTransport, request: Request, leftover: bytes
+        cls,
+        server: Server,
+        transport: asyncio.BaseTransport,
+        request: Request,
+        leftover: bytes,
+        remote_address: Any = None,
     ) -> ServerProtocol:
         """Go on with an upgrade request another front end parsed (an HTTP/1.1 connection):
-        the transport is this connection's from now on."""
+        the transport is this connection's from now on. `remote_address`: the client a
+        PROXY header named, which that front end read (None: the peer's)."""
         conn = cls(server)
         conn._parser = None
+        conn._proxy = None  # read by the front end, if any
         transport.set_protocol(conn)
         conn.connection_made(transport)
+        if remote_address is not None:
+            conn.remote_address = remote_address
         conn.handle_request(request, leftover)
         return conn
 
@@ -306,26 +316,18 @@ class ServerProtocol(WebSocket):
     def _proxy_header(self, reader: ProxyHeaderParser, data: memoryview) -> memoryview | None:
         """Read the PROXY protocol header; what follows it, once complete, else None."""
         try:
-            header = reader.feed(data)
+            rest, client = self._server.proxies.take_header(reader, data, self.remote_address)
         except ProxyHeaderError as exc:
-            # proxy-protocol.txt: the receiver "MUST NOT start processing the connection
-            # before it receives a complete and valid PROXY protocol header": drop it.
             self._parser = None
             self._cancel_handshake_timer()
-            logger.info("connection from %s refused: %s", self._peer(), exc)
-            counters.values[counters.HANDSHAKES_REFUSED] += 1
-            if self._transport is not None:
-                self._transport.close()
+            drop(self._transport, self._peer(), exc)
             return None
-        if header is None:
+        if rest is None:
             return None
         self._proxy = None
-        proxies = self._server.proxies
-        if header.source is not None and (
-            proxies.mode == "require" or proxies.trusts(self.remote_address)
-        ):
-            self.remote_address = header.source
-        return memoryview(reader.leftover) if reader.leftover else None
+        if client is not None:
+            self.remote_address = client
+        return memoryview(rest) if rest else None
 
     def _respond(self, response: Response) -> None:
         """Answer a plain HTTP request (a registered route), then close."""

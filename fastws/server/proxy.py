@@ -8,13 +8,17 @@ to each connection: `Proxies.client(peer, headers)` for Forwarded / X-Forwarded-
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from ..protocol.http11 import Headers
-from ..protocol.proxy import ProxyHeaderParser, forwarded_for
+from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser, forwarded_for
+from ..stats import counters
 
-__all__ = ["Proxies"]
+__all__ = ["Proxies", "drop"]
+
+logger = logging.getLogger("fastws")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,6 +61,29 @@ class Proxies:
             return None
         return ProxyHeaderParser(required=self.mode == "require")
 
+    def take_header(
+        self, reader: ProxyHeaderParser, data: bytes | memoryview, peer: Any
+    ) -> tuple[bytes | None, tuple[str, int] | None]:
+        """Feed the start of a connection to its PROXY header `reader`: (None, None) until
+        the header is complete, then (the bytes after it, the client it names if believed,
+        else None). Raises ProxyHeaderError for a missing or malformed header."""
+        header = reader.feed(data)
+        if header is None:
+            return None, None
+        source = header.source
+        if source is not None and not (self.mode == "require" or self.trusts(peer)):
+            source = None  # optional mode: anyone could have sent it
+        return reader.leftover, source
+
+    def client_of(self, peer: Any, raw: list[tuple[bytes, bytes]]) -> Any:
+        """`client` for a request whose headers are byte pairs (ASGI's); the peer itself
+        when no trusted proxy names another client."""
+        if not self.active or not self.trusts(peer):
+            return peer
+        fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+        client = self.client(peer, Headers(fields))
+        return peer if client is None else client
+
     def client(self, peer: Any, headers: Headers) -> tuple[str, int] | None:
         """The client address the trusted proxies in front of `peer` recorded, or None.
 
@@ -77,3 +104,14 @@ class Proxies:
             if not self.trusts(node[0]):
                 return node
         return chain[0]
+
+
+def drop(transport: Any, peer: str, exc: ProxyHeaderError) -> None:
+    """End a connection whose PROXY header is missing or invalid: one log line, counted as a
+    refused handshake, no answer (it is not HTTP yet). proxy-protocol.txt: the receiver
+    "MUST NOT start processing the connection before it receives a complete and valid
+    PROXY protocol header"."""
+    logger.info("connection from %s refused: %s", peer, exc)
+    counters.values[counters.HANDSHAKES_REFUSED] += 1
+    if transport is not None:
+        transport.close()

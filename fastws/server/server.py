@@ -84,9 +84,6 @@ class Server:
         self.ssl = ssl if ssl is not None else config.ssl_context()
         if self.ssl is not None and config.proxy_protocol != "off":
             raise ValueError("proxy_protocol cannot be used with TLS: terminate TLS at the proxy")
-        if self.application.interface == "asgi" and config.proxy_protocol != "off":
-            # Its connections start in fastws.asgi.http, which does not read the header yet.
-            raise ValueError("proxy_protocol is not supported with an ASGI application yet")
         #: Trusted proxies and the PROXY protocol mode (see server.proxy).
         self.proxies = Proxies(config.forwarded_allow_ips, config.proxy_protocol)
         self._sock = sock

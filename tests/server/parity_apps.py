@@ -108,3 +108,20 @@ async def feed(ws: Any) -> None:
 
 #: A handler table: each path its handler.
 ROUTES = {"/chat": chat, "/feed": feed}
+
+
+async def asgi_client(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app answering every HTTP request, and every WebSocket in one text message,
+    with json(scope["client"])."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(scope["client"])})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    if scope["type"] != "http":
+        return
+    body = json.dumps(scope["client"]).encode()
+    length = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    await send({"type": "http.response.body", "body": body})

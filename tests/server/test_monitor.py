@@ -7,12 +7,15 @@ websockets client.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import ServerFactory, free_port
+from tests.conftest import REPO_ROOT, ServerFactory, free_port
 from tests.server.test_hooks import APPS, http_get
 
 
@@ -63,3 +66,24 @@ def test_monitor_address_serves_them_apart(start_server: ServerFactory, workers:
     assert refused.value.response.status_code == 404
     assert http_get(server, "/metrics", "Authorization: Bearer s3cret")[0] == 400
     assert http_get(server, "/dashboard")[0] == 400
+
+
+@pytest.mark.parametrize("reuseport", [False, True])
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_busy_monitor_address_fails_at_start(reuseport: bool, workers: str) -> None:
+    """Like the application's port (issue 18 item 1), the monitoring port is not shared with
+    another listener, even one with SO_REUSEPORT: one line naming the option, exit 1."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        address = f"127.0.0.1:{other.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "fastws", "serve", "--port", "0", "--workers", workers,
+             "--monitor-address", address],
+            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"--monitor-address {address}: Address already in use" in result.stderr

@@ -20,9 +20,24 @@ from tests.conftest import ServerFactory, ServerProcess, free_port
 from tests.readme import blocks, serve_options
 from tests.server.haproxy import HAProxy
 
-APP = "tests.server.parity_apps:report_request"
+APPS_MODULE = "tests.server.parity_apps"
+APP = f"{APPS_MODULE}:report_request"
 CLIENT_HOST = "127.0.0.5"
 PROXY_HOST = "127.0.0.3"
+
+
+def tcp_mode(port: int, backend: int, send_proxy: str) -> str:
+    """HAProxy in TCP mode on PROXY_HOST:port, relaying to fastws on 127.0.0.1:backend with
+    a PROXY header (`send_proxy`: send-proxy or send-proxy-v2)."""
+    return f"""
+frontend ws
+    mode tcp
+    bind {PROXY_HOST}:{port}
+    default_backend fastws
+backend fastws
+    mode tcp
+    server s1 127.0.0.1:{backend} {send_proxy}
+"""
 
 
 def client_socket(host: str, port: int) -> socket.socket:
@@ -59,16 +74,7 @@ def test_haproxy_proxy_protocol_gives_the_client_address(
     the client's address and port, not HAProxy's."""
     server = start_server(APP, workers=0, proxy_protocol="require")
     port = free_port(PROXY_HOST)
-    sections = f"""
-frontend ws
-    mode tcp
-    bind {PROXY_HOST}:{port}
-    default_backend fastws
-backend fastws
-    mode tcp
-    server s1 127.0.0.1:{server.port} {send_proxy}
-"""
-    with HAProxy(sections, [(PROXY_HOST, port)]):
+    with HAProxy(tcp_mode(port, server.port, send_proxy), [(PROXY_HOST, port)]):
         sock = client_socket(PROXY_HOST, port)
         client = list(sock.getsockname())
         seen = report(sock, "/chat?x=1")
@@ -180,12 +186,37 @@ def test_readme_proxy_examples(start_server: ServerFactory, example: int) -> Non
     assert seen["remote_address"][1] in (client[1], 0)  # X-Forwarded-For carries no port
 
 
-def test_proxy_protocol_with_an_asgi_app_is_refused_at_start() -> None:
-    """Not supported yet for ASGI applications (their HTTP front end would take the header
-    for a request): one clear error instead of every connection failing."""
-    from fastws.server.server import Server
+def test_asgi_app_behind_haproxy_send_proxy_v2(start_server: ServerFactory) -> None:
+    """An ASGI application behind HAProxy's send-proxy-v2: scope["client"] is the client's
+    address for an HTTP request and for a WebSocket (upgraded from the HTTP front end)."""
+    server = start_server(f"{APPS_MODULE}:asgi_client", workers=0, proxy_protocol="require")
+    port = free_port(PROXY_HOST)
+    with HAProxy(tcp_mode(port, server.port, "send-proxy-v2"), [(PROXY_HOST, port)]):
+        sock = client_socket(PROXY_HOST, port)
+        client = list(sock.getsockname())
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        sock.close()
+        assert json.loads(reply.partition(b"\r\n\r\n")[2]) == client
+        sock = client_socket(PROXY_HOST, port)
+        client = list(sock.getsockname())
+        with connect(f"ws://{PROXY_HOST}:{port}/", sock=sock, open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10)) == client
+    assert server_reply(server, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == b""  # no header
+    server.wait_for_log("refused: no PROXY protocol header")
 
-    async def app(scope: object, receive: object, send: object) -> None: ...
 
-    with pytest.raises(ValueError, match="ASGI application"):
-        Server(app, Config(proxy_protocol="require"))
+def test_asgi_scope_client_behind_a_trusted_proxy(start_server: ServerFactory) -> None:
+    """An ASGI application's HTTP requests get the client a trusted proxy names in
+    scope["client"] (uvicorn's --forwarded-allow-ips); an untrusted peer's header is not
+    believed."""
+    request = (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.9\r\nConnection: close\r\n\r\n"
+    )
+    for allow, expected in [("127.0.0.1", "192.0.2.9"), ("10.0.0.0/8", "127.0.0.1")]:
+        server = start_server(f"{APPS_MODULE}:asgi_client", workers=0, forwarded_allow_ips=allow)
+        reply = server_reply(server, request)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])[0] == expected
