@@ -25,7 +25,7 @@ from .procs import cpu_split
 from .report import markdown, plots, write_json
 from .runner import Options, Runner
 from .scenarios import SCENARIOS
-from .servers import SERVERS
+from .servers import DEFAULT_SERVERS, SERVERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -88,7 +88,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the scenario matrix against the servers")
-    run.add_argument("--servers", type=_csv, default=list(SERVERS), help="comma-separated")
+    run.add_argument(
+        "--servers", type=_csv, default=DEFAULT_SERVERS, help="comma-separated (see list)"
+    )
     run.add_argument("--scenarios", type=_csv, default=list("abcdefg"), help="comma-separated, a-h")
     run.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     run.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")

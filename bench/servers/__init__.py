@@ -98,6 +98,107 @@ def _raw(host: str, port: int, bins: dict[str, Path]) -> list[str]:
     return [str(bins["echo"]), str(port), host]
 
 
+REPO = HERE.parent.parent
+#: the Starlette echo app every ASGI server runs (bench/servers/starlette_echo.py)
+ASGI_APP = "bench.servers.starlette_echo:app"
+
+
+def _asgi(*argv: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
+    """An ASGI server's command ({host}, {port} filled in), the repository on PYTHONPATH."""
+
+    def command(host: str, port: int, _bins: dict[str, Path]) -> list[str]:
+        return ["env", f"PYTHONPATH={REPO}"] + [a.format(host=host, port=port) for a in argv]
+
+    return command
+
+
+def _fastws_asgi(app: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
+    return _asgi(
+        PY, "-m", "fastws", "serve", app, "--host", "{host}", "--port", "{port}",
+        "--workers", "1", "--max-message-size", str(64 << 20), "--ping-interval", "off",
+        "--backlog", "2048", "--log-level", "warning",
+    )  # fmt: skip
+
+
+def _uvicorn(ws: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
+    return _asgi(
+        PY, "-m", "uvicorn", ASGI_APP, "--host", "{host}", "--port", "{port}",
+        "--loop", "uvloop", "--http", "httptools", "--ws", ws,
+        "--ws-max-size", str(64 << 20), "--ws-ping-interval", "86400",
+        "--ws-per-message-deflate", "false", "--backlog", "2048", "--log-level", "warning",
+        "--no-access-log",
+    )  # fmt: skip
+
+
+#: The ASGI servers: the same Starlette app on each (not in the default matrix).
+ASGI_SERVERS: tuple[ServerSpec, ...] = (
+    ServerSpec(
+        "fastws-asgi",
+        "fastws serve running the Starlette echo app (ASGI), one worker",
+        _fastws_asgi(ASGI_APP),
+        modules=("fastws", "starlette"),
+    ),
+    ServerSpec(
+        "fastws-asgi-zc",
+        "the same app with fastws's zero-copy extension (binary messages as views, no copy)",
+        _fastws_asgi("bench.servers.starlette_echo:zero_copy_app"),
+        modules=("fastws", "starlette"),
+    ),
+    ServerSpec(
+        "uvicorn-websockets",
+        "uvicorn (uvloop, httptools, its websockets implementation), one process",
+        _uvicorn("websockets"),
+        modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
+    ),
+    ServerSpec(
+        "uvicorn-wsproto",
+        "uvicorn (uvloop, httptools, its wsproto implementation), one process",
+        _uvicorn("wsproto"),
+        modules=("uvicorn", "wsproto", "httptools", "uvloop", "starlette"),
+    ),
+    ServerSpec(
+        "hypercorn",
+        "Hypercorn (uvloop worker), one worker",
+        _asgi(
+            PY,
+            "-m",
+            "hypercorn",
+            ASGI_APP,
+            "--bind",
+            "{host}:{port}",
+            "--config",
+            "python:bench.servers.hypercorn_conf",
+        ),
+        modules=("hypercorn", "uvloop", "starlette"),
+    ),
+    ServerSpec(
+        "granian",
+        "Granian (Rust, ASGI interface, uvloop), one worker",
+        _asgi(
+            PY,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--backlog",
+            "2048",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            ASGI_APP,
+        ),
+        modules=("granian", "uvloop", "starlette"),
+    ),
+)
+
 SERVERS: dict[str, ServerSpec] = {
     s.name: s
     for s in (
@@ -169,5 +270,9 @@ SERVERS: dict[str, ServerSpec] = {
     )
 }
 
+#: the servers `python -m bench run` runs unless --servers says otherwise (not the ASGI ones)
+DEFAULT_SERVERS = list(SERVERS)
+SERVERS.update((s.name, s) for s in ASGI_SERVERS)
+
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios
-PEER_EXCLUDE = frozenset({"fastws", "fastws-coroutine", "raw-tcp"})
+PEER_EXCLUDE = frozenset({"fastws", "fastws-coroutine", "raw-tcp", "fastws-asgi", "fastws-asgi-zc"})

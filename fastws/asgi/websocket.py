@@ -13,15 +13,19 @@ Extensions the scope announces:
 - ``fastws``: ``{"connection": ws}``, the fastws connection behind this scope (channels:
   ``fastws.asgi.connection(websocket).subscribe("room")``), and zero-copy receive: an
   application that accepts with ``{"type": "websocket.accept", "fastws.message": True}``
-  receives each binary message as ``{"bytes": <memoryview>, "fastws.message": <Message>}``,
-  a view of the memory the kernel wrote the message into, instead of a copy in a new
-  ``bytes``. Sending that view (or the Message) back is zero-copy too.
+  receives each large binary message as ``{"bytes": <memoryview>, "fastws.message":
+  <Message>}``, a view of the memory the kernel wrote the message into, instead of a copy in
+  a new ``bytes`` (small ones stay ``bytes``: they are not copied either). Sending a view
+  is zero-copy too; ``{"type": "websocket.send", "bytes": view, "fastws.release": True}``
+  with the view received last also gives its memory back once it is written (an echo or a
+  relay then reuses one buffer instead of mapping a new one per message).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..message import Message
 from ..protocol.handshake import Response, parse_header_list
 from ..websocket import ConnectionClosed
 from . import scope as scopes
@@ -47,7 +51,7 @@ def _str_headers(raw: Any) -> list[tuple[str, str]]:
 class Session:
     """One ASGI WebSocket: the scope, and the receive/send the application calls."""
 
-    __slots__ = ("_denial", "_disconnect", "_state", "_zero_copy", "scope", "ws")
+    __slots__ = ("_denial", "_disconnect", "_last", "_state", "_zero_copy", "scope", "ws")
 
     def __init__(self, ws: ServerProtocol, application: ASGIApplication) -> None:
         self.ws = ws
@@ -74,6 +78,7 @@ class Session:
         self._zero_copy = False
         self._denial: tuple[int, list[tuple[str, str]], list[bytes]] | None = None
         self._disconnect: dict[str, Any] | None = None
+        self._last: tuple[memoryview, Message] | None = None  # the last view handed out
 
     async def receive(self) -> dict[str, Any]:
         if self._state == "connecting":
@@ -97,7 +102,11 @@ class Session:
         if type(message) is str:
             return {"type": "websocket.receive", "text": message}
         if self._zero_copy:
-            return {"type": "websocket.receive", "bytes": message.data, "fastws.message": message}
+            view = message.data
+            if type(view.obj) is bytes:  # a small message is a bytes object already
+                return {"type": "websocket.receive", "bytes": view.obj}
+            self._last = (view, message)
+            return {"type": "websocket.receive", "bytes": view, "fastws.message": message}
         return {"type": "websocket.receive", "bytes": message}
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -107,7 +116,10 @@ class Session:
             try:
                 if kind == "websocket.send":
                     text = message.get("text")
-                    await ws.send(text if text is not None else message["bytes"])
+                    if text is not None:
+                        await ws.send(text)
+                    else:
+                        await self._send_bytes(message["bytes"], message.get("fastws.release"))
                 elif kind == "websocket.close":
                     await ws.close(message.get("code") or 1000, message.get("reason") or "")
                 else:
@@ -145,6 +157,17 @@ class Session:
                 ws.deny(Response(status, headers=headers, body=b"".join(body)))
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} before the WebSocket is accepted")
+
+    async def _send_bytes(self, data: Any, release: Any) -> None:
+        last = self._last
+        if release and last is not None and data is last[0]:
+            # The view of the message received last, sent back (an echo, a relay) with
+            # "fastws.release": its memory goes back for the next message as soon as the
+            # transport has written it.
+            self._last = None
+            await self.ws.send(last[1], release=True)
+        else:
+            await self.ws.send(data)
 
 
 async def run(application: ASGIApplication, ws: ServerProtocol) -> None:

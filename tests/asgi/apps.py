@@ -135,7 +135,10 @@ async def ws_zero_copy(websocket: StarletteWebSocket) -> None:
         if "fastws.message" in message:
             data = message["bytes"]
             await websocket.send_text(f"{type(data).__name__} {len(data)}")
-            await websocket.send_bytes(data)
+            await websocket.send({"type": "websocket.send", "bytes": data, "fastws.release": True})
+            await websocket.send_text(f"released {message['fastws.message'].released}")
+        elif message.get("bytes") is not None:
+            await websocket.send_text(f"small {type(message['bytes']).__name__}")
         else:
             await websocket.send_text(message["text"])
 

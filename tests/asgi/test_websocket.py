@@ -144,21 +144,26 @@ def test_fastws_limits_apply(start_server: Any) -> None:
 
 
 def test_zero_copy_extension(starlette_server: Any) -> None:
-    """An app that accepts with fastws.message gets binary messages as memoryviews of the
-    received message (no bytes copy), and can send them back as they are."""
+    """An app that accepts with fastws.message gets large binary messages as memoryviews of
+    the received message (no bytes copy) and can send them back as they are, releasing the
+    memory with fastws.release; small ones stay bytes, text stays text."""
 
-    async def main() -> tuple[str, bytes, str]:
+    async def main() -> list[Any]:
         async with websockets.connect(ws_url(starlette_server, "/zero-copy"), max_size=None) as ws:
             payload = b"\x01\x02" * (1024 * 1024)
             await ws.send(payload)
-            kind = str(await ws.recv())
-            echoed = await ws.recv()
+            got = [await ws.recv() for _ in range(3)]
+            await ws.send(b"tiny")
+            got.append(await ws.recv())
             await ws.send("text stays text")
-            return kind, echoed, str(await ws.recv())
+            got.append(await ws.recv())
+            return got
 
-    kind, echoed, text = asyncio.run(main())
+    kind, echoed, released, small, text = asyncio.run(main())
     assert kind == "memoryview 2097152"
     assert echoed == b"\x01\x02" * (1024 * 1024)
+    assert released == "released True"
+    assert small == "small bytes"
     assert text == "text stays text"
 
 

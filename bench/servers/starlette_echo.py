@@ -1,0 +1,52 @@
+"""The same Starlette application for every ASGI server of the benchmark.
+
+    /       WebSocket echo (text and binary), as users write one with Starlette
+    /hello  HTTP hello world (plain text)
+
+`zero_copy_app` is the same echo through fastws's zero-copy extension (each binary
+message a view of the memory it was received into, sent back as it is): what the `bytes`
+copy of ASGI costs on large messages.
+"""
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None:
+            await websocket.send_text(text)
+        else:
+            await websocket.send_bytes(message["bytes"])
+
+
+async def echo_zero_copy(websocket: WebSocket) -> None:
+    await websocket.receive()  # websocket.connect
+    await websocket.send({"type": "websocket.accept", "fastws.message": True})
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None:
+            await websocket.send_text(text)
+        else:
+            data = message["bytes"]
+            await websocket.send({"type": "websocket.send", "bytes": data, "fastws.release": True})
+
+
+async def hello(request: Any) -> PlainTextResponse:
+    return PlainTextResponse("Hello, world!")
+
+
+app = Starlette(routes=[WebSocketRoute("/", echo), Route("/hello", hello)])
+zero_copy_app = Starlette(routes=[WebSocketRoute("/", echo_zero_copy), Route("/hello", hello)])
