@@ -40,7 +40,15 @@ request = function() return req end
 
 def run_wrk(port: int, duration: float, connections: int, pipeline: int, cpus: set[int]) -> float:
     """Requests per second that wrk measured."""
-    argv = ["wrk", "-t", str(len(cpus)), "-c", str(connections), "-d", f"{duration}s"]
+    argv = [
+        "wrk",
+        "-t",
+        str(len(cpus)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(duration))}s",
+    ]
     script = None
     if pipeline > 1:
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 server.stop()
             rates[name].append(rate)
-            cpu_per_k[name].append(used / (rate * args.duration) * 1000)
+            cpu_per_k[name].append(used / (rate * args.duration) * 1e6)  # CPU-ms per 1,000
             print(f"round {round_ + 1} {name}: {rate:,.0f} requests/s", file=sys.stderr)
     base = statistics.median(rates[names[-1]])
     print(
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         rate = statistics.median(rates[name])
         cost = statistics.median(cpu_per_k[name])
-        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {cost:.0f} |")
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {cost:.1f} |")
     return 0
 
 
