@@ -12,7 +12,8 @@ The forms a server serves:
   object whose `__call__` is `async def __call__(self, ws)`, too);
 - a callback-style `fastws.Listener` (an instance, or a class to instantiate; see
   `fastws.listener`);
-- a table of paths to coroutine handlers, ``{"/chat": chat, "/feed": feed}``.
+- a table of paths to coroutine handlers, ``{"/chat": chat, "/feed": feed}``;
+- an ASGI 3 application (`is_asgi_app`), served through `fastws.asgi`.
 """
 
 from __future__ import annotations
@@ -34,14 +35,32 @@ class HandlerError(TypeError):
 
 
 def is_asgi_app(app: Any) -> bool:
-    """Whether `app` is an ASGI application (served through fastws.asgi), as the server's
-    interface detection (server.app.detect) tells: three positional parameters."""
-    from .server.app import InterfaceError, detect  # the ASGI adapter's own detection
-
-    try:
-        return detect(app) == "asgi"
-    except InterfaceError:
+    """Whether `app` is an ASGI 3 application (served through fastws.asgi): a coroutine
+    callable, or an object with an ``async def __call__``, whose required positional
+    parameters are (scope, receive, send) — a FastAPI or Starlette instance, say."""
+    if isinstance(app, type) or not callable(app) or as_listener_like(app):
         return False
+    call = app
+    if not (inspect.isfunction(app) or inspect.ismethod(app) or _is_partial(app)):
+        call = app.__call__
+    if not inspect.iscoroutinefunction(_unwrap(call)):
+        return False
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(required) == 3
+
+
+def as_listener_like(app: Any) -> bool:
+    """A callback-style handler, told without instantiating it (see listener.as_listener)."""
+    on_message = getattr(app, "on_message", None)
+    return on_message is not None and not inspect.iscoroutinefunction(on_message)
 
 
 def check(app: Any) -> Kind:
@@ -90,7 +109,7 @@ def check(app: Any) -> Kind:
         ]
         hint = ""
         if len(params) == 3:  # (scope, receive, send)
-            hint = " (it looks like an ASGI application, which this server does not serve)"
+            hint = " (an ASGI application's are `async (scope, receive, send)`)"
         raise HandlerError(
             f"{_name(app)} takes {len(params)} parameters: a handler takes one, the "
             f"connection (`async def handler(ws)`){hint}"
