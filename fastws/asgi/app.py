@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..server.app import Application
 from . import scope as scopes
 from .lifespan import Lifespan
 from .websocket import run
@@ -18,15 +17,19 @@ if TYPE_CHECKING:
 __all__ = ["ASGIApplication"]
 
 
-class ASGIApplication(Application):
+class ASGIApplication:
     """Every connection starts as HTTP/1.1 (`fastws.asgi.http`); an upgrade becomes a
-    `ServerProtocol` whose handshake the application answers (`defers_accept`)."""
+    `ServerProtocol` whose handshake the application answers (`defers_accept`).
+
+    The shape of `fastws.server.app.Application` (not a subclass: the server imports this
+    package, not the other way round)."""
 
     interface = "asgi"
     defers_accept = True
+    listener = None
 
     def __init__(self, app: Any) -> None:
-        super().__init__(self._websocket)
+        self.handler = self._websocket
         self.app = app
         self.lifespan = Lifespan(app)
         self._server_address: tuple[str, int] | None = None

@@ -10,8 +10,9 @@ speaks, and `adapt` wraps it in an `Application`, the one shape `Server` knows:
   Starlette): every HTTP request and every WebSocket on the port, its lifespan once per
   worker (see `fastws.asgi`).
 
-A new interface is one more name in `INTERFACES`, a branch in `detect` and an `Application`
-from `adapt`: nothing else in the server changes.
+Which one `APP` is: `fastws.handler.check` (its parameters), unless the interface knob
+says. A new interface is one more name in `INTERFACES`, a kind in `handler.check` and an
+`Application` from `adapt`: nothing else in the server changes.
 """
 
 from __future__ import annotations
@@ -21,20 +22,18 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ..handler import check
 from ..listener import Listener, as_listener
 from .protocol import ServerProtocol
 
 if TYPE_CHECKING:
+    from ..asgi.app import ASGIApplication
     from .server import Server
 
-__all__ = ["INTERFACES", "Application", "InterfaceError", "adapt", "detect"]
+__all__ = ["INTERFACES", "Application", "adapt", "detect"]
 
 #: The interfaces `--interface` accepts besides "auto".
 INTERFACES = ("fastws", "asgi")
-
-
-class InterfaceError(TypeError):
-    """APP is none of the interfaces, or not the one it was said to be (one line)."""
 
 
 class Application:
@@ -65,7 +64,8 @@ class Application:
 
 
 def _positional(app: Any) -> int | None:
-    """How many positional arguments `app` takes (None: any number, or unknown)."""
+    """How many required positional arguments `app` takes (None: `*args`, or unknown);
+    server.hooks uses it to tell the two forms of process_request apart."""
     try:
         signature = inspect.signature(app)
     except (TypeError, ValueError):
@@ -80,33 +80,13 @@ def _positional(app: Any) -> int | None:
     return count
 
 
-def _is_listener(app: Any) -> bool:
-    """A callback-style handler (as listener.as_listener takes it, without instantiating)."""
-    if isinstance(app, Listener):
-        return True
-    on_message = getattr(app, "on_message", None)
-    return on_message is not None and not inspect.iscoroutinefunction(on_message)
-
-
 def detect(app: Any) -> str:
-    """The interface `app` speaks, from its parameters: one (ws) is a fastws handler, three
-    (scope, receive, send) an ASGI 3 application. Raises InterfaceError otherwise."""
-    if _is_listener(app):
-        return "fastws"
-    if not callable(app):
-        raise InterfaceError(f"is not callable (it is of type {type(app).__name__})")
-    count = _positional(app)
-    if count == 1 or count is None:  # None: `*args`, or a callable without a signature
-        return "fastws"
-    if count == 3:
-        return "asgi"
-    raise InterfaceError(
-        "is neither a fastws handler (async def handler(ws)) nor an ASGI 3 application"
-        " (async def app(scope, receive, send)); --interface says which it is"
-    )
+    """The interface `app` speaks: "asgi" for an ASGI 3 application, "fastws" for a
+    coroutine handler or a Listener. Raises HandlerError (one line) for anything else."""
+    return "asgi" if check(app) == "asgi" else "fastws"
 
 
-def adapt(app: Any, interface: str = "auto") -> Application:
+def adapt(app: Any, interface: str = "auto") -> Application | ASGIApplication:
     """Wrap `app` for the server, detecting its interface unless one is given."""
     if interface == "auto":
         interface = detect(app)
@@ -115,5 +95,6 @@ def adapt(app: Any, interface: str = "auto") -> Application:
 
         return ASGIApplication(app)
     if interface == "fastws":
+        check(app)  # one clear error now rather than 1011 on every connection
         return Application(app)
-    raise InterfaceError(f"unknown interface {interface!r} (one of {', '.join(INTERFACES)})")
+    raise ValueError(f"unknown interface {interface!r} (one of {', '.join(INTERFACES)})")

@@ -26,16 +26,17 @@ import time
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import HandshakeError, Request, Response
 from ..stats import counters, metrics
 from ..websocket import ConnectionClosed
-from .protocol import ServerProtocol
-from .routes import WebSocketRoute
 
-__all__ = ["FEED", "PATH", "Sampler", "feed", "page_route"]
+if TYPE_CHECKING:
+    from .protocol import ServerProtocol
+
+__all__ = ["PATH", "Sampler", "check_same_origin", "feed", "page_route"]
 
 PATH = "/dashboard"
 #: Seconds between snapshots.
@@ -77,7 +78,7 @@ def page_route(server: Any, request: Request) -> Response:
     return page()
 
 
-def _check_same_origin(request: Request, server: Any) -> None:
+def check_same_origin(request: Request, server: Any) -> None:
     """Only the dashboard page itself (or a non-browser client, which sends no Origin) may
     open the feed: another site's page must not read the server's figures through a
     visitor's browser (cross-site WebSocket hijacking)."""
@@ -130,20 +131,6 @@ def _uncount_close(ws: ServerProtocol) -> None:
         return  # no Close frame came
     body = 0 if code == CloseCode.NO_STATUS else 2 + len((ws.close_reason or "").encode())
     counters.values[counters.BYTES_IN] -= _frame_size(body, True)
-
-
-#: A viewer is not part of what it shows: not counted, and it never needs a ping (a dead
-#: viewer stops reading its snapshots, and write_timeout ends it). No subprotocol, no
-#: compression: the snapshots are small and sent once a second.
-FEED = WebSocketRoute(
-    feed,
-    check=_check_same_origin,
-    subprotocols=False,
-    compression=False,
-    app_hooks=False,
-    counted=False,
-    keepalive=False,
-)
 
 
 class Sampler:

@@ -120,5 +120,17 @@ def default_routes(dashboard: bool) -> Routes:
         from . import dashboard as board  # only a server with --dashboard loads it
 
         routes.add_http(board.PATH, board.page_route)
-        routes.add_websocket(board.PATH, board.FEED)
+        # A viewer is not part of what it shows: not counted, and it never needs a ping (a
+        # dead viewer stops reading its snapshots, and write_timeout ends it). No
+        # subprotocol, no compression: the snapshots are small and sent once a second.
+        feed = WebSocketRoute(
+            board.feed,
+            check=board.check_same_origin,
+            subprotocols=False,
+            compression=False,
+            app_hooks=False,
+            counted=False,
+            keepalive=False,
+        )
+        routes.add_websocket(board.PATH, feed)
     return routes

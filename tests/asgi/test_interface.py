@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from fastws.apps.echo import Echo
-from fastws.server.app import InterfaceError, detect
+from fastws.handler import HandlerError
+from fastws.server.app import detect
 from tests.asgi import apps
 from tests.asgi.conftest import http_base
 
@@ -39,11 +40,11 @@ def test_detect(app: Any, interface: str) -> None:
 
 
 def test_a_handler_of_neither_shape_is_refused_in_one_line() -> None:
-    """Two parameters (the old websockets handler(ws, path)) is neither: InterfaceError
-    saying what is expected and that --interface decides."""
-    with pytest.raises(InterfaceError, match=r"neither .* --interface"):
+    """Two parameters (the old websockets handler(ws, path)) is neither: HandlerError saying
+    what each interface takes."""
+    with pytest.raises(HandlerError, match=r"takes 2 parameters: a handler takes one"):
         detect(two)
-    with pytest.raises(InterfaceError, match="not callable"):
+    with pytest.raises(HandlerError, match="not callable"):
         detect(42)
 
 
