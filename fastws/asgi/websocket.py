@@ -23,6 +23,7 @@ Extensions the scope announces:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..message import Message
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .app import ASGIApplication
 
 __all__ = ["ClientDisconnected", "Session"]
+
+logger = logging.getLogger("fastws.asgi")
 
 SPEC = {"version": "3.0", "spec_version": "2.4"}
 _CONNECT = {"type": "websocket.connect"}
@@ -173,4 +176,11 @@ class Session:
 async def run(application: ASGIApplication, ws: ServerProtocol) -> None:
     """The server's handler for the application's WebSockets."""
     session = Session(ws, application)
-    await application.app(session.scope, session.receive, session.send)
+    try:
+        await application.app(session.scope, session.receive, session.send)
+    except Exception as exc:
+        if session._state != "open" or not ws.closed:
+            raise  # the server logs it, and answers 500 or closes with 1011
+        # The client left and the application let the error of its next send escape (e.g.
+        # Starlette's WebSocketDisconnect): the end of the connection, not a failure.
+        logger.debug("ASGI application ended on a closed WebSocket: %r", exc)

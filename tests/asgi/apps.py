@@ -154,6 +154,14 @@ async def ws_flood(websocket: StarletteWebSocket) -> None:
     await websocket.close()
 
 
+async def ws_ticker(websocket: StarletteWebSocket) -> None:
+    """Sends until a send fails (Starlette raises WebSocketDisconnect, uncaught here)."""
+    await websocket.accept()
+    while True:
+        await websocket.send_text("tick")
+        await asyncio.sleep(0.01)
+
+
 async def ws_room(websocket: StarletteWebSocket) -> None:
     """fastws channels from an ASGI app: subscribe the connection, publish what it sends."""
     await websocket.accept()
@@ -189,6 +197,7 @@ starlette_app = Starlette(
         WebSocketRoute("/zero-copy", ws_zero_copy),
         WebSocketRoute("/room/{room}", ws_room),
         WebSocketRoute("/flood", ws_flood),
+        WebSocketRoute("/ticker", ws_ticker),
     ],
     lifespan=lifespan,
 )

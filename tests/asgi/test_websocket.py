@@ -214,3 +214,19 @@ def test_backpressure_send_waits_for_a_slow_reader(starlette_server: Any) -> Non
     stalled, received = asyncio.run(asyncio.wait_for(main(), 60))
     assert stalled < 100, f"{stalled} of 200 sends returned while the client read nothing"
     assert received == 200
+
+
+def test_a_send_after_the_client_left_is_not_an_error(start_server: Any) -> None:
+    """An app that sends until its send fails (Starlette's WebSocketDisconnect, uncaught):
+    the client leaving is the end of the connection, not an application failure: no error
+    and no traceback in the log."""
+    server = start_server("tests.asgi.apps:starlette_app")
+
+    async def main() -> None:
+        async with websockets.connect(ws_url(server, "/ticker")) as ws:
+            assert await ws.recv() == "tick"
+        await asyncio.sleep(0.3)  # the app's next sends find the connection closed
+
+    asyncio.run(main())
+    assert "ERROR" not in server.stderr()
+    assert "Traceback" not in server.stderr()
