@@ -5,6 +5,7 @@ where a test is about a fastws extension)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +26,14 @@ seen: dict[str, Any] = {"disconnects": [], "http_disconnects": 0, "flood_sent": 
 
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+    record = os.environ.get("ASGI_TEST_LIFESPAN_LOG")  # where a test wants to see it run
+    if record:
+        with open(record, "a") as file:
+            file.write(f"startup {os.getpid()}\n")
     yield {"greeting": "hello from lifespan", "started": 1}
+    if record:
+        with open(record, "a") as file:
+            file.write(f"shutdown {os.getpid()}\n")
 
 
 # -- Starlette ---------------------------------------------------------------------------------

@@ -161,3 +161,24 @@ def test_metrics_and_healthz_beside_the_app(starlette_server: Any) -> None:
         metrics = client.get("/metrics").text
     counted = re.search(r'^fastws_http_requests_total\{worker="0"\} (\d+)', metrics, re.M)
     assert counted is not None and int(counted[1]) >= 3, metrics  # /healthz, / and /metrics
+
+
+def test_an_upgrade_pipelined_after_requests_waits_for_their_answers(starlette_server: Any) -> None:
+    """Two plain requests and then a WebSocket upgrade in one write: the two answers come
+    first, in order, then the 101, and the connection is a WebSocket from there on."""
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    first = b"GET /?n=1 HTTP/1.1\r\nHost: t\r\n\r\nGET /?n=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+    with socket.create_connection((starlette_server.host, starlette_server.port), 10) as sock:
+        sock.sendall(first + upgrade)
+        received = b""
+        while b"101 Switching Protocols" not in received or not received.endswith(b"\r\n\r\n"):
+            received += sock.recv(65536)
+        # A masked text frame "hi"; its echo comes back unmasked.
+        sock.sendall(b"\x81\x82\x00\x00\x00\x00hi")
+        echo = sock.recv(1024)
+    assert received.index(b'"query":"n=1"') < received.index(b'"query":"n=2"')
+    assert received.index(b'"query":"n=2"') < received.index(b"HTTP/1.1 101 Switching Protocols")
+    assert echo == b"\x81\x02hi"

@@ -63,3 +63,21 @@ def test_an_app_without_lifespan_is_served(start_server: Any) -> None:
     server = start_server("tests.asgi.apps:no_lifespan_app")
     assert httpx.get(http_base(server) + "/").text == "bare"
     assert "ASGI lifespan not supported by the application" in server.stderr()
+
+
+def test_startup_and_shutdown_run_once_per_worker(
+    start_server: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """Two workers: two startups (one per worker process) before serving, and each worker's
+    shutdown when the server stops (SIGTERM)."""
+    record = tmp_path / "lifespan.log"
+    monkeypatch.setenv("ASGI_TEST_LIFESPAN_LOG", str(record))
+    server = start_server("tests.asgi.apps:starlette_app", workers=2)
+    assert httpx.get(http_base(server) + "/").status_code == 200
+    started = {line.split()[1] for line in record.read_text().splitlines()}
+    assert len(started) == 2 and str(server.pid) not in started  # the workers, not the master
+    server.stop()
+    lines = record.read_text().splitlines()
+    assert sorted(lines) == sorted([f"startup {pid}" for pid in started] + [
+        f"shutdown {pid}" for pid in started
+    ])  # fmt: skip
