@@ -41,7 +41,12 @@ async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
 
 async def home(request: Any) -> Response:
     return JSONResponse(
-        {"greeting": request.state.greeting, "path": request.url.path, "query": request.url.query}
+        {
+            "greeting": request.state.greeting,
+            "path": request.url.path,
+            "query": request.url.query,
+            "scheme": request.url.scheme,
+        }
     )
 
 
