@@ -245,8 +245,8 @@ class Cycle:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
+            self._head = self._build_head(message)  # raises on a bad header: then a 500
             self.started = True
-            self._head = self._build_head(message)
             return
         raise RuntimeError(f"unexpected ASGI message {kind!r} for an HTTP request")
 
@@ -280,6 +280,9 @@ class Cycle:
             parts.append(b"transfer-encoding: chunked\r\n")
             length = None
         self._chunked = chunked and not bodiless
+        if bodiless:
+            # RFC 9110 6.4.1: 1xx, 204 and 304 responses end with their header section.
+            self.head_only = True
         self._length = length if not self.head_only else None
         parts.append(_date_header())
         if not keep_alive:

@@ -276,3 +276,20 @@ class ForcedApp:
 
 
 forced_app = ForcedApp()
+
+
+async def raw_responses(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Edge cases of the HTTP response path, by path: /no-content sends a body with 204;
+    /bad-header sends a header with a line break in it."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/no-content":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b"must not be sent"})
+    elif scope["path"] == "/bad-header":
+        headers = [(b"x-evil", b"a\r\nset-cookie: stolen=1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"unreachable"})
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})

@@ -182,3 +182,18 @@ def test_an_upgrade_pipelined_after_requests_waits_for_their_answers(starlette_s
     assert received.index(b'"query":"n=1"') < received.index(b'"query":"n=2"')
     assert received.index(b'"query":"n=2"') < received.index(b"HTTP/1.1 101 Switching Protocols")
     assert echo == b"\x81\x02hi"
+
+
+def test_response_edge_cases(start_server: Any) -> None:
+    """A 204 goes out without the body the app gave it (and the connection stays usable);
+    a response header with a line break in it is refused (500, one ERROR line), never sent."""
+    server = start_server("tests.asgi.apps:raw_responses", interface="asgi")
+    pair = b"GET /no-content HTTP/1.1\r\nHost: t\r\n\r\nGET /ok HTTP/1.1\r\nHost: t\r\n\r\n"
+    received = raw_exchange(server, pair, until=b"0\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 204 No Content\r\n")
+    assert b"must not be sent" not in received
+    assert received.endswith(b"\r\n\r\n2\r\nok\r\n0\r\n\r\n")  # chunked: no length given
+    evil = raw_exchange(server, b"GET /bad-header HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert evil.startswith(b"HTTP/1.1 500 ")
+    assert b"stolen" not in evil
+    assert "ASGI application failed on GET /bad-header" in server.stderr()
