@@ -13,7 +13,8 @@ Extensions the scope announces:
 - ``fastws``: ``{"connection": ws}``, the fastws connection behind this scope (channels:
   ``fastws.asgi.connection(websocket).subscribe("room")``), and zero-copy receive: an
   application that accepts with ``{"type": "websocket.accept", "fastws.message": True}``
-  receives each large binary message as ``{"bytes": <memoryview>, "fastws.message":
+  receives each large binary message (1 MiB and up: the ones received into a memory
+  region of their own) as ``{"bytes": <memoryview>, "fastws.message":
   <Message>}``, a view of the memory the kernel wrote the message into, instead of a copy in
   a new ``bytes`` (small ones stay ``bytes``: they are not copied either). Sending a view
   is zero-copy too; ``{"type": "websocket.send", "bytes": view, "fastws.release": True}``
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..buffers import MMAP_MIN
 from ..message import Message
 from ..protocol.handshake import Response, parse_header_list
 from ..websocket import ConnectionClosed
@@ -105,9 +107,9 @@ class Session:
         if type(message) is str:
             return {"type": "websocket.receive", "text": message}
         if self._zero_copy:
+            if len(message) < MMAP_MIN:  # a small message is a bytes object already
+                return {"type": "websocket.receive", "bytes": message.tobytes()}
             view = message.data
-            if type(view.obj) is bytes:  # a small message is a bytes object already
-                return {"type": "websocket.receive", "bytes": view.obj}
             self._last = (view, message)
             return {"type": "websocket.receive", "bytes": view, "fastws.message": message}
         return {"type": "websocket.receive", "bytes": message}
