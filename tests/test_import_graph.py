@@ -68,15 +68,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
 }
 #: Import cycles that exist today (each as its sorted member list), the same way.
 KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    # asgi (issue 16 item 2): the handshake handler imports the dashboard, which subclasses
-    # ServerProtocol and turns a connection into a viewer; as an ordinary route plus an
-    # ordinary handler the dashboard no longer needs the protocol class.
-    ("fastws.server.dashboard", "fastws.server.protocol", "fastws.server.routes"): (
-        "asgi, issue 16 item 2"
-    ),
-    # asgi (issue 19): server.app imports the ASGI application class inside adapt(), and the
-    # ASGI application subclasses server.app's Application.
-    ("fastws.asgi.app", "fastws.server.app"): "asgi, issue 19",
     # client (issue 16 item 6): HandshakeError.response() builds the HTTP answer with a
     # function-level import of the HTTP layer (protocol/http11.py), which raises
     # HandshakeError; the answer belongs in http11 (a function there, not a method here).

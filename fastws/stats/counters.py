@@ -21,7 +21,7 @@ NAMES = (
     "bytes_in",  # wire bytes read after the handshake (frame headers included)
     "bytes_out",  # wire bytes of the frames sent after the handshake (headers, control frames)
     "errors",  # handler or process_request exceptions (the client gets 1011 or 500)
-    "http_requests",  # plain HTTP GET /healthz and /metrics answered
+    "http_requests",  # plain HTTP requests answered (monitoring, routes, ASGI apps)
     "broadcast_skipped",  # broadcast messages not sent to a slow connection (overflow=skip)
     "broadcast_closed",  # slow connections closed 1008 by a broadcast (overflow=close)
     "published",  # messages published on a channel by this worker

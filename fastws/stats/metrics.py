@@ -33,7 +33,7 @@ _HELP = {
     "bytes_in": "Bytes received after the handshake (frame headers included).",
     "bytes_out": "Bytes of frames sent after the opening handshake (control frames too).",
     "errors": "Handler or process_request exceptions.",
-    "http_requests": "Plain HTTP requests answered (/healthz, /metrics).",
+    "http_requests": "Plain HTTP requests answered (/healthz, /metrics, routes, ASGI apps).",
     "broadcast_skipped": "Broadcast messages not sent to a connection over broadcast_limit"
     " (broadcast_overflow=skip).",
     "broadcast_closed": "Connections closed with 1008 for being over broadcast_limit"
