@@ -197,13 +197,12 @@ class ClientConnection:
             waiter.done.set()
 
     def _peer_closed(self, event: Close) -> None:
-        if self.close_code is None:
-            self.close_code, self.close_reason = event.code, event.reason
+        # RFC 6455 7.1.5: the connection's close code is the one in the Close frame received,
+        # also when we closed first (the peer may answer with another code); a Failure is
+        # our own code for a server that broke the protocol.
+        if self.close_code is None or isinstance(event, Failure):
             self.closed_by_peer = True
-        if isinstance(event, Failure):
-            # We failed the connection (the server broke the protocol): report our code.
-            self.close_code, self.close_reason = event.code, event.reason
-            self.closed_by_peer = True
+        self.close_code, self.close_reason = event.code, event.reason
 
     def _shutdown(self) -> None:
         """Close TCP, wake every waiter."""

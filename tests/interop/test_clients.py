@@ -125,20 +125,12 @@ def test_ping_pong(client: Any, peer: PeerServer) -> None:
 CLOSE_ANSWER = {"websocket-node": 1000, "aiohttp": 1000}
 
 
-def test_client_close_code(client: Any, peer: PeerServer, request: pytest.FixtureRequest) -> None:
+def test_client_close_code(client: Any, peer: PeerServer) -> None:
     """close(4000, reason): the server sees code 4000 and the reason, and answers; close_code
     is then "the status code contained in the first Close control frame received" (RFC 6455
     7.1.5, "The WebSocket Connection Close Code"): 4000 from servers that echo it, 1000 from
     those that answer with 1000 (WebSocket-Node, aiohttp)."""
     answer = CLOSE_ANSWER.get(peer.name, 4000)
-    if client.name == "sync" and answer != 4000:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="fastws.sync keeps its own close code when it closed first "
-                "(ClientConnection._peer_closed); fastws.connect reports the received one",
-                strict=True,
-            )
-        )
     ws = client.connect(peer.urls["off"])
     reason = f"bye from {client.name} ✓"
     client.close(ws, 4000, reason)
