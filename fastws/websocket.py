@@ -37,6 +37,7 @@ from .protocol.connection import (
     Pong,
     State,
 )
+from .protocol.frames import SMALL_HEADERS as _SMALL_HEADERS
 from .protocol.frames import CloseCode, Opcode
 from .stats.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
 from .stats.counters import values as _stats
@@ -48,6 +49,11 @@ if TYPE_CHECKING:
     from .protocol.handshake import Request
 
 __all__ = ["ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "WebSocket"]
+
+# Plain ints and the enum member as module constants: cheaper lookups on the per-message path.
+_BINARY = int(Opcode.BINARY)
+_TEXT = int(Opcode.TEXT)
+_OPEN = State.OPEN
 
 logger = logging.getLogger("fastws")
 
@@ -623,17 +629,25 @@ class WebSocket(FlowControl, Keepalive):
         if self._writing_paused:
             await self._wait_drain()
 
-    def send_nowait(
-        self, message: str | bytes | bytearray | memoryview | Any, *, release: bool = False
-    ) -> None:
-        """`send()` without waiting: the message is queued for the transport at once.
+    def send_nowait(self, message: Any, *, release: bool = False) -> None:
+        """`send()` without waiting: the message (str, or bytes-like as for `send()`) is queued
+        for the transport at once.
 
         For callback-style handlers (see `Listener`) and code that may not await. It never
         blocks: while the peer does not read (`writing_paused`), the server stops reading from
         it too, so an echo or a request/response handler stays bounded; code that sends
         unprompted should check `writing_paused`, or `await drain()`.
         """
-        opcode, payload = _as_payload(message)
+        # The common types first, inline (as_payload has the general rule and the errors).
+        kind = type(message)
+        if kind is bytes:
+            opcode, payload = _BINARY, message
+        elif kind is Message and type(buffer := message.buffer) is bytes:  # a small one received
+            opcode, payload = _BINARY, buffer
+        elif kind is str:
+            opcode, payload = _TEXT, message.encode()
+        else:
+            opcode, payload = _as_payload(message)
         transport = self._transport
         conn = self._conn
         # is_closing(): a write already failed (peer reset); connection_lost is only queued, and
@@ -641,14 +655,17 @@ class WebSocket(FlowControl, Keepalive):
         # `failing`: answers to messages that came before a protocol violation may still go.
         if (
             transport is None
-            or (conn.state is not State.OPEN and conn.failing is None)
+            or (conn.state is not _OPEN and conn.failing is None)
             or transport.is_closing()
         ):
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
         if conn.client:
             conn.mask_buffer_free = self._out.empty
         _stats[MESSAGES_OUT] += 1
-        frame = conn.send_data(opcode, payload)
+        if len(payload) < 126 and conn.deflate is None and not conn.client:
+            frame: Frame = _SMALL_HEADERS[opcode][len(payload)] + payload  # send_data's first case
+        else:
+            frame = conn.send_data(opcode, payload)
         # _write_data's first two cases, inline: this is the per-message path.
         if self._holding:
             self._out.add(frame)
@@ -656,7 +673,7 @@ class WebSocket(FlowControl, Keepalive):
             self._out.write(frame)
         else:
             self._write_data(frame)
-        if release and type(message) is Message:
+        if release and kind is Message:
             message.release()  # the transport's hold keeps the pages until it has written them
 
     def _write_data(self, frame: Frame) -> None:

@@ -29,6 +29,7 @@ from typing import Final
 
 from ..buffers import MMAP_MIN, Budget, Region, allocate, release, reserve, size_class
 from ..message import Message
+from .accel import speedups
 from .deflate import PerMessageDeflate, compressed_bound
 from .frames import (
     SMALL_HEADERS,
@@ -37,9 +38,10 @@ from .frames import (
     ProtocolError,
     encode_close,
     encode_header,
+    lone_frame,
     parse_close,
 )
-from .mask import NUMPY_MIN, mask_into, unmask, unmask_inplace
+from .mask import NUMPY_MIN, SMALL_MAX, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
 __all__ = ["Blocked", "Chunk", "Close", "Connection", "Failure", "Message", "Pong", "State"]
@@ -58,6 +60,10 @@ MASK_BUFFER_MAX: Final = 16 << 20
 # Frames outside the fast path (fragments, control frames) parsed per slice when `slice_frames`
 # is on: ~10 us each in CPython, so one slice keeps the event loop ~10 ms.
 SLICE_FRAMES: Final = 1024
+
+# The compiled twin when it was built (see accel.py).
+_lone_frame = lone_frame if speedups is None else speedups.lone_frame
+_c_unmask = None if speedups is None else speedups.unmask
 
 
 class State(IntEnum):
@@ -280,6 +286,7 @@ class Connection:
                 return
         events = self.events
         from_bytes = int.from_bytes
+        c_unmask = _c_unmask
         quota = self.slice_frames or -1  # counts down to 0 only when slicing is on
         # The fast path takes a whole unfragmented message in one complete, masked frame from
         # a client: every check _check_header would make is implied by these conditions.
@@ -318,7 +325,9 @@ class Connection:
                 ):
                     start = pos + hlen
                     pos = start + length
-                    if length < NUMPY_MIN:
+                    if c_unmask is not None and length < SMALL_MAX:
+                        payload = c_unmask(data[start:pos], mask)
+                    elif length < NUMPY_MIN:
                         key = from_bytes((mask * ((length >> 2) + 1))[:length], "little")
                         payload = (from_bytes(data[start:pos], "little") ^ key).to_bytes(
                             length, "little"
@@ -508,9 +517,7 @@ class Connection:
         the bytes to `receive_data()` (which also reports anything wrong with them).
         """
         if (
-            n < 6
-            or n > 131
-            or self._tail
+            self._tail
             or self._remaining
             or self._mop
             or self.client
@@ -518,24 +525,7 @@ class Connection:
             or self.state is not State.OPEN
         ):
             return None
-        b0 = data[0]
-        length = data[1] - 0x80  # MASK set, 7-bit length: 0..125; anything else mismatches n
-        if (
-            n != length + 6
-            or (b0 != 0x81 and b0 != 0x82)
-            or length > self.max_message_size
-            or length > self.max_frame_size
-        ):
-            return None
-        from_bytes = int.from_bytes
-        key = from_bytes((bytes(data[2:6]) * ((length >> 2) + 1))[:length], "little")
-        payload = (from_bytes(data[6:n], "little") ^ key).to_bytes(length, "little")
-        if b0 == 0x82:
-            return payload
-        try:
-            return payload.decode()
-        except UnicodeDecodeError:
-            return None  # receive_data fails the connection with 1007
+        return _lone_frame(data, n, self.max_message_size, self.max_frame_size)
 
     def payload_target(self) -> memoryview | None:
         """Where the next payload bytes may be written directly, if that is worth it."""

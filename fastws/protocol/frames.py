@@ -16,6 +16,7 @@ __all__ = [
     "encode_close",
     "encode_header",
     "is_valid_close_code",
+    "lone_frame",
     "parse_close",
 ]
 
@@ -100,6 +101,40 @@ def encode_header(
     else:
         header = _PACK64(b0, mbit | 127, length)
     return header + mask if mask is not None else header
+
+
+def lone_frame(
+    data: bytes | bytearray | memoryview, n: int, max_message_size: int, max_frame_size: int
+) -> bytes | str | None:
+    """The payload of `data[:n]` if it is exactly one masked, final text or binary frame with a
+    7-bit length within both limits: `bytes` for binary, `str` for valid UTF-8 text. None for
+    anything else, which the general parser then takes and judges.
+
+    The request/response case recognised in one step (`Connection.receive_one`). The twin of
+    the compiled `_speedups.lone_frame` (see accel.py): same result for every input.
+    """
+    if n < 6 or n > 131:
+        return None
+    b0 = data[0]
+    length = data[1] - 0x80  # MASK set and a 7-bit length; anything else fails a test below
+    if (
+        length < 0
+        or length > 125
+        or n != length + 6
+        or (b0 != 0x81 and b0 != 0x82)
+        or length > max_message_size
+        or length > max_frame_size
+    ):
+        return None
+    from_bytes = int.from_bytes
+    key = from_bytes((bytes(data[2:6]) * ((length >> 2) + 1))[:length], "little")
+    payload = (from_bytes(data[6:n], "little") ^ key).to_bytes(length, "little")
+    if b0 == 0x82:
+        return payload
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return None  # the general parser fails the connection with 1007
 
 
 def encode_close(code: int | None = None, reason: str = "") -> bytes:

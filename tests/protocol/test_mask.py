@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastws.protocol import mask as mask_module
-from fastws.protocol.mask import NUMPY_MIN, mask_into, rotate, unmask, unmask_inplace
+from fastws.protocol.mask import NUMPY_MIN, SMALL_MAX, mask_into, rotate, unmask, unmask_inplace
 
 
 def reference(data: bytes, key: bytes, phase: int = 0) -> bytes:
@@ -21,12 +21,15 @@ def test_rfc_example() -> None:
     assert unmask(bytes.fromhex("7f9f4d5158"), bytes.fromhex("37fa213d")) == b"Hello"
 
 
-@pytest.mark.parametrize(
-    "size", [0, 1, 3, 4, 7, 8, 9, 125, NUMPY_MIN - 1, NUMPY_MIN, NUMPY_MIN + 5, 65536 + 3]
-)
+SIZES = [0, 1, 3, 4, 7, 8, 9, 125, NUMPY_MIN - 1, NUMPY_MIN, NUMPY_MIN + 5, 65536 + 3]
+SIZES += [SMALL_MAX - 1, SMALL_MAX, SMALL_MAX + 9]
+
+
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("phase", [0, 1, 2, 3, 6])
 def test_both_kernels_match_reference(size: int, phase: int) -> None:
-    """Sizes on both sides of the int/numpy crossover, every phase, give the same bytes."""
+    """Sizes on both sides of the small-kernel/numpy crossovers, every phase, give the same
+    bytes."""
     data, key = os.urandom(size), os.urandom(4)
     expected = reference(data, key, phase)
     assert unmask(data, key, phase) == expected
@@ -50,8 +53,10 @@ def test_chunked_unmasking_equals_whole(data: bytes, key: bytes, cuts: list[int]
 
 
 def test_pure_python_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without numpy, in-place unmasking of long payloads still works (chunked int XOR)."""
+    """Without numpy or the compiled kernels, in-place unmasking of long payloads still works
+    (chunked int XOR)."""
     monkeypatch.setattr(mask_module, "_np", None)
+    monkeypatch.setattr(mask_module, "_c", None)
     data, key = os.urandom(10_001), os.urandom(4)
     buf = bytearray(data)
     unmask_inplace(buf, key, 1)

@@ -1,0 +1,210 @@
+/* fastws.protocol._speedups: the optional compiled kernels of the protocol core.
+ *
+ * Each function has a pure-Python twin in fastws/protocol/ with the same results for every
+ * input (tests/protocol/test_speedups.py checks them against each other); fastws.protocol.accel
+ * picks this module when it was built and FASTWS_NO_SPEEDUPS is not set. Only what the
+ * profile of the small-message path showed as Python's cost is here: unmasking a short
+ * payload and recognising a lone small frame. Everything that decides (state, limits, close
+ * codes) stays in Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* dst[i] = src[i] ^ key[(phase + i) % 4], eight bytes at a time (memcpy: no alignment
+ * assumption; compilers turn it into plain loads). dst may equal src. */
+static void
+xor_mask(unsigned char *dst, const unsigned char *src, Py_ssize_t n, const unsigned char *key)
+{
+    uint64_t k8;
+    uint32_t k4;
+    Py_ssize_t i = 0;
+    memcpy(&k4, key, 4);
+    k8 = ((uint64_t)k4 << 32) | k4;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        w ^= k8;
+        memcpy(dst + i, &w, 8);
+    }
+    for (; i < n; i++) {
+        dst[i] = src[i] ^ key[i & 3];
+    }
+}
+
+/* xor_mask, letting other threads run meanwhile when it takes long enough to matter. */
+static void
+xor_n(unsigned char *dst, const unsigned char *src, Py_ssize_t n, const unsigned char *key)
+{
+    if (n < (1 << 16)) {
+        xor_mask(dst, src, n, key);
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    xor_mask(dst, src, n, key);
+    Py_END_ALLOW_THREADS
+}
+
+static int
+get_key(PyObject *mask, unsigned char key[4])
+{
+    if (!PyBytes_CheckExact(mask) || PyBytes_GET_SIZE(mask) != 4) {
+        PyErr_SetString(PyExc_ValueError, "the masking key must be 4 bytes");
+        return -1;
+    }
+    memcpy(key, PyBytes_AS_STRING(mask), 4);
+    return 0;
+}
+
+PyDoc_STRVAR(unmask_doc,
+"unmask(data, mask) -> bytes\n\n"
+"`data` (any contiguous buffer) XORed with the 4-byte `mask`, as new bytes.");
+
+static PyObject *
+unmask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    unsigned char key[4];
+    PyObject *result;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "unmask() takes 2 arguments (data, mask)");
+        return NULL;
+    }
+    if (get_key(args[1], key) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    result = PyBytes_FromStringAndSize(NULL, data.len);
+    if (result != NULL) {
+        xor_n((unsigned char *)PyBytes_AS_STRING(result), data.buf, data.len, key);
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
+PyDoc_STRVAR(unmask_inplace_doc,
+"unmask_inplace(buf, mask) -> None\n\n"
+"XOR the writable buffer `buf` with the 4-byte `mask` where it is.");
+
+static PyObject *
+unmask_inplace(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf;
+    unsigned char key[4];
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "unmask_inplace() takes 2 arguments (buf, mask)");
+        return NULL;
+    }
+    if (get_key(args[1], key) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    xor_n(buf.buf, buf.buf, buf.len, key);
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(lone_frame_doc,
+"lone_frame(data, n, max_message_size, max_frame_size) -> bytes | str | None\n\n"
+"If data[:n] is exactly one masked, final text or binary frame with a 7-bit length within\n"
+"both limits, its unmasked payload: bytes for binary, str for valid UTF-8 text. None for\n"
+"anything else (the caller's general parser takes the bytes and judges them).");
+
+/* A limit as a Py_ssize_t; one beyond its range limits nothing a small frame can reach. */
+static int
+as_limit(PyObject *value, Py_ssize_t *limit)
+{
+    *limit = PyLong_AsSsize_t(value);
+    if (*limit == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        *limit = PY_SSIZE_T_MAX;
+    }
+    return 0;
+}
+
+static PyObject *
+lone_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    Py_ssize_t n, max_message, max_frame, length;
+    const unsigned char *p;
+    unsigned char b0;
+    PyObject *result = NULL;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "lone_frame() takes 4 arguments (data, n, max_message_size, max_frame_size)");
+        return NULL;
+    }
+    n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n < 6 || n > 131) {
+        Py_RETURN_NONE;
+    }
+    if (as_limit(args[2], &max_message) < 0 || as_limit(args[3], &max_frame) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (data.len < n) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "n is beyond the end of data");
+        return NULL;
+    }
+    p = data.buf;
+    b0 = p[0];
+    length = (Py_ssize_t)p[1] - 0x80; /* MASK set and a 7-bit length, or no match below */
+    if (length < 0 || length > 125 || n != length + 6 || (b0 != 0x81 && b0 != 0x82)
+        || length > max_message || length > max_frame) {
+        PyBuffer_Release(&data);
+        Py_RETURN_NONE;
+    }
+    if (b0 == 0x82) {
+        result = PyBytes_FromStringAndSize(NULL, length);
+        if (result != NULL) {
+            xor_mask((unsigned char *)PyBytes_AS_STRING(result), p + 6, length, p + 2);
+        }
+    } else {
+        unsigned char text[125];
+        xor_mask(text, p + 6, length, p + 2);
+        result = PyUnicode_DecodeUTF8((const char *)text, length, NULL);
+        if (result == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear(); /* the general parser fails the connection with 1007 */
+            result = Py_NewRef(Py_None);
+        }
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"unmask", (PyCFunction)(void (*)(void))unmask, METH_FASTCALL, unmask_doc},
+    {"unmask_inplace", (PyCFunction)(void (*)(void))unmask_inplace, METH_FASTCALL,
+     unmask_inplace_doc},
+    {"lone_frame", (PyCFunction)(void (*)(void))lone_frame, METH_FASTCALL, lone_frame_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    "fastws.protocol._speedups",
+    "Optional compiled kernels of fastws' protocol core (pure-Python twins in fastws.protocol).",
+    0,
+    methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&module);
+}

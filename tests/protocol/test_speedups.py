@@ -1,0 +1,139 @@
+"""The compiled kernels (fastws/protocol/_speedups.c) and their pure-Python twins agree on every
+input, the C module is built wherever a compiler is, and the pure-Python path passes the
+protocol and callback-handler tests on its own (FASTWS_NO_SPEEDUPS=1)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastws.protocol import accel, frames
+from fastws.protocol.mask import _xor_int
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compiled() -> ModuleType:
+    try:
+        from fastws.protocol import _speedups
+    except ImportError:
+        pytest.skip("fastws.protocol._speedups is not built here")
+    return _speedups
+
+
+def test_built_where_a_compiler_and_headers_are() -> None:
+    """`pip install` builds the C module when it can: a missing one would silently cost the
+    small-message path its speed."""
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    if shutil.which(os.environ.get("CC", "cc")) is None or not headers.exists():
+        pytest.skip("no C compiler or Python headers: the pure-Python kernels are the build")
+    from fastws.protocol import _speedups  # ImportError is the failure
+
+    if not os.environ.get("FASTWS_NO_SPEEDUPS"):
+        assert accel.speedups is _speedups
+
+
+def _masked(opcode_byte: int, payload: bytes, key: bytes) -> bytes:
+    return bytes((opcode_byte, 0x80 | len(payload))) + key + _xor_int(payload, key)
+
+
+frames_st = st.builds(
+    _masked,
+    st.sampled_from([0x81, 0x82, 0x01, 0x02, 0x80, 0x88, 0x89, 0x8A, 0xC1, 0x92]),
+    st.one_of(st.binary(max_size=125), st.text(max_size=40).map(str.encode)),
+    st.binary(min_size=4, max_size=4),
+)
+
+
+@given(
+    st.one_of(frames_st, st.binary(max_size=140)),
+    st.integers(-1, 140),
+    st.integers(0, 200),
+    st.integers(0, 200),
+    st.binary(max_size=8),
+)
+def test_lone_frame_twins_agree(
+    data: bytes, n: int, max_message: int, max_frame: int, tail: bytes
+) -> None:
+    """Same result from C and Python for valid frames, damaged ones, wrong lengths, limits and
+    invalid UTF-8: the fast path never decides differently depending on the build."""
+    c = _compiled()
+    data += tail
+    n = min(n, len(data)) if n >= 0 else len(data) - len(tail)
+    assert c.lone_frame(data, n, max_message, max_frame) == frames.lone_frame(
+        data, n, max_message, max_frame
+    )
+
+
+def test_lone_frame_cases() -> None:
+    """What the fast path accepts and what it leaves to the general parser."""
+    c = _compiled()
+    key = b"\x01\x02\x03\x04"
+    for impl in (c.lone_frame, frames.lone_frame):
+        text = _masked(0x81, "héllo".encode(), key)
+        assert impl(text, len(text), 1 << 20, 1 << 20) == "héllo"
+        binary = _masked(0x82, b"\x00\xff" * 62, key)
+        assert impl(binary, len(binary), 1 << 20, 1 << 20) == b"\x00\xff" * 62
+        assert impl(binary, len(binary), 1 << 70, 1 << 70) == b"\x00\xff" * 62  # huge limits
+        assert impl(binary, len(binary), 123, 1 << 20) is None  # over max_message_size
+        assert impl(binary, len(binary) - 1, 1 << 20, 1 << 20) is None  # incomplete
+        assert impl(binary + b"\x82", len(binary) + 1, 1 << 20, 1 << 20) is None  # more follows
+        bad = _masked(0x81, b"\xff\xfe", key)
+        assert impl(bad, len(bad), 1 << 20, 1 << 20) is None  # invalid UTF-8: 1007 elsewhere
+        unmasked = bytes((0x82, 2)) + b"hi" + b"\0\0\0\0"
+        assert impl(unmasked, len(unmasked), 1 << 20, 1 << 20) is None
+
+
+@given(st.binary(max_size=3000), st.binary(min_size=4, max_size=4))
+def test_unmask_twins_agree(data: bytes, key: bytes) -> None:
+    """C unmasking equals the int kernel, new bytes and in place, for any length."""
+    c = _compiled()
+    assert c.unmask(data, key) == _xor_int(data, key)
+    assert c.unmask(memoryview(data)[1:], key) == _xor_int(data[1:], key)
+    buf = bytearray(data)
+    c.unmask_inplace(buf, key)
+    assert buf == _xor_int(data, key)
+
+
+def test_unmask_rejects_bad_arguments() -> None:
+    """A wrong key or a read-only target is a Python exception, not memory corruption."""
+    c = _compiled()
+    with pytest.raises(ValueError):
+        c.unmask(b"abc", b"key")
+    with pytest.raises(BufferError):
+        c.unmask_inplace(b"read-only", b"abcd")
+    with pytest.raises(ValueError):
+        c.lone_frame(b"\x82\x80", 6, 10, 10)  # n beyond the buffer
+
+
+def test_pure_python_path_passes_the_suites() -> None:
+    """FASTWS_NO_SPEEDUPS=1 runs the twins: the protocol core's tests and the callback
+    handler's (real server processes, which inherit the variable) pass on them too."""
+    env = dict(os.environ, FASTWS_NO_SPEEDUPS="1")
+    check = subprocess.run(
+        [sys.executable, "-c", "from fastws.protocol import accel; print(accel.speedups)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert check.stdout.strip() == "None"
+    suites = ["tests/protocol", "tests/test_listener.py", "-k", "not pure_python_path"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *suites],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
