@@ -150,3 +150,57 @@ def test_listener_echo_batch(benchmark: Any, listener_ws: WebSocket) -> None:
     cost per message = mean / 1000."""
     data = b"".join(client_frame(b"x" * 64) for _ in range(BATCH))
     benchmark(_receive_and_answer, listener_ws, data)
+
+
+def _coroutine_echo_ws() -> tuple[asyncio.AbstractEventLoop, WebSocket]:
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+
+    async def make() -> WebSocket:
+        ws = WebSocket(
+            max_message_size=1 << 20,
+            max_frame_size=None,
+            max_fragments=1000,
+            max_queue=1 << 30,
+            write_limit=1 << 20,
+            close_timeout=1.0,
+            ping_interval=None,
+            ping_timeout=None,
+            client=False,
+        )
+        ws.connection_made(NullTransport())  # type: ignore[arg-type]
+        ws._opened(b"")
+        return ws
+
+    return loop, loop.run_until_complete(make())
+
+
+def test_coroutine_echo_one(benchmark: Any) -> None:
+    """One 64-byte binary frame per read, answered by the built-in coroutine echo (`async for
+    message in ws.messages(): await ws.send(message, release=True)`) on uvloop: the handler's
+    wake-up and the send, per message = mean / 1000 (each message also costs the driver one
+    `asyncio.sleep(0)`, the loop iteration in which the handler runs)."""
+    from fastws.apps.echo import echo
+
+    loop, ws = _coroutine_echo_ws()
+    data = client_frame(b"x" * 64)
+    data = bytes([0x82]) + data[1:]
+    sent = []
+    ws._transport.write = sent.append  # type: ignore[union-attr]
+
+    async def drive() -> None:
+        for _ in range(BATCH):
+            buf = ws.get_buffer(-1)
+            buf[: len(data)] = data
+            ws.buffer_updated(len(data))
+            await asyncio.sleep(0)
+
+    handler = loop.create_task(echo(ws))
+    loop.run_until_complete(asyncio.sleep(0))  # the handler waits for its first message
+    benchmark(lambda: loop.run_until_complete(drive()))
+    assert len(sent) >= BATCH and sent[-1] == b"\x82\x40" + b"x" * 64
+    handler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        loop.run_until_complete(handler)
+    loop.close()
