@@ -25,6 +25,7 @@ import asyncio
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,12 @@ class CountingTransport(NullTransport):
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+    def can_write_eof(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 
@@ -91,22 +98,60 @@ async def _through_server(app: Any, n: int) -> float:
         buf[:size] = frame
         ws.buffer_updated(size)
 
+    spent = await _drive(transport, feed, n)
+    ws.connection_lost(None)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    return spent
+
+
+async def _drive(transport: CountingTransport, feed: Callable[[], None], n: int) -> float:
+    """CPU seconds per message: `feed()` one message, run the loop until its echo is
+    written; 1,000 to warm up, then `n` measured."""
+
     async def echo_once() -> None:
         before = transport.writes
         feed()
         while transport.writes == before:
             await asyncio.sleep(0)
 
-    for _ in range(1000):  # warm-up
+    for _ in range(1000):
         await echo_once()
     start = time.process_time()
     for _ in range(n):
         await echo_once()
-    spent = time.process_time() - start
-    ws.connection_lost(None)
+    return (time.process_time() - start) / n
+
+
+async def _through_uvicorn(app: Any, n: int, ws: str) -> float:
+    """The same on uvicorn's WebSocket protocol (`ws`: websockets or wsproto), as its HTTP
+    protocol hands an upgrade over: the request's bytes to the WebSocket protocol."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    warnings.simplefilter("ignore")  # deprecation warnings of websockets' legacy API
+
+    config = uvicorn.Config(
+        app, ws=ws, ws_ping_interval=None, ws_max_size=64 << 20, ws_per_message_deflate=False,
+        lifespan="off", log_level="warning",
+    )  # fmt: skip
+    config.load()
+    transport = CountingTransport()
+    protocol = config.ws_protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[misc]
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(UPGRADE)
+    for _ in range(100):  # the app accepts: the 101 is written
+        await asyncio.sleep(0)
+        if transport.writes:
+            break
+    assert transport.writes, "the application did not accept"
+    frame = text_frame(b"x" * 64)
+    spent = await _drive(transport, lambda: protocol.data_received(frame), n)
+    protocol.connection_lost(None)
     for _ in range(10):
         await asyncio.sleep(0)
-    return spent / n
+    return spent
 
 
 async def _starlette_alone(app: Any, n: int) -> float:
@@ -153,6 +198,18 @@ def main(argv: list[str] | None = None) -> int:
         ("fastws ASGI, Starlette echo", lambda: _through_server(app, args.messages)),
         ("fastws coroutine echo", lambda: _through_server(echo, args.messages)),
         ("fastws listener echo", lambda: _through_server(Echo(), args.messages)),
+        (
+            "uvicorn websockets, Starlette echo",
+            lambda: _through_uvicorn(app, args.messages, "websockets"),
+        ),
+        (
+            "uvicorn wsproto, Starlette echo",
+            lambda: _through_uvicorn(app, args.messages, "wsproto"),
+        ),
+        (
+            "uvicorn websockets-sansio, Starlette echo",
+            lambda: _through_uvicorn(app, args.messages, "websockets-sansio"),
+        ),
     ]
     results: dict[str, list[float]] = {name: [] for name, _ in rows}
     for _ in range(args.repeat):  # rows interleaved: a busy moment hits all of them alike

@@ -153,6 +153,12 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
         modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
     ),
     ServerSpec(
+        "uvicorn-websockets-sansio",
+        "uvicorn (uvloop, httptools, websockets' Sans-I/O core: uvicorn's default, --ws auto)",
+        _uvicorn("websockets-sansio"),
+        modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
+    ),
+    ServerSpec(
         "uvicorn-wsproto",
         "uvicorn (uvloop, httptools, its wsproto implementation), one process",
         _uvicorn("wsproto"),
@@ -211,6 +217,12 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
         "uvicorn-websockets-w2",
         "uvicorn (uvloop, httptools, websockets), --workers 2",
         _uvicorn("websockets", workers=2),
+        modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
+    ),
+    ServerSpec(
+        "uvicorn-websockets-sansio-w2",
+        "uvicorn (uvloop, httptools, websockets-sansio), --workers 2",
+        _uvicorn("websockets-sansio", workers=2),
         modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
     ),
     ServerSpec(
