@@ -1,7 +1,7 @@
 """python -m bench: end-to-end benchmarks of fastws against its peers (see bench/README.md).
 
 python -m bench run [--servers fastws,websockets,...] [--scenarios a,b,c,d,e,f,g] [...]
-python -m bench profile [--scenario c] [--tool cprofile|py-spy]
+python -m bench profile [--scenario c] [--tool cprofile|py-spy|perf] [--server NAME]
 python -m bench list
 """
 
@@ -108,7 +108,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plots", action="store_true")
     prof = sub.add_parser("profile", help="profile fastws under one scenario")
     prof.add_argument("--scenario", default="c")
-    prof.add_argument("--tool", choices=("cprofile", "py-spy"), default="cprofile")
+    prof.add_argument("--tool", choices=("cprofile", "py-spy", "perf"), default="cprofile")
+    prof.add_argument("--server", default=None, help="a server of the matrix (default fastws)")
     prof.add_argument("--duration", type=float, default=5.0)
     prof.add_argument("--top", type=int, default=30)
     prof.add_argument("--native", action="store_true", help="py-spy: sample C frames too")

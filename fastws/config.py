@@ -780,6 +780,19 @@ class Config:
             example="5m",
         ),
     )
+    body_timeout: float | None = field(
+        default=60.0,
+        metadata=_knob(
+            _Duration(optional=True),
+            "ASGI apps' HTTP requests: a request body still incomplete this long after its"
+            " head arrived (a client that trickles it, or stops) is answered 408 and its"
+            " connection closed (closed only, when the response has begun). Time the server"
+            " itself makes the client wait (reading paused for the application, a 100 Continue"
+            " not yet sent) starts the period again. Raise it for large uploads over slow"
+            " links; off (or 0) waits forever.",
+            example="5m",
+        ),
+    )
     max_request_line: int = field(
         default=8 * 1024,
         metadata=_knob(

@@ -251,6 +251,17 @@ class WebSocket(FlowControl, Keepalive):
                     except Exception as exc:
                         self._listener_failed(exc)
                     return
+            else:
+                waiter = self._waiter
+                if waiter is not None and not self._queue and not waiter.done():
+                    # A coroutine waits in recv() with nothing queued before: a message in
+                    # one read goes straight to it too (no events list, no _dispatch).
+                    message = conn.receive_one(self._rbuf, nbytes)
+                    if message is not None:
+                        _stats[MESSAGES_IN] += 1
+                        self._waiter = None
+                        waiter.set_result(message)
+                        return
             conn.receive_data(self._rbuf[:nbytes])
         if conn.events or conn.out:
             self._dispatch()

@@ -11,7 +11,8 @@ pure Python; see the README's ASGI section) and answered one after the other:
   are sent chunked (HTTP/1.1) or delimited by closing (HTTP/1.0);
 - ``Expect: 100-continue`` is answered when the application first asks for the body;
 - limits: max_request_line (414), max_headers and max_header_size (431), max_message_size
-  for a body (413), handshake_timeout for a request head and for an idle connection;
+  for a body (413), handshake_timeout for a request head and for an idle connection,
+  body_timeout for a request body (408: a client that trickles it, or stops sending);
 - `http.disconnect` once the client is gone or the response is complete;
 - `send()` waits while the client does not read (the transport is over write_limit).
 
@@ -308,6 +309,7 @@ class HTTPConnection(asyncio.Protocol):
         self._max_header_size = config.max_header_size
         self._max_body = config.max_message_size
         self._timeout = config.handshake_timeout
+        self._body_timeout = config.body_timeout
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -325,6 +327,8 @@ class HTTPConnection(asyncio.Protocol):
         self._current: Cycle | None = None  # the request whose body is arriving
         self._cycles: deque[Cycle] = deque()  # answered in order; [0] is being answered
         self._timer: asyncio.TimerHandle | None = None
+        # body_timeout for the body arriving (self._current's): armed only while one does.
+        self._body_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -348,6 +352,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._stop_body_timer()
         for cycle in self._cycles:
             cycle.disconnected = True
             cycle.wake()
@@ -365,6 +370,12 @@ class HTTPConnection(asyncio.Protocol):
             data = rest
         try:
             self._parser.feed_data(data)
+            if self._current is not None and self._body_timer is None and self._body_timeout:
+                # A request body has begun and is not complete (requests without a body,
+                # or whose body came with the head, never arm it).
+                self._body_timer = self._loop.call_later(
+                    self._body_timeout, self._body_timed_out, self._current
+                )
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
         except httptools.HttpParserCallbackError as exc:
@@ -498,6 +509,8 @@ class HTTPConnection(asyncio.Protocol):
             cycle.body_done = True
             cycle.wake()
             self._current = None
+            if self._body_timer is not None:
+                self._stop_body_timer()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -569,6 +582,11 @@ class HTTPConnection(asyncio.Protocol):
         try:
             await app(cycle.scope, cycle.receive, cycle.send)
         except Exception as exc:
+            if cycle.disconnected and not cycle.started:
+                # Its request was cut (client gone, body timed out, refused): e.g.
+                # Starlette's ClientDisconnect from request.body(); already logged as such.
+                logger.debug("ASGI application ended on a cut request: %r", exc)
+                return
             counters.values[counters.ERRORS] += 1
             logger.error(
                 "ASGI application failed on %s %s", cycle.scope["method"], cycle.scope["path"],
@@ -591,7 +609,7 @@ class HTTPConnection(asyncio.Protocol):
             self._finished(cycle)
 
     def _write_error(self, status: int, text: str) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.write(_error(status, text))
             self._close_after = True
 
@@ -651,18 +669,68 @@ class HTTPConnection(asyncio.Protocol):
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request we will not pass on, after the answers before it; then close."""
-        peer = self._client
-        who = f"{peer[0]}:{peer[1]}" if peer else "?"
-        logger.info("HTTP request from %s refused: %d %s", who, status, reason)
+        logger.info("HTTP request from %s refused: %d %s", self._who(), status, reason)
         counters.values[counters.HANDSHAKES_REFUSED] += 1
         self._refusal = _error(status, _PHRASES.get(status, "Error"))
         self._pause_reading()
-        if self._current is not None and self._current in self._cycles:
-            self._current.disconnected = True  # its body will not come
-            self._current.wake()
-        if not self._cycles and self._transport is not None:
-            self._transport.write(self._refusal)
+        self._stop_body_timer()
+        current = self._current
+        if current is not None and current in self._cycles:
+            current.disconnected = True  # its body will not come
+            current.wake()
+        transport = self._transport
+        if transport is None:
+            return
+        if not self._cycles:
+            transport.write(self._refusal)
+            transport.close()
+        elif self._cycles[0] is current and current is not None and not current.started:
+            # The request being answered is the refused one, and nothing of its response
+            # is out yet: the refusal is its answer, now (the application's run ends with
+            # http.disconnect; whatever it sends is dropped).
+            transport.write(self._refusal)
+            self._close_after = True
+            transport.close()
+
+    def _who(self) -> str:
+        peer = self._client
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self, cycle: Cycle) -> None:
+        """body_timeout passed with `cycle`'s body incomplete: 408 (or, once its response
+        has begun, close), unless the wait was the server's own."""
+        self._body_timer = None
+        if self._current is not cycle or self._transport is None or self._refusal is not None:
+            return
+        if self._reading_paused or (cycle._continue and not cycle.complete):
+            # Reading paused for the application, or a 100 Continue the client waits for
+            # not sent yet: not the client's delay. The period starts again.
+            assert self._body_timeout is not None
+            self._body_timer = self._loop.call_later(
+                self._body_timeout, self._body_timed_out, cycle
+            )
+            return
+        reason = (
+            f"request body incomplete after {self._body_timeout:g} s"
+            f" ({cycle.body_size} bytes received)"
+        )
+        if cycle.started:
+            # RFC 9110 15.5.9 (408) needs a response not begun (or answered already, the
+            # body unread): the connection can only be closed.
+            logger.info("HTTP request from %s: %s; connection closed", self._who(), reason)
+            cycle.disconnected = True
+            cycle.wake()
+            self._close_after = True
             self._transport.close()
+            return
+        # RFC 9110 15.5.9: 408 "the server did not receive a complete request message
+        # within the time that it was prepared to wait".
+        self._refuse(408, reason)
 
     def _timed_out(self) -> None:
         self._timer = None

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..buffers import MMAP_MIN
 from ..message import Message
+from ..protocol.connection import Chunk
 from ..protocol.handshake import Response, parse_header_list
 from ..websocket import ConnectionClosed
 from . import scope as scopes
@@ -43,6 +44,8 @@ logger = logging.getLogger("fastws.asgi")
 
 SPEC = {"version": "3.0", "spec_version": "2.4"}
 _CONNECT = {"type": "websocket.connect"}
+# A session's states, compared by identity.
+_CONNECTING, _CONNECTED, _OPEN, _CLOSED = "connecting", "connected", "open", "closed"
 
 
 class ClientDisconnected(OSError):
@@ -79,52 +82,74 @@ class Session:
             "state": dict(application.lifespan.state),
             "extensions": {"websocket.http.response": {}, "fastws": {"connection": ws}},
         }
-        self._state = "connecting"  # -> connected (connect sent) -> open | closed
+        self._state = _CONNECTING  # -> _CONNECTED (connect sent) -> _OPEN | _CLOSED
         self._zero_copy = False
         self._denial: tuple[int, list[tuple[str, str]], list[bytes]] | None = None
         self._disconnect: dict[str, Any] | None = None
         self._last: tuple[memoryview, Message] | None = None  # the last view handed out
 
     async def receive(self) -> dict[str, Any]:
-        if self._state == "connecting":
-            self._state = "connected"
-            return _CONNECT
-        if self._disconnect is not None:
+        # The per-message path: one coroutine frame of ours between the application and the
+        # connection's waiter (WebSocket._next; recv()'s frame is skipped), and the event's
+        # dict built in one literal.
+        if self._state is not _OPEN:
+            if self._state is _CONNECTING:
+                self._state = _CONNECTED
+                return _CONNECT
+            if self._disconnect is not None:
+                return self._disconnect
+        elif self._disconnect is not None:
             return self._disconnect
         ws = self.ws
         try:
-            if self._zero_copy:
-                message: Any = await ws.recv_message()
-            else:
-                message = await ws.recv()
+            message: Any = await ws._next()
+            kind = type(message)
+            if kind is str:
+                return {"type": "websocket.receive", "text": message}
+            if kind is bytes:  # a small binary message: its own bytes object, no copy
+                return {"type": "websocket.receive", "bytes": message}
+            if kind is Chunk:  # not asked for here; only if the connection was streamed
+                message = await ws._skip_stream(message)
+                return await self._event(message)
         except ConnectionClosed as exc:
-            self._disconnect = {
-                "type": "websocket.disconnect",
-                "code": exc.code,
-                "reason": exc.reason,
-            }
-            return self._disconnect
+            return self._disconnected(exc)
+        return await self._event(message)
+
+    async def _event(self, message: str | bytes | Message) -> dict[str, Any]:
+        """The receive event of a message that is not a plain str or bytes: a `Message` (a
+        large binary one in its own memory region), as bytes or, zero-copy, as its view."""
         if type(message) is str:
             return {"type": "websocket.receive", "text": message}
-        if self._zero_copy:
-            if len(message) < MMAP_MIN:  # a small message is a bytes object already
+        if type(message) is bytes:
+            return {"type": "websocket.receive", "bytes": message}
+        assert type(message) is Message
+        if not self._zero_copy or len(message) < MMAP_MIN:
+            with message:  # ASGI's one copy; the region goes back for the next message
                 return {"type": "websocket.receive", "bytes": message.tobytes()}
-            view = message.data
-            self._last = (view, message)
-            return {"type": "websocket.receive", "bytes": view, "fastws.message": message}
-        return {"type": "websocket.receive", "bytes": message}
+        view = message.data
+        self._last = (view, message)
+        return {"type": "websocket.receive", "bytes": view, "fastws.message": message}
+
+    def _disconnected(self, exc: ConnectionClosed) -> dict[str, Any]:
+        self._disconnect = {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
+        return self._disconnect
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         ws = self.ws
-        if self._state == "open":
+        if self._state is _OPEN:
             try:
                 if kind == "websocket.send":
+                    # The per-message path: queued for the transport at once (written now
+                    # unless more is coming), no coroutine of the connection's in between;
+                    # waits only while the client is not reading (backpressure).
                     text = message.get("text")
                     if text is not None:
-                        await ws.send(text)
+                        ws.send_nowait(text)
                     else:
-                        await self._send_bytes(message["bytes"], message.get("fastws.release"))
+                        self._send_bytes(message["bytes"], message.get("fastws.release"))
+                    if ws._writing_paused:
+                        await ws._wait_drain()
                 elif kind == "websocket.close":
                     await ws.close(message.get("code") or 1000, message.get("reason") or "")
                 else:
@@ -132,21 +157,21 @@ class Session:
             except ConnectionClosed as exc:
                 raise ClientDisconnected(f"WebSocket closed: {exc.code} {exc.reason}") from None
             return
-        if self._state == "closed" or not ws.pending:
+        if self._state is _CLOSED or not ws.pending:
             raise ClientDisconnected(f"cannot send {kind!r}: the WebSocket is closed")
         if kind == "websocket.accept":
             headers = _str_headers(message.get("headers") or ())
             try:
                 ws.accept(message.get("subprotocol"), headers)
             except ConnectionClosed:
-                self._state = "closed"
+                self._state = _CLOSED
                 raise ClientDisconnected("the client left before the handshake completed") from None
-            self._state = "open"
+            self._state = _OPEN
             self._zero_copy = bool(message.get("fastws.message"))
         elif kind == "websocket.close":
             # "If this is sent before the socket is accepted, the server must close the
             # connection with a HTTP 403 error code (Forbidden)".
-            self._state = "closed"
+            self._state = _CLOSED
             ws.deny(Response(403, body=b"Forbidden\n"))
         elif kind == "websocket.http.response.start":
             if self._denial is not None:
@@ -158,21 +183,21 @@ class Session:
             status, headers, body = self._denial
             body.append(bytes(message.get("body", b"")))
             if not message.get("more_body", False):
-                self._state = "closed"
+                self._state = _CLOSED
                 ws.deny(Response(status, headers=headers, body=b"".join(body)))
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} before the WebSocket is accepted")
 
-    async def _send_bytes(self, data: Any, release: Any) -> None:
+    def _send_bytes(self, data: Any, release: Any) -> None:
         last = self._last
         if release and last is not None and data is last[0]:
             # The view of the message received last, sent back (an echo, a relay) with
             # "fastws.release": its memory goes back for the next message as soon as the
             # transport has written it.
             self._last = None
-            await self.ws.send(last[1], release=True)
+            self.ws.send_nowait(last[1], release=True)
         else:
-            await self.ws.send(data)
+            self.ws.send_nowait(data)  # bytes-like: written as it is, without a copy
 
 
 async def run(application: ASGIApplication, ws: ServerProtocol) -> None:
@@ -181,7 +206,7 @@ async def run(application: ASGIApplication, ws: ServerProtocol) -> None:
     try:
         await application.app(session.scope, session.receive, session.send)
     except Exception as exc:
-        if session._state != "open" or not ws.closed:
+        if session._state is not _OPEN or not ws.closed:
             raise  # the server logs it, and answers 500 or closes with 1011
         # The client left and the application let the error of its next send escape (e.g.
         # Starlette's WebSocketDisconnect): the end of the connection, not a failure.

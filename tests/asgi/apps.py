@@ -59,6 +59,15 @@ async def upload(request: Any) -> Response:
     return JSONResponse({"size": size, "pieces": pieces})
 
 
+async def slow_upload(request: Any) -> Response:
+    """Reads its body only after `?wait=` seconds (a busy application)."""
+    await asyncio.sleep(float(request.query_params.get("wait", "0")))
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return JSONResponse({"size": size})
+
+
 async def echo_body(request: Any) -> Response:
     return Response(await request.body(), media_type="application/octet-stream")
 
@@ -198,6 +207,7 @@ starlette_app = Starlette(
     routes=[
         Route("/", home),
         Route("/upload", upload, methods=["POST"]),
+        Route("/slow-upload", slow_upload, methods=["POST"]),
         Route("/echo", echo_body, methods=["POST", "PUT"]),
         Route("/stream", stream),
         Route("/wait-disconnect", wait_disconnect),
