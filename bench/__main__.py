@@ -24,7 +24,7 @@ from .build import BuildError
 from .procs import cpu_split
 from .report import markdown, plots, write_json
 from .runner import Options, Runner
-from .scenarios import SCENARIOS
+from .scenarios import SCENARIOS, SHAPES, with_shape
 from .servers import DEFAULT_SERVERS, SERVERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -104,6 +104,13 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     run.add_argument("--server-cpus", type=_cpuset, default=None, help="e.g. 0")
     run.add_argument("--client-cpus", type=_cpuset, default=None, help="e.g. 1")
+    run.add_argument("--client-shape", type=_csv, default=["default"],
+                     help="comma-separated client shapes (see list): each scenario runs under"
+                     " each; a shape other than default shows as e.g. e@chromium")  # fmt: skip
+    run.add_argument("--workers", type=int, default=1,
+                     help="server processes: fastws --workers N, N SO_REUSEPORT processes for"
+                     " picows and aiohttp (others skipped); server and generator share all"
+                     " cpus unless --server-cpus/--client-cpus say otherwise")  # fmt: skip
     run.add_argument("--out", type=Path, default=None, help="default bench/results/<date>")
     run.add_argument("--no-plots", action="store_true")
     prof = sub.add_parser("profile", help="profile fastws under one scenario")
@@ -124,6 +131,7 @@ def make_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     unknown = [s for s in args.servers if s not in SERVERS]
     unknown += [s for s in args.scenarios if s not in SCENARIOS]
+    unknown += [s for s in args.client_shape if s not in SHAPES]
     if unknown:
         print(f"unknown server/scenario: {', '.join(unknown)} (see: python -m bench list)")
         return 2
@@ -135,6 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     server_cpus, client_cpus = cpu_split()
+    if args.workers > 1:  # N server processes need more than the first cpu
+        server_cpus = client_cpus = server_cpus | client_cpus
     options = Options(
         duration=args.duration,
         warmup=args.warmup,
@@ -147,9 +157,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         client_procs=args.client_procs,
         server_cpus=args.server_cpus or server_cpus,
         client_cpus=args.client_cpus or client_cpus,
+        workers=args.workers,
     )
     servers = [SERVERS[s] for s in args.servers]
-    scenarios = [SCENARIOS[s] for s in sorted(args.scenarios)]
+    scenarios = [
+        with_shape(SCENARIOS[s], shape)
+        for s in sorted(args.scenarios)
+        for shape in args.client_shape
+    ]
     try:
         runner = Runner(servers, scenarios, options, logs)
     except BuildError as exc:
@@ -174,6 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "idle_steps": list(options.steps()),
             "hs_concurrency": options.hs_concurrency,
             "sources": options.sources,
+            "workers": options.workers,
+            "client_shapes": {k: SHAPES[k].description for k in args.client_shape},
         },
     }
     # A TERM (e.g. `kill`) unwinds like Ctrl-C, so the server of the current run is stopped.
@@ -212,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         for scn in SCENARIOS.values():
             print(f"  {scn.describe()}")
+        print("client shapes (--client-shape):")
+        for shape in SHAPES.values():
+            print(f"  {shape.name:14} {shape.description}")
         return 0
     if args.command == "report":
         return cmd_report(args)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .runner import medians
-from .scenarios import SCENARIOS, Metric
+from .scenarios import SCENARIOS, Metric, scenario
 from .servers import PEER_EXCLUDE
 
 MiB = 1024 * 1024
@@ -59,12 +59,26 @@ def markdown(meta: dict[str, Any], records: list[dict[str, Any]], servers: list[
         " better, so fastws wants ratios above 1 on ↑ rows and below 1 on ↓ rows.",
         "",
     ]
+    workers = meta["options"].get("workers", 1)
+    if workers > 1:
+        lines += [
+            f"**{workers} server processes**: fastws `--workers {workers}`; picows and aiohttp"
+            f" as {workers} processes, each its own server on its own SO_REUSEPORT socket"
+            " (bench/servers/multiproc.py); servers without a multi-process mode: n/a. Server"
+            " and generator share the cpus; per-server-CPU figures sum the server's processes.",
+            "",
+        ]
+    shapes = meta["options"].get("client_shapes") or {}
+    if set(shapes) - {"default"}:
+        lines += ["Client shapes (`KEY@SHAPE` rows; plain keys: default):", ""]
+        lines += [f"- `{name}`: {text}" for name, text in shapes.items()]
+        lines.append("")
     head = "| scenario | figure | " + " | ".join(servers) + " |"
     lines += [head, "|" + "---|" * (len(servers) + 2)]
-    for key, scn in SCENARIOS.items():
+    keys = list(dict.fromkeys(r["scenario"] for r in records))  # run order: a, a@shape, b, ...
+    for key in keys:
+        scn = scenario(key)
         by = summary.get(key, {})
-        if key not in {r["scenario"] for r in records}:
-            continue
         title = scn.describe()
         if scn.idle:
             title = f"f) {meta['options']['idle_conns']:,} idle connections"

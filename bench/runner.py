@@ -26,6 +26,7 @@ from typing import Any
 from .build import build
 from .procs import (
     ServerProcess,
+    cpu_by_pid,
     cpu_seconds,
     cpu_split,
     free_port,
@@ -33,7 +34,7 @@ from .procs import (
     raise_fd_limit,
     rss_bytes,
 )
-from .scenarios import Scenario
+from .scenarios import SHAPES, Scenario
 from .servers import ServerSpec
 
 HOST = "127.0.0.1"
@@ -53,6 +54,9 @@ class Options:
     settle: float = 0.5  # seconds between opening idle connections and reading RSS
     server_cpus: set[int] = field(default_factory=set)
     client_cpus: set[int] = field(default_factory=set)
+    #: server processes (fastws --workers N; N SO_REUSEPORT processes for the peers that
+    #: have a multi-process mode; the others are skipped when N > 1)
+    workers: int = 1
 
     def steps(self) -> tuple[int, ...]:
         n = self.idle_conns
@@ -118,12 +122,16 @@ class Runner:
             return "no handshake to measure"
         if scn.requires and scn.requires not in spec.features:
             return f"no {scn.requires}"
+        if scn.deflate and scn.shape != "default":
+            return "client shapes apply to uncompressed scenarios"
+        if self.opt.workers > 1 and spec.workers_args is None:
+            return "no multi-process mode"
         return None
 
     def run_one(self, spec: ServerSpec, scn: Scenario, rep: int) -> dict[str, Any]:
         port = free_port(HOST)
         log_path = self.workdir / f"{scn.key}-{spec.name}-{rep}.log"
-        argv = spec.argv(HOST, port, self.bins, scn.deflate)
+        argv = spec.argv(HOST, port, self.bins, scn.deflate, self.opt.workers)
         server = ServerProcess(argv, HOST, port, self.opt.server_cpus, log_path)
         rec = _record(spec, scn, rep)
         try:
@@ -157,6 +165,8 @@ class Runner:
             argv.append("--text")
         if kw.get("deflate"):
             argv += ["--deflate", kw["deflate"]]
+        if kw.get("shape"):
+            argv += SHAPES[kw["shape"]].loadgen_args()
         if spec.websocket:
             argv += ["--key", self.key, "--accept", _accept(self.key)]
         else:
@@ -197,6 +207,7 @@ class Runner:
                 samples.append((time.monotonic(), cpu_seconds(server.tree())))
 
         sampler = threading.Thread(target=sample, daemon=True)
+        per_process = cpu_by_pid(server.tree())
         t0 = time.monotonic()
         sampler.start()
         try:
@@ -208,6 +219,7 @@ class Runner:
                 size=scn.size,
                 text=scn.text,
                 deflate=scn.deflate,
+                shape=scn.shape,
                 warmup=opt.warmup,
                 duration=opt.duration,
                 procs=max(1, min(opt.client_procs, scn.conns)),
@@ -216,6 +228,10 @@ class Runner:
             stop.set()
             sampler.join()
         hwm = hwm_bytes(server.tree())
+        # CPU seconds of each server process over the whole load (warm-up included): shows
+        # how the work spread over --workers processes
+        after = cpu_by_pid(server.tree())
+        per_process = {pid: round(c - per_process.get(pid, 0.0), 3) for pid, c in after.items()}
         rec["loadgen"] = lg
         window = [
             (t, c) for t, c in samples if t0 + opt.warmup <= t <= t0 + opt.warmup + opt.duration
@@ -224,7 +240,12 @@ class Runner:
         if len(window) >= 2 and window[-1][0] > window[0][0]:
             server_cpu = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
         in_flight = scn.conns * scn.depth * scn.size
-        rec["server_stats"] = {"rss_base": base_rss, "rss_peak": hwm, "cpu": server_cpu}
+        rec["server_stats"] = {
+            "rss_base": base_rss,
+            "rss_peak": hwm,
+            "cpu": server_cpu,
+            "cpu_by_process": per_process,
+        }
         lat = lg.get("latency_us", {})
         rec["metrics"] = {
             "msgs_per_s": lg["msgs_per_s"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -49,9 +49,84 @@ class Scenario:
     #: permessage-deflate offer of the load generator (its --deflate): "no-takeover" or
     #: "server-takeover"; None: no compression
     deflate: str | None = None
+    #: how the client frames, writes and reads (a key of SHAPES)
+    shape: str = "default"
 
     def describe(self) -> str:
         return f"{self.key}) {self.title}"
+
+
+@dataclass(frozen=True)
+class ClientShape:
+    """How the load generator frames, writes and reads a message (its --frag,
+    --write-chunk and --read-size; 0: one frame / everything at once)."""
+
+    name: str
+    description: str
+    frag: int = 0
+    write_chunk: int = 0
+    read_size: int = 256 * KiB
+
+    def loadgen_args(self) -> list[str]:
+        return [
+            "--frag", str(self.frag), "--write-chunk", str(self.write_chunk),
+            "--read-size", str(self.read_size),
+        ]  # fmt: skip
+
+
+#: Client shapes (`python -m bench run --client-shape a,b,...`). Browsers and ordinary clients
+#: do not all send a 16 MiB message as bench's generator does by default.
+SHAPES: dict[str, ClientShape] = {
+    s.name: s
+    for s in (
+        ClientShape(
+            "default",
+            "one frame per message; writev of all queued bytes (the kernel takes what fits);"
+            " 256 KiB reads",
+        ),
+        ClientShape(
+            "one-frame-64k",
+            "one frame per message written in 64 KiB write()s; 64 KiB reads (a plain C client"
+            " with a 64 KiB buffer)",
+            write_chunk=64 * KiB,
+            read_size=64 * KiB,
+        ),
+        ClientShape(
+            "small-reads",
+            "one frame per message, written whole; echoes read 4 KiB at a time",
+            read_size=4 * KiB,
+        ),
+        ClientShape(
+            "chromium",
+            "as Chromium 156 sends an ArrayBuffer: frames of 131,000 payload bytes (BINARY, then"
+            " CONTINUATIONs), each under its own mask, one write() per frame; 131,000-byte reads",
+            frag=131_000,
+            write_chunk=131_000 + 14,
+            read_size=131_000,
+        ),
+        ClientShape(
+            "frag-16k",
+            "frames of 16 KiB (WebSocket-Node's clients' default), one write() per frame;"
+            " 16 KiB reads",
+            frag=16 * KiB,
+            write_chunk=16 * KiB + 8,
+            read_size=16 * KiB,
+        ),
+    )
+}
+
+
+def with_shape(scn: Scenario, shape: str) -> Scenario:
+    """`scn` driven by the client shape `shape`: key "e@chromium" (plain "e" for the default)."""
+    if shape == "default":
+        return scn
+    return replace(scn, key=f"{scn.key}@{shape}", title=f"{scn.title}, client {shape}", shape=shape)
+
+
+def scenario(key: str) -> Scenario:
+    """The scenario of a key: "e", or "e@chromium" (a scenario under a client shape)."""
+    base, _, shape = key.partition("@")
+    return with_shape(SCENARIOS[base], shape or "default")
 
 
 def _compressed(key: str, takeover: str, deflate: str, requires: str) -> Scenario:

@@ -9,7 +9,10 @@ it gives the memory back to the OS at once (malloc may keep freed memory for its
 
 A fragmented message whose total size is unknown grows inside a `reserve()`d region of
 `max_message_size` bytes of address space (MAP_NORESERVE): only the pages written count, and
-it never moves, so no fragment is copied twice.
+it never moves, so no fragment is copied twice. Reservations are recycled too (the cache
+counts the pages a reservation has had written, not its address space): a browser sends a
+large message in fragments (Chromium: 131,000 bytes each), and a fresh reservation per
+message cost a page fault per 4 KiB of it, ~10x the time of a message in one frame.
 
 `Budget` bounds the bytes held in regions by one process: a new large message waits (its
 connection stops reading) while the others hold more than the budget.
@@ -96,11 +99,20 @@ class Region(mmap.mmap):
     budget: Budget | None = None
     charged = 0
     cache: RegionCache | None = None
+    #: a reservation (see reserve()): what it costs is the pages written so far, `committed`
+    reserved = False
+    committed = 0
 
     def grow_charge(self, size: int) -> None:
         if self.budget is not None:
             self.budget.charge(size)
         self.charged += size
+        if self.charged > self.committed:
+            self.committed = self.charged
+
+    def cost(self) -> int:
+        """Memory it holds while cached: its size, or for a reservation the bytes written."""
+        return self.committed if self.reserved else len(self)
 
     def free(self) -> None:
         """Recycle or unmap now if no view is exported; give the charge back either way later."""
@@ -144,7 +156,7 @@ class RegionCache:
     def __init__(self, limit: int, idle: float = 10.0) -> None:
         self.limit = limit
         self.idle = idle
-        self.held = 0  # bytes in free regions
+        self.held = 0  # bytes in free regions (a reservation: its written pages)
         self._free: dict[int, list[tuple[float, Region]]] = {}
         self._parked: list[Region] = []
         self._lock = threading.Lock()
@@ -157,8 +169,9 @@ class RegionCache:
             regions = self._free.get(capacity)
             if not regions:
                 return None
-            self.held -= capacity
-            return regions.pop()[1]
+            region = regions.pop()[1]
+            self.held -= region.cost()
+            return region
 
     def soon_free(self, capacity: int) -> bool:
         """No free region of `capacity`, but a released one still exported: most likely a
@@ -172,7 +185,7 @@ class RegionCache:
 
     def keep(self, region: Region) -> bool:
         """Take `region` for reuse; False when it does not fit (the caller unmaps it)."""
-        if region.closed or len(region) > self.limit:
+        if region.closed or region.cost() > self.limit:
             return False
         with self._lock:
             if region.exported():
@@ -191,8 +204,8 @@ class RegionCache:
             for capacity, regions in list(self._free.items()):
                 keep = [(t, r) for t, r in regions if now - t < self.idle]
                 for _, region in regions[: len(regions) - len(keep)]:
+                    self.held -= region.cost()
                     region.close()
-                    self.held -= capacity
                 if keep:
                     self._free[capacity] = keep
                 else:
@@ -204,11 +217,12 @@ class RegionCache:
             self._parked.clear()
 
     def _add(self, region: Region) -> bool:
-        if self.held + len(region) > self.limit:
+        cost = region.cost()
+        if self.held + cost > self.limit:
             return False
         region._uncharge()
         self._free.setdefault(len(region), []).append((time.monotonic(), region))
-        self.held += len(region)
+        self.held += cost
         return True
 
     def unpark(self) -> bool:
@@ -263,13 +277,28 @@ def allocate(
         region.cache = cache
     else:
         region.charged = charged
+        if region.reserved:  # a recycled reservation of this size: assume every page written
+            region.committed = capacity
     return region
 
 
 def reserve(size: int, budget: Budget | None = None) -> Region:
-    """`size` bytes of address space for a message of unknown size; charge as it grows."""
+    """`size` bytes of address space for a message of unknown size; charge as it grows.
+
+    Through the budget's RegionCache, like allocate(): a released reservation of the same
+    size (every connection of a server reserves max_message_size) is reused with the pages
+    its last message had written already mapped.
+    """
+    cache = budget.cache if budget is not None else None
+    region = cache.take(size) if cache is not None else None
+    if region is not None:
+        region.charged = 0
+        return region
     flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
-    return _region(size, budget, 0, flags)
+    region = _region(size, budget, 0, flags)
+    region.reserved = True
+    region.cache = cache
+    return region
 
 
 def release(buf: object) -> None:

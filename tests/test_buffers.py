@@ -99,3 +99,36 @@ def test_a_reused_region_shows_only_the_new_message() -> None:
         assert isinstance(message, Message)
         assert len(message) == size and message.data == payload
         message.release()
+
+
+def fragmented(payload: bytes, frag: int) -> bytes:
+    """`payload` as a client sends it in frames of `frag` bytes (as Chromium does, 131,000)."""
+    out = b""
+    for off in range(0, len(payload), frag):
+        piece = payload[off : off + frag]
+        head, key = header(len(piece), opcode=0 if off else 2, fin=off + frag >= len(payload))
+        out += head + masked(piece, key)
+    return out
+
+
+def test_a_fragmented_message_reuses_a_released_reservation() -> None:
+    """A message in fragments grows in a reservation of max_message_size address space; the
+    next one gets the same mapping back (its pages already faulted in), and the cache counts
+    the pages written, not the address space (here 4x its limit)."""
+    budget = cached_budget(limit=64 * MiB)
+    conn = Connection(max_message_size=256 * MiB, budget=budget)
+    regions = []
+    for size in (3 * MiB + 5, 2 * MiB + 1):  # the second shorter: only its own bytes
+        payload = os.urandom(size)
+        write_like_the_kernel(conn, fragmented(payload, 131_000), 131_000)
+        [message] = take(conn)
+        assert isinstance(message, Message)
+        assert message.data == payload
+        regions.append(message._buffer)
+        message.release()
+        assert budget.held == 0
+    first, second = regions
+    assert second is first and isinstance(first, Region) and len(first) == 256 * MiB
+    assert budget.cache is not None and budget.cache.held == 3 * MiB + 5
+    budget.cache.trim(now=float("inf"))
+    assert first.closed and budget.cache.held == 0

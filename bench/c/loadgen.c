@@ -27,6 +27,17 @@
  * and compared as well: the same work per message as a compressed WebSocket echo, so the raw
  * TCP echo shows what the generator can drive in this mode.
  *
+ * Client shape (how a client frames, writes and reads; bench's --client-shape sets these):
+ *   --frag N         send each message as frames of at most N payload bytes (BINARY/TEXT,
+ *                    then CONTINUATIONs), each under its own masking key, as Chromium does
+ *                    with 131,000; 0 (default): one frame per message.
+ *   --write-chunk N  at most N bytes per write(), writes ending at multiples of N in the
+ *                    message's bytes (so with N = a frame's size, one write per frame);
+ *                    0 (default): writev of everything queued, as much as the kernel takes.
+ *   --read-size N    bytes asked for by each read() (default 262144), with as many reads
+ *                    per wake-up as it takes to read 256 KiB.
+ * Not supported with --deflate (its messages are small and sent whole).
+ *
  * Modes:
  *   load (default): open all connections, keep --depth messages in flight on each for
  *     --warmup + --duration seconds, count and time the echoes of the measured window,
@@ -129,7 +140,7 @@ static int deflate_mode, show_payload;
 static const char *offers[] = {
     NULL, "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
     "permessage-deflate; client_no_context_takeover"};
-static size_t size = 64;
+static size_t size = 64, frag, write_chunk, read_size = RBUF;
 static double warmup = 1.0, duration = 5.0;
 
 /* frames: variant v is frames[v] (flens[v] bytes, masked) carrying wire[v] (wlens[v] bytes,
@@ -269,25 +280,31 @@ static void build_frames(void) {
             wlens[v] = size;
         }
     }
-    for (int v = 0; v < nvar; v++) {
-        size_t n = wlens[v], hl = 2 + (n >= 65536 ? 8 : n >= 126 ? 2 : 0) + 4;
-        uint8_t *f = frames[v] = malloc(hl + n), *key;
-        flens[v] = hl + n;
-        f[0] = 0x80 | (deflate_mode ? 0x40 : 0) | opcode;
-        if (n < 126) {
-            f[1] = 0x80 | n;
-        } else if (n < 65536) {
-            f[1] = 0x80 | 126;
-            f[2] = n >> 8;
-            f[3] = n & 0xff;
-        } else {
-            f[1] = 0x80 | 127;
-            for (int i = 0; i < 8; i++) f[2 + i] = (uint8_t)(n >> (56 - 8 * i));
+    for (int v = 0; v < nvar; v++) { /* the message's frames, back to back */
+        size_t n = wlens[v], per = frag && frag < n ? frag : n, nframes = (n + per - 1) / per;
+        uint8_t *f = frames[v] = malloc(n + 14 * nframes), *key;
+        size_t len = 0;
+        for (size_t off = 0; off < n; off += per) {
+            size_t k = n - off < per ? n - off : per, hl = 2 + (k >= 65536 ? 8 : k >= 126 ? 2 : 0) + 4;
+            uint8_t *h = f + len;
+            h[0] = (off + k == n ? 0x80 : 0) | (off ? 0 : (deflate_mode ? 0x40 : 0) | opcode);
+            if (k < 126) {
+                h[1] = 0x80 | k;
+            } else if (k < 65536) {
+                h[1] = 0x80 | 126;
+                h[2] = k >> 8;
+                h[3] = k & 0xff;
+            } else {
+                h[1] = 0x80 | 127;
+                for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)(k >> (56 - 8 * i));
+            }
+            key = h + hl - 4;
+            uint64_t r = rnd();
+            memcpy(key, &r, 4);
+            for (size_t i = 0; i < k; i++) h[hl + i] = wire[v][off + i] ^ key[i & 3];
+            len += hl + k;
         }
-        key = f + hl - 4;
-        uint64_t r = rnd();
-        memcpy(key, &r, 4);
-        for (size_t i = 0; i < n; i++) f[hl + i] = wire[v][i] ^ key[i & 3];
+        flens[v] = len;
     }
     char ext[160] = "";
     if (deflate_mode) snprintf(ext, sizeof ext, "Sec-WebSocket-Extensions: %s\r\n", offers[deflate_mode]);
@@ -331,6 +348,11 @@ static void flush(conn_t *c) {
         for (uint64_t s = c->q_seq; s < c->q_end && n < MAXIOV; s++, n++, off = 0) {
             iov[n].iov_base = frames[s % nvar] + off;
             iov[n].iov_len = flens[s % nvar] - off;
+        }
+        if (write_chunk) { /* --write-chunk: one piece of one message per write */
+            size_t cap = write_chunk - c->wr_off % write_chunk;
+            n = 1;
+            if (iov[0].iov_len > cap) iov[0].iov_len = cap;
         }
         ssize_t w = writev(c->fd, iov, n);
         if (w < 0) {
@@ -630,8 +652,9 @@ static void on_event(conn_t *c, uint32_t evs, double now) {
     }
     if (c->state == ST_HANDSHAKE) return on_handshake(c, now);
     if (evs & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        for (int i = 0; i < 8; i++) {
-            ssize_t r = read(c->fd, rbuf, RBUF);
+        int reads = read_size < RBUF / 8 ? (int)(RBUF / read_size) : 8;
+        for (int i = 0; i < reads; i++) {
+            ssize_t r = read(c->fd, rbuf, read_size);
             if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
             if (r <= 0) {
                 if (c->state == ST_CLOSING) { /* EOF after our Close: done */
@@ -644,7 +667,7 @@ static void on_event(conn_t *c, uint32_t evs, double now) {
                 return fail_sys(c, "read");
             }
             if (on_data(c, rbuf, (size_t)r, now)) return;
-            if (r < RBUF) break;
+            if ((size_t)r < read_size) break;
         }
     }
     if (c->state == ST_OPEN) flush(c);
@@ -821,6 +844,7 @@ int main(int argc, char **argv) {
         {"procs", 1, 0, 'P'},    {"key", 1, 0, 'k'},      {"accept", 1, 0, 'a'},
         {"sources", 1, 0, 'S'},  {"idle", 1, 0, 'i'},    {"hs-concurrency", 1, 0, 'H'},
         {"path", 1, 0, 'x'},     {"deflate", 1, 0, 'z'},  {"show-payload", 0, 0, 'Z'},
+        {"frag", 1, 0, 'F'},     {"write-chunk", 1, 0, 'W'}, {"read-size", 1, 0, 'R'},
         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -851,14 +875,19 @@ int main(int argc, char **argv) {
                                                                 : -1;
             break;
         case 'Z': show_payload = 1; break;
+        case 'F': frag = strtoull(optarg, NULL, 10); break;
+        case 'W': write_chunk = strtoull(optarg, NULL, 10); break;
+        case 'R': read_size = strtoull(optarg, NULL, 10); break;
         default: fprintf(stderr, "loadgen: bad option\n"); return 2;
         }
     }
     if (!port || conns < 1 || depth < 1 || size < 1 || procs < 1 || procs > MAXPROCS ||
-        procs > conns || hconc < 1 || (idle && (procs != 1 || !nsteps)) || deflate_mode < 0) {
+        procs > conns || hconc < 1 || (idle && (procs != 1 || !nsteps)) || deflate_mode < 0 ||
+        read_size < 1 || read_size > RBUF || (deflate_mode && (frag || write_chunk))) {
         fprintf(stderr, "loadgen: need --port, positive --conns/--depth/--size/--procs;"
                         " --idle STEPS (e.g. 1000,10000) needs --procs 1;"
-                        " --deflate is no-takeover or server-takeover\n");
+                        " --deflate is no-takeover or server-takeover, without --frag or"
+                        " --write-chunk; --read-size is 1 to 262144\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -940,6 +969,8 @@ int main(int argc, char **argv) {
            " \"echo_wire_bytes\": %.1f",
            (unsigned long long)tot.compressed, (unsigned long long)tot.plain,
            (double)sent_wire / nvar, tot.verified ? (double)tot.echo_wire / tot.verified : 0.0);
+    printf(", \"frag\": %zu, \"write_chunk\": %zu, \"read_size\": %zu", frag, write_chunk,
+           read_size);
     printf(", \"error\": ");
     json_str(tot.err);
     printf("}\n");

@@ -41,12 +41,24 @@ class ServerSpec:
     #: deflate mode of a compressed scenario ("no-takeover", "server-takeover") -> the
     #: arguments that turn compression on
     compression_args: Callable[[str], tuple[str, ...]] = lambda _mode: ()
+    #: number of processes -> the arguments that run that many (None: one process only)
+    workers_args: Callable[[int], tuple[str, ...]] | None = None
 
-    def argv(self, host: str, port: int, bins: dict[str, Path], deflate: str | None) -> list[str]:
-        """The command line; with `deflate` (a compressed scenario's mode) compression on."""
+    def argv(
+        self,
+        host: str,
+        port: int,
+        bins: dict[str, Path],
+        deflate: str | None,
+        workers: int = 1,
+    ) -> list[str]:
+        """The command line; with `deflate` (a compressed scenario's mode) compression on;
+        `workers` > 1: that many server processes."""
         argv = self.command(host, port, bins)
         if deflate:
             argv += self.compression_args(deflate)
+        if workers > 1 and self.workers_args is not None:
+            argv += self.workers_args(workers)
         return argv
 
     def missing(self) -> list[str]:
@@ -85,6 +97,18 @@ def _fastws_compression(mode: str) -> tuple[str, ...]:
     if mode == "server-takeover":
         args += ("--compression-context-takeover", "server")
     return args
+
+
+def _fastws_workers(n: int) -> tuple[str, ...]:
+    """The last --workers wins: the master forks n workers, each with its own SO_REUSEPORT
+    socket (fastws' default --socket-mode)."""
+    return ("--workers", str(n))
+
+
+def _processes(n: int) -> tuple[str, ...]:
+    """A peer's script with n processes, each its own server on its own SO_REUSEPORT
+    socket (bench/servers/multiproc.py): how picows and aiohttp are run on several cores."""
+    return ("--processes", str(n))
 
 
 def _script(name: str, *extra: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
@@ -243,6 +267,7 @@ SERVERS: dict[str, ServerSpec] = {
             modules=("fastws", "uvloop"),
             features=DEFLATE,
             compression_args=_fastws_compression,
+            workers_args=_fastws_workers,
         ),
         ServerSpec(
             "fastws-coroutine",
@@ -251,6 +276,7 @@ SERVERS: dict[str, ServerSpec] = {
             modules=("fastws", "uvloop"),
             features=DEFLATE,
             compression_args=_fastws_compression,
+            workers_args=_fastws_workers,
         ),
         ServerSpec(
             "websockets",
@@ -275,6 +301,7 @@ SERVERS: dict[str, ServerSpec] = {
             modules=("aiohttp", "uvloop"),
             features=DEFLATE,
             compression_args=lambda _mode: ("--compression",),
+            workers_args=_processes,
         ),
         ServerSpec(
             "tornado",
@@ -291,6 +318,7 @@ SERVERS: dict[str, ServerSpec] = {
             "picows (Cython) on uvloop, echoing frames from its read buffer",
             _script("picows_echo.py"),
             modules=("picows", "uvloop"),  # no permessage-deflate: n/a in scenario g
+            workers_args=_processes,
         ),
         ServerSpec(
             "raw-tcp",

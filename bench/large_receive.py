@@ -1,0 +1,96 @@
+"""What receiving one large message costs the protocol core, by how the client framed it.
+
+    python -m bench.large_receive                         # 16 MiB: one frame, 131,000, 16 KiB
+    python -m bench.large_receive --size 1MiB --frag 0,131000,4096 --rounds 20
+
+No sockets: a `Connection` with the server's memory budget and region cache is fed the
+masked frames as uvloop would feed a worker (into `payload_target()` when it offers a
+destination, else `receive_data`), in reads of `--read` bytes, and each message is released
+as the built-in echo does. Prints the median and minimum time per message for each fragment
+size (0: one frame). This is the server-side part of `python -m bench run --client-shape`
+(a Chromium-shaped client sends 131,000-byte fragments), without the loopback and the
+generator: run it before and after a change to fastws/buffers.py or the assembly of
+fragmented messages (`PYTHONPATH=/tmp/before python -m bench.large_receive`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+from fastws.buffers import Budget, RegionCache
+from fastws.config import parse_size
+from fastws.protocol.connection import Connection
+
+ZERO_KEY = b"\0\0\0\0"  # a legal masking key that leaves the payload as it is
+
+
+def frames(payload: bytes, frag: int) -> bytes:
+    """`payload` as one masked binary message in frames of `frag` bytes (0: one frame)."""
+    out = bytearray()
+    per = frag or len(payload)
+    for off in range(0, len(payload), per):
+        k = min(per, len(payload) - off)
+        b0 = (0x80 if off + k == len(payload) else 0) | (0 if off else 2)
+        if k < 126:
+            head = bytes([b0, 0x80 | k])
+        elif k < 65536:
+            head = bytes([b0, 0x80 | 126]) + k.to_bytes(2, "big")
+        else:
+            head = bytes([b0, 0x80 | 127]) + k.to_bytes(8, "big")
+        out += head + ZERO_KEY + payload[off : off + k]
+    return bytes(out)
+
+
+def receive(conn: Connection, wire: bytes, read: int) -> object:
+    """Feed one message's bytes; return the message (released by the caller)."""
+    view = memoryview(wire)
+    pos = 0
+    while pos < len(wire):
+        target = conn.payload_target()
+        if target is None:
+            k = min(read, len(wire) - pos)
+            conn.receive_data(view[pos : pos + k])
+        else:
+            k = min(len(target), read, len(wire) - pos)
+            target[:k] = view[pos : pos + k]
+            target.release()
+            conn.payload_written(k)
+        pos += k
+    *_, message = conn.events
+    conn.events.clear()
+    return message
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=parse_size, default=16 << 20)
+    parser.add_argument("--frag", default="0,131000,16384", help="fragment sizes, 0: one frame")
+    parser.add_argument("--read", type=int, default=131_000, help="bytes per read")
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    payload = os.urandom(args.size)
+    budget = Budget(1 << 30, RegionCache(64 << 20))  # the server's defaults
+    for frag in (int(f) for f in args.frag.split(",")):
+        wire = frames(payload, frag)
+        conn = Connection(max_message_size=64 << 20, budget=budget)
+        times = []
+        for _ in range(args.rounds + 2):
+            start = time.perf_counter()
+            message = receive(conn, wire, args.read)
+            release = getattr(message, "release", None)
+            if release is not None:
+                release()
+            times.append(time.perf_counter() - start)
+        times = times[2:]  # the first messages map the memory the others reuse
+        label = f"{frag:,}-byte frames" if frag else "one frame"
+        print(
+            f"{label:>20}: {statistics.median(times) * 1e3:7.2f} ms per message"
+            f" (min {min(times) * 1e3:.2f}), {args.size / statistics.median(times) / 1e6:,.0f} MB/s"
+        )
+
+
+if __name__ == "__main__":
+    main()

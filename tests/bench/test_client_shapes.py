@@ -1,0 +1,142 @@
+"""bench's client shapes and multi-process peers: the generator frames and verifies as each
+shape says, and `--workers 2` runs every server as two serving processes.
+
+Seconds, not a measurement: tiny durations, no timing thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.build import build, compiler
+
+from .test_smoke import run_bench
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="bench/ needs a C compiler")
+
+
+@pytest.fixture
+def recording_echo() -> Iterator[tuple[int, bytearray]]:
+    """A TCP echo for one connection that also keeps every byte it received."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen = bytearray()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(65536):
+                seen.extend(data)
+                conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], seen
+    listener.close()
+    thread.join(5)
+
+
+def frames(data: bytes) -> list[tuple[int, int, int]]:
+    """(FIN, opcode, payload length) of each whole masked client frame in `data`."""
+    out, pos = [], 0
+    while pos + 2 <= len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        assert b1 & 0x80, "client frames are masked"
+        n, pos = b1 & 0x7F, pos + 2
+        if n >= 126:
+            width = 2 if n == 126 else 8
+            n, pos = int.from_bytes(data[pos : pos + width], "big"), pos + width
+        if pos + 4 + n > len(data):
+            break
+        out.append((b0 >> 7, b0 & 0x0F, n))
+        pos += 4 + n
+    return out
+
+
+def test_chromium_shape_sends_131000_byte_fragments(
+    recording_echo: tuple[int, bytearray],
+) -> None:
+    """--frag 131000: each 300,000-byte message leaves as BINARY 131,000 + CONT 131,000 +
+    CONT 38,000 (FIN on the last only), and the echo of those frames is verified."""
+    port, seen = recording_echo
+    proc = subprocess.run(
+        [
+            str(build("loadgen")),
+            "--port",
+            str(port),
+            "--raw",
+            "--size",
+            "300000",
+            "--warmup",
+            "0",
+            "--duration",
+            "0.2",
+            "--frag",
+            "131000",
+            "--write-chunk",
+            "131014",
+            "--read-size",
+            "4096",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["errors"] == 0 and result["verified"] > 0, result
+    assert (result["frag"], result["write_chunk"], result["read_size"]) == (131000, 131014, 4096)
+    message = [(0, 2, 131000), (0, 0, 131000), (1, 0, 38000)]
+    sent = frames(bytes(seen))
+    assert sent[:6] == message * 2
+
+
+def test_shapes_run_as_scenarios_of_their_own(tmp_path: Path) -> None:
+    """`--client-shape default,chromium,frag-16k` runs d three times per server; fastws
+    reassembles the fragments and every echo is verified; the table has a row per shape."""
+    proc = run_bench(
+        "run", "--servers", "fastws,raw-tcp", "--scenarios", "d",
+        "--client-shape", "default,chromium,frag-16k",
+        "--duration", "0.2", "--warmup", "0.1", "--no-plots", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    runs = {(r["scenario"], r["server"]): r for r in data["runs"]}
+    assert set(runs) == {
+        (s, v) for s in ("d", "d@chromium", "d@frag-16k") for v in ("fastws", "raw-tcp")
+    }
+    for run in runs.values():
+        assert run["ok"], run
+        assert run["loadgen"]["verified"] >= run["loadgen"]["msgs"] > 0
+    assert runs["d@chromium", "fastws"]["loadgen"]["frag"] == 131000
+    assert runs["d@frag-16k", "fastws"]["loadgen"]["frag"] == 16384
+    table = (tmp_path / "results.md").read_text()
+    assert "| d@chromium) 1 MiB binary, 4 conns x 1 in flight, client chromium |" in table
+
+
+def test_two_workers_run_every_peer_as_two_serving_processes(tmp_path: Path) -> None:
+    """--workers 2: fastws with two workers, picows and aiohttp as two SO_REUSEPORT processes
+    each; both processes of each served connections (used CPU); one-process peers are n/a."""
+    pytest.importorskip("picows")
+    pytest.importorskip("aiohttp")
+    proc = run_bench(
+        "run", "--servers", "fastws,picows,aiohttp,websockets", "--scenarios", "b",
+        "--workers", "2", "--duration", "0.3", "--warmup", "0.1", "--no-plots",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    runs = {r["server"]: r for r in data["runs"]}
+    assert runs["websockets"]["skipped"] == "no multi-process mode"
+    for name in ("fastws", "picows", "aiohttp"):
+        run = runs[name]
+        assert run["ok"], run
+        busy = [c for c in run["server_stats"]["cpu_by_process"].values() if c > 0.02]
+        assert len(busy) >= 2, (name, run["server_stats"])
+    assert "**2 server processes**" in (tmp_path / "results.md").read_text()
