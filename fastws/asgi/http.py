@@ -33,6 +33,7 @@ import httptools
 
 from ..protocol.handshake import Headers, Request
 from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
+from ..server.hooks import HTTPGate
 from ..server.protocol import ServerProtocol
 from ..server.proxy import drop
 from ..server.routes import HTTPRoute
@@ -331,6 +332,8 @@ class HTTPConnection(asyncio.Protocol):
         self._closing = False  # the server stops: close once the current answers are out
         self._close_after = False  # the response being sent ends the connection
         self._refusal: bytes | None = None  # an error answer waiting for earlier answers
+        # process_request and the access log, when configured (server.hooks.HTTPGate).
+        self._gate = HTTPGate.for_server(server)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -560,10 +563,10 @@ class HTTPConnection(asyncio.Protocol):
     def _start(self, cycle: Cycle) -> None:
         counters.values[counters.HTTP_REQUESTS] += 1
         route = self._server.routes.http.get(cycle.scope["path"])
-        if route is not None:
-            self._loop.create_task(self._run(cycle, _route_app(self._server, route)))
-        else:
-            self._loop.create_task(self._run(cycle, self._app))
+        app = self._app if route is None else _route_app(self._server, route)
+        if self._gate is not None:  # the request hook first, then the route or the app
+            app = self._gate.wrap(app, self._transport)
+        self._loop.create_task(self._run(cycle, app))
 
     async def _run(self, cycle: Cycle, app: Any) -> None:
         try:
@@ -663,6 +666,8 @@ class HTTPConnection(asyncio.Protocol):
         if not self._cycles and self._transport is not None:
             self._transport.write(self._refusal)
             self._transport.close()
+        if self._gate is not None:  # the access log's line
+            self._gate.refused(self._transport, self._client, status)
 
     def _timed_out(self) -> None:
         self._timer = None

@@ -59,6 +59,13 @@ def gatekeeper(ws: Any, request: Any) -> Any:
     return None
 
 
+async def gatekeeper_async(ws: Any, request: Any) -> Any:
+    """gatekeeper as a coroutine function, which fails on /boom (a hook's bug)."""
+    if request.path == "/boom":
+        raise RuntimeError("the hook's bug")
+    return gatekeeper(ws, request)
+
+
 async def report_user(ws: Any) -> None:
     """Send what process_request left on the connection, then echo."""
     await ws.send(
@@ -122,6 +129,39 @@ async def asgi_client(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     body = json.dumps(scope["client"]).encode()
+    length = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asgi_whoami(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app answering every HTTP request, after reading its body, with json({path,
+    user, seen_from, client, size}): what a request hook left on the connection
+    (fastws.asgi.connection; "unset" without a hook). A WebSocket gets one text message."""
+    from fastws.asgi import connection
+
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": scope["path"]})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    if scope["type"] != "http":
+        return
+    size = 0
+    while True:
+        event = await receive()
+        size += len(event.get("body", b""))
+        if not event.get("more_body"):
+            break
+    try:
+        ws = connection(scope)
+    except LookupError:
+        user, seen_from = "unset", None
+    else:
+        user, seen_from = getattr(ws, "user", "unset"), getattr(ws, "seen_from", None)
+    report = {"path": scope["path"], "user": user, "seen_from": seen_from, "size": size}
+    body = json.dumps({**report, "client": scope["client"]}).encode()
     length = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": length})
     await send({"type": "http.response.body", "body": body})

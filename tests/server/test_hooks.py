@@ -11,6 +11,7 @@ import json
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -66,6 +67,34 @@ def test_request_hook_leaves_state_on_the_connection(guarded: ServerProcess) -> 
     with pytest.raises(InvalidStatus) as refused:
         connect(guarded.url_for("/private"))
     assert refused.value.response.status_code == 401
+
+
+def test_request_hook_sees_an_asgi_apps_plain_requests(start_server: ServerFactory) -> None:
+    """Item 4 with an ASGI application: its plain HTTP requests (and /metrics beside it) go
+    through process_request first, on one keep-alive connection: the hook answers /health,
+    refuses /metrics and /private without the token (the app never sees them), and what it
+    learned reaches the app (fastws.asgi.connection). The path it sees is the decoded one
+    the routes use, so /%6detrics is guarded too. A hook that raises: 500, and on."""
+    server = start_server(
+        f"{APPS}:asgi_whoami", workers=0, process_request=f"{APPS}:gatekeeper_async"
+    )
+    token = {"Authorization": "Bearer s3cret"}
+    with httpx.Client(base_url=f"http://{server.host}:{server.port}", timeout=10) as client:
+        health = client.get("/health")
+        assert (health.status_code, health.text) == (200, "ok\n")
+        for path in ("/metrics", "/%6detrics", "/private"):
+            refused = client.get(path)
+            assert (refused.status_code, refused.text) == (401, "unauthorized\n"), path
+        assert b"fastws_" in client.get("/metrics", headers=token).content
+        seen = client.get("/private", headers=token).json()
+        assert seen["user"] == "alice" and seen["path"] == "/private"
+        assert seen["seen_from"][0] == "127.0.0.1"
+        assert client.get("/anyone").json()["user"] is None  # let in without the token
+        assert client.get("/boom").status_code == 500
+        again = client.get("/again", headers=token).json()
+        assert again["user"] == "alice"
+        assert again["seen_from"] == seen["seen_from"]  # the same connection, each request
+    server.wait_for_log("process_request failed for /boom")
 
 
 @pytest.mark.parametrize("hook", ["add_headers", "add_headers_async"])
