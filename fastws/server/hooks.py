@@ -11,8 +11,9 @@
   status other than 101 refuses the upgrade).
 - ``select_subprotocol(ws, offered)``: picks the subprotocol from the client's offer (a
   list, in the client's order), or None for none; instead of the fixed `subprotocols` list.
-- Path routing: a handler given as a mapping ``{"/chat": chat, "/feed": feed}`` serves
-  each path with its handler; an upgrade to any other path gets 404.
+- Path routing: a handler given as a mapping ``{"/chat": chat, "/feed": Feed}`` serves
+  each path with its handler, a coroutine handler or a `fastws.Listener` (mixed in one
+  table); an upgrade to any other path gets 404.
 
 Any of the three hooks may be a coroutine function. An exception in one is logged and the
 client gets 500.
@@ -30,10 +31,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
+from ..handler import check
 from ..protocol.handshake import Headers, Request, Response
 from ..stats import counters
 from . import access
 from .protocol import ServerProtocol
+from .routes import WebSocketRoute
 
 if TYPE_CHECKING:
     from .server import Server
@@ -80,18 +83,15 @@ async def _not_routed(ws: Any) -> None:  # pragma: no cover - unknown paths get 
     raise RuntimeError("no handler for this path")
 
 
-def split_paths(handler: Any) -> tuple[Any, dict[str, Any] | None]:
-    """(the application handler, the path table): a mapping of paths to handlers is served
-    by path (and its application handler never runs); anything else is the one handler."""
+def split_paths(handler: Any) -> tuple[Any, dict[str, WebSocketRoute] | None]:
+    """(the application handler, the routes of a path table): a mapping of paths to
+    handlers (coroutine handlers and Listeners, mixed) is served by path, and its application
+    handler never runs; anything else is the one handler. Raises HandlerError (one line)
+    for a table entry that cannot serve."""
     if not isinstance(handler, Mapping):
         return handler, None
-    paths = dict(handler)
-    for path, each in paths.items():
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(f"path {path!r} of the handler table must start with '/'")
-        if not callable(each):
-            raise ValueError(f"the handler for {path!r} is not callable")
-    return _not_routed, paths
+    check(handler)
+    return _not_routed, {path: WebSocketRoute.for_handler(each) for path, each in handler.items()}
 
 
 class Hooks:

@@ -408,7 +408,7 @@ class ServerProtocol(WebSocket):
 
     def _start(self, route: WebSocketRoute | None, leftover: bytes) -> None:
         """The connection is open: run its handler (or listener) on what comes next."""
-        listener = self._server.listener if route is None else None
+        listener = self._server.listener if route is None else route.listener
         if listener is None:
             handler = self._server.handler if route is None else route.handler
             self._handler_task = self._loop.create_task(self._run_handler(handler))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastws import Listener
+
 
 async def invert_in_place(ws: Any) -> None:
     """Invert every byte of each binary message in place, through `.array()`, and send the
@@ -115,6 +117,38 @@ async def feed(ws: Any) -> None:
 
 #: A handler table: each path its handler.
 ROUTES = {"/chat": chat, "/feed": feed}
+
+
+class Shout(Listener):
+    """A callback-style handler: says which instance it is, then echoes text upper-cased."""
+
+    instances = 0
+
+    def __init__(self) -> None:
+        Shout.instances += 1
+        self.number = Shout.instances
+
+    def on_open(self, ws: Any) -> None:
+        ws.send_nowait(f"shout {self.number} of {Shout.instances}")
+
+    def on_message(self, ws: Any, message: Any) -> None:
+        ws.send_nowait(message.upper() if isinstance(message, str) else bytes(message))
+
+
+class Tally:
+    """A duck-typed listener object (no Listener base): counts the messages of all its
+    connections in this worker."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message(self, ws: Any, message: Any) -> None:
+        self.count += 1
+        ws.send_nowait(str(self.count))
+
+
+#: Coroutine handlers and listeners (a class, an instance) mixed in one table.
+MIXED = {"/chat": chat, "/shout": Shout, "/tally": Tally()}
 
 
 async def asgi_client(scope: Any, receive: Any, send: Any) -> None:

@@ -141,6 +141,30 @@ def test_path_table_routes_to_handlers(start_server: ServerFactory) -> None:
     assert missing.value.response.status_code == 404
 
 
+def test_path_table_mixes_listeners_and_coroutine_handlers(start_server: ServerFactory) -> None:
+    """Item 5: a table's handlers may be Listeners (a class, instantiated once per worker, or
+    an object with on_message) beside coroutine handlers; each path gets its own."""
+    server = start_server(f"{APPS}:MIXED", workers=1, process_request=f"{APPS}:gatekeeper")
+    with connect(server.url_for("/chat")) as ws:
+        assert ws.recv(timeout=10) == "chat"
+    for _ in range(2):
+        with connect(server.url_for("/shout")) as ws:
+            assert ws.recv(timeout=10) == "shout 1 of 1"  # the same instance each time
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "HELLO"
+    with connect(server.url_for("/tally")) as first, connect(server.url_for("/tally")) as second:
+        first.send("a")
+        assert first.recv(timeout=10) == "1"
+        second.send("b")
+        assert second.recv(timeout=10) == "2"  # one object serves both connections
+    with pytest.raises(InvalidStatus) as missing:
+        connect(server.url_for("/feed"))
+    assert missing.value.response.status_code == 404
+    with pytest.raises(InvalidStatus) as refused:  # the request hook guards listener routes too
+        connect(server.url_for("/private"))
+    assert refused.value.response.status_code == 401
+
+
 def test_readme_hooks_example(
     start_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,12 +195,18 @@ def test_a_handler_table_that_cannot_work_fails_at_start() -> None:
     """Like a single handler, each handler of a table is checked when the server starts."""
     from fastws.handler import HandlerError, check
 
+    from .parity_apps import Shout, Tally, asgi_whoami
+
     async def good(ws: object) -> None: ...
 
     def sync(ws: object) -> None: ...
 
-    assert check({"/a": good}) == "coroutine"
+    before = Shout.instances
+    assert check({"/a": good, "/b": Shout, "/c": Tally()}) == "table"
+    assert Shout.instances == before  # checked without making an instance
     with pytest.raises(HandlerError, match="'/b'"):
         check({"/a": good, "/b": sync})
+    with pytest.raises(HandlerError, match=r"'/b'.*ASGI application serves every path"):
+        check({"/a": good, "/b": asgi_whoami})
     with pytest.raises(HandlerError, match="must start with '/'"):
         check({"a": good})
