@@ -287,21 +287,6 @@ class ServerProtocol(WebSocket):
             logger.exception("%s failed for %s", name, self.request_path)
         self._reject(Response(500, body=b"Internal Server Error\n"), f"500 {name}")
 
-    def _choose_subprotocol(self, request: Request) -> str | None:
-        """select_subprotocol(ws, offered) if configured, else the first of `subprotocols`
-        the client offered. RFC 6455 4.2.2: the server's choice is "one of the values" the
-        client sent, so any other answer is the hook's error."""
-        hook = self._server.hooks.subprotocol
-        if hook is None:
-            return negotiate_subprotocol(request, self._server.config.subprotocols)
-        offered = parse_header_list(request.headers.get_all("Sec-WebSocket-Protocol"))
-        if not offered:
-            return None
-        chosen = hook(self, offered)
-        if chosen is not None and chosen not in offered:
-            raise ValueError(f"select_subprotocol chose {chosen!r}, not among {offered}")
-        return str(chosen) if chosen is not None else None
-
     def _answer_route(self, route: HTTPRoute, request: Request) -> None:
         """A plain HTTP request for a registered route: its response, then close."""
         counters.values[counters.HTTP_REQUESTS] += 1  # before the route: /metrics counts itself
@@ -371,11 +356,38 @@ class ServerProtocol(WebSocket):
             return
         subprotocol = None
         if route is None or route.subprotocols:
-            try:
-                subprotocol = self._choose_subprotocol(request)
-            except Exception:
-                self._hook_failed("select_subprotocol")
-                return
+            hook = self._server.hooks.subprotocol
+            if hook is None:
+                subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
+            else:
+                offered = parse_header_list(request.headers.get_all("Sec-WebSocket-Protocol"))
+                if offered:
+                    self._call_hook(
+                        "select_subprotocol",
+                        hook,
+                        (self, offered),
+                        lambda chosen: self._subprotocol_chosen(
+                            request, key, leftover, offered, chosen
+                        ),
+                    )
+                    return
+        self._send_101(request, key, leftover, subprotocol)
+
+    def _subprotocol_chosen(
+        self, request: Request, key: str, leftover: bytes, offered: list[str], chosen: Any
+    ) -> None:
+        """select_subprotocol's answer. RFC 6455 4.2.2: the server's choice is "one of the
+        values" the client sent, so any other answer is the hook's error."""
+        if chosen is not None and chosen not in offered:
+            self._hook_failed("select_subprotocol", f"chose {chosen!r}, not among {offered}")
+            return
+        self._send_101(request, key, leftover, chosen)
+
+    def _send_101(
+        self, request: Request, key: str, leftover: bytes, subprotocol: str | None
+    ) -> None:
+        """The 101 with `subprotocol`, through process_response if there is one; then open."""
+        route = self._route
         response = self._prepare_accept(request, key, subprotocol, ())
         hook = self._server.hooks.response
         if hook is None or (route is not None and not route.app_hooks):

@@ -107,6 +107,11 @@ def last_offered(ws: Any, offered: list[str]) -> str | None:
     return offered[-1]
 
 
+async def last_offered_async(ws: Any, offered: list[str]) -> str | None:
+    """last_offered as a coroutine function."""
+    return last_offered(ws, offered)
+
+
 async def chat(ws: Any) -> None:
     await ws.send("chat")
 

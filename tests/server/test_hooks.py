@@ -110,13 +110,13 @@ def test_response_hook_adds_headers_to_the_101(start_server: ServerFactory, hook
     assert refused.value.response.status_code == 403
 
 
-def test_select_subprotocol_callable(start_server: ServerFactory) -> None:
-    """Item 5: select_subprotocol(ws, offered) picks from the client's offer (here its last
-    preference, which a fixed server list cannot express); a choice the client did not
-    offer is the application's error: 500, and the server goes on."""
-    server = start_server(
-        f"{APPS}:report_user", workers=0, select_subprotocol=f"{APPS}:last_offered"
-    )
+@pytest.mark.parametrize("hook", ["last_offered", "last_offered_async"])
+def test_select_subprotocol_callable(start_server: ServerFactory, hook: str) -> None:
+    """Item 5: select_subprotocol(ws, offered), a function or a coroutine function like the
+    other hooks, picks from the client's offer (here its last preference, which a fixed
+    server list cannot express); a choice the client did not offer is the application's
+    error: 500, and the server goes on."""
+    server = start_server(f"{APPS}:report_user", workers=0, select_subprotocol=f"{APPS}:{hook}")
     with connect(server.url, subprotocols=["v1", "v2"]) as ws:
         assert ws.subprotocol == "v2"
         assert json.loads(ws.recv(timeout=10))["subprotocol"] == "v2"
@@ -125,9 +125,39 @@ def test_select_subprotocol_callable(start_server: ServerFactory) -> None:
     with pytest.raises(InvalidStatus) as failed:
         connect(server.url, subprotocols=["bogus"])
     assert failed.value.response.status_code == 500
-    server.wait_for_log("select_subprotocol failed")
+    server.wait_for_log("select_subprotocol chose 'not-offered', not among ['bogus']")
     with connect(server.url, subprotocols=["v3"]) as ws:
         assert ws.subprotocol == "v3"
+
+
+def test_both_fastws_clients_see_the_same_subprotocol(start_server: ServerFactory) -> None:
+    """The blocking client (fastws.sync) and the asyncio client share the handshake: the
+    same offer on the wire gives the same subprotocol on each (the server's choice, none
+    when nothing was offered), and the same InvalidStatus when the server refuses."""
+    import asyncio
+
+    import fastws
+    import fastws.sync
+
+    server = start_server(
+        f"{APPS}:report_user", workers=0, select_subprotocol=f"{APPS}:last_offered_async"
+    )
+
+    def blocking(offer: list[str]) -> tuple[str | None, str | None]:
+        with fastws.sync.connect(server.url, subprotocols=offer) as ws:
+            return ws.subprotocol, json.loads(ws.recv())["subprotocol"]
+
+    async def in_asyncio(offer: list[str]) -> tuple[str | None, str | None]:
+        async with fastws.connect(server.url, subprotocols=offer) as ws:
+            return ws.subprotocol, json.loads(await ws.recv())["subprotocol"]
+
+    for offer, expected in ((["a", "b"], "b"), (["only"], "only"), ([], None)):
+        assert blocking(offer) == asyncio.run(in_asyncio(offer)) == (expected, expected)
+    with pytest.raises(fastws.InvalidStatus) as sync_refused:
+        blocking(["bogus"])
+    with pytest.raises(fastws.InvalidStatus) as async_refused:
+        asyncio.run(in_asyncio(["bogus"]))
+    assert sync_refused.value.response.status == async_refused.value.response.status == 500
 
 
 def test_path_table_routes_to_handlers(start_server: ServerFactory) -> None:
