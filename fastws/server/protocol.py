@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ..outbox import Outbox, flusher
@@ -37,7 +38,7 @@ from .routes import HTTPRoute, WebSocketRoute, is_upgrade
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["ServerProtocol"]
+__all__ = ["ServerConnection", "ServerProtocol"]
 
 logger = logging.getLogger("fastws")
 
@@ -64,6 +65,9 @@ class ServerProtocol(WebSocket):
     )
     #: Set when the server stops during this connection's handshake: close once it is open.
     _close_on_open: tuple[int, str] | None
+    #: The request (the upgrade, or a plain HTTP request to the hooks): set before any hook
+    #: or handler sees the connection, so typed without None for them.
+    request: Request
 
     def __init__(self, server: Server) -> None:
         config = server.config
@@ -549,6 +553,20 @@ class ServerProtocol(WebSocket):
             return
         await self.close()
 
+    # -- what the application keeps ----------------------------------------------------------
+
+    @property
+    def context(self) -> SimpleNamespace:
+        """What the application keeps about this connection: any attributes, e.g.
+        ``ws.context.user = ...`` in process_request, read by the handler. A type checker
+        takes them as Any (a plain ``ws.user = ...`` works too, but is a type error under
+        mypy). Made on first use: a connection that keeps nothing carries nothing."""
+        attributes = self.__dict__
+        context: SimpleNamespace | None = attributes.get("_context")
+        if context is None:
+            context = attributes["_context"] = SimpleNamespace()
+        return context
+
     # -- channels ---------------------------------------------------------------------------
 
     @property
@@ -590,3 +608,9 @@ class ServerProtocol(WebSocket):
             self._close_on_open = (code, reason)  # the handshake timeout still bounds the wait
         else:
             self.close_nowait(code, reason)
+
+
+#: The connection a server's handlers get (coroutine handlers, Listener callbacks, hooks):
+#: a `fastws.WebSocket` with the server's parts (channels, `server`, `context`). Exported as
+#: `fastws.ServerConnection`, the name `websockets` users know, for type annotations.
+ServerConnection = ServerProtocol
