@@ -2,7 +2,7 @@
 
 import fastws
 
-async def handler(ws: fastws.WebSocket) -> None:
+async def handler(ws: fastws.ServerConnection) -> None:
     async for message in ws:
         await ws.send(message)
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # what the lazy exports are, for type checkers and IDEs
     from .pubsub.broker import PublishError
     from .pubsub.hub import publish
     from .server import Server, serve
+    from .server.protocol import ServerConnection
     from .server.server import Handler
     from .websocket import WebSocket
 
@@ -69,6 +70,7 @@ _EXPORTS = {
     "Request": "fastws.protocol.handshake",
     "Response": "fastws.protocol.handshake",
     "Server": "fastws.server",
+    "ServerConnection": "fastws.server.protocol",
     "WebSocket": "fastws.websocket",
     "WebSocketException": "fastws.exceptions",
     "broadcast": "fastws.broadcast",
@@ -99,6 +101,7 @@ __all__ = [
     "Request",
     "Response",
     "Server",
+    "ServerConnection",
     "WebSocket",
     "WebSocketException",
     "broadcast",

@@ -58,12 +58,13 @@ class ClientProtocol(WebSocket):
     """The client side of a connection: sends the upgrade request, checks the response."""
 
     __slots__ = ("_client", "_handshake", "response")
+    #: The server's 101 response: `status`, `reason`, `headers` (set by the handshake, before
+    #: `connect` hands the connection out, so never None where a user sees it).
+    response: ClientResponse
 
     def __init__(self, handshake: ClientHandshake, **options: Any) -> None:
         super().__init__(client=True, **options)
         self._client: ClientHandshake | None = handshake
-        #: The server's 101 response: `status`, `reason`, `headers`.
-        self.response: ClientResponse | None = None
         self._handshake: asyncio.Future[None] = self._loop.create_future()
         self._handshake.add_done_callback(_consume)
 

@@ -904,9 +904,10 @@ class Config:
         metadata=_knob(
             _Switch(),
             "Log one line per connection to the fastws.access logger (level info) when it"
-            " ends: client address, request line, HTTP status (101 for a WebSocket), subprotocol,"
-            " close code, duration, and bytes received / sent on its socket (from the kernel's"
-            " TCP counters: headers, framing and TLS included; - on a Unix socket).",
+            " ends (per request for an ASGI application's HTTP requests): client address,"
+            " request line, HTTP status (101 for a WebSocket), subprotocol, close code,"
+            " duration, and bytes received / sent on its socket (from the kernel's TCP"
+            " counters: headers, framing and TLS included; - on a Unix socket).",
             example="on",
         ),
     )

@@ -12,7 +12,8 @@ The forms a server serves:
   object whose `__call__` is `async def __call__(self, ws)`, too);
 - a callback-style `fastws.Listener` (an instance, or a class to instantiate; see
   `fastws.listener`);
-- a table of paths to coroutine handlers, ``{"/chat": chat, "/feed": feed}``;
+- a table of paths to handlers of the two forms above, mixed: ``{"/chat": chat, "/feed":
+  Feed}``;
 - an ASGI 3 application (`is_asgi_app`), served through `fastws.asgi`.
 """
 
@@ -23,11 +24,9 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from .listener import as_listener
-
 __all__ = ["HandlerError", "check", "is_asgi_app"]
 
-Kind = Literal["coroutine", "listener", "asgi"]
+Kind = Literal["coroutine", "listener", "table", "asgi"]
 
 
 class HandlerError(TypeError):
@@ -65,7 +64,7 @@ def as_listener_like(app: Any) -> bool:
 
 def check(app: Any) -> Kind:
     """The kind of handler `app` is; raises HandlerError if it cannot serve connections."""
-    if isinstance(app, Mapping):  # {"/chat": chat, ...}: each path's coroutine handler
+    if isinstance(app, Mapping):  # {"/chat": chat, ...}: each path's handler
         for path, each in app.items():
             if not isinstance(path, str) or not path.startswith("/"):
                 raise HandlerError(f"path {path!r} of the handler table must start with '/'")
@@ -73,12 +72,15 @@ def check(app: Any) -> Kind:
                 kind = check(each)
             except HandlerError as exc:
                 raise HandlerError(f"the handler for {path!r}: {exc}") from None
-            if kind != "coroutine":
-                raise HandlerError(f"the handler for {path!r} must be `async def handler(ws)`")
-        return "coroutine"
+            if kind == "asgi":
+                raise HandlerError(
+                    f"the handler for {path!r} must be `async def handler(ws)` or a"
+                    " fastws.Listener (an ASGI application serves every path itself)"
+                )
+        return "table"
     if is_asgi_app(app):
         return "asgi"
-    if as_listener(app) is not None:
+    if as_listener_like(app):  # told without instantiating a class
         return "listener"
     if not callable(app):
         raise HandlerError(f"{_name(app)} is not callable (it is of type {type(app).__name__})")

@@ -15,7 +15,7 @@ in one write. An idle connection with a listener holds no task and no coroutine.
     fastws.run(Echo(), port=8000)        # or: fastws serve myapp:Echo
 
 One listener object serves every connection of a worker; state per connection goes on the
-connection (`ws.user = ...`). Callbacks must not block: anything slow belongs in a task the
+connection (`ws.context.user = ...`). Callbacks must not block: anything slow belongs in a task the
 callback starts (`asyncio.get_running_loop().create_task(...)`), which may use the coroutine
 API (`await ws.send(...)`) on the same connection.
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .message import Message
-    from .websocket import WebSocket
+    from .server.protocol import ServerConnection
 
 __all__ = ["Listener", "as_listener"]
 
@@ -43,13 +43,13 @@ class Listener:
     and closes the connection with 1011, as an exception in a coroutine handler does.
     """
 
-    def on_open(self, ws: WebSocket) -> None:
+    def on_open(self, ws: ServerConnection) -> None:
         """The opening handshake is done; messages may be sent from here on."""
 
-    def on_message(self, ws: WebSocket, message: str | Message) -> None:
+    def on_message(self, ws: ServerConnection, message: str | Message) -> None:
         raise NotImplementedError
 
-    def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
+    def on_close(self, ws: ServerConnection, code: int, reason: str) -> None:
         """The connection is closed (`code` 1006: without a closing handshake). Called once
         for every connection `on_open` was called for; nothing can be sent any more."""
 

@@ -185,7 +185,8 @@ class WebSocket(FlowControl, Keepalive):
         self._flusher = flusher(self._loop)
         # A callback-style handler (see listener.Listener) gets each message from
         # buffer_updated; None: a coroutine handler reads them with recv() / async for.
-        self._listener: Listener | None = None
+        # Typed Any: a Listener's callbacks take the server's connection (a subclass).
+        self._listener: Any = None
         # While a read's messages go to the listener, its answers are held and leave in one
         # write when the read is done.
         self._holding = False
@@ -331,7 +332,7 @@ class WebSocket(FlowControl, Keepalive):
         if listener is not None:
             self._listener = listener
             try:
-                listener.on_open(self)
+                self._listener.on_open(self)  # (Any: the server's connection type is a subclass)
             except Exception as exc:
                 self._listener_failed(exc)
                 return

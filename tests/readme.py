@@ -11,10 +11,14 @@ from tests.conftest import REPO_ROOT
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def blocks(section: str, language: str) -> list[str]:
+def blocks(section: str | None = None, language: str = "python") -> list[str]:
     """The ```language blocks of the README section titled `section` (any heading level,
-    up to the next heading of the same or a higher level), in order."""
-    lines = (REPO_ROOT / "README.md").read_text().splitlines(keepends=True)
+    up to the next heading of the same or a higher level), in order; of the whole README
+    when no section is given."""
+    text = (REPO_ROOT / "README.md").read_text()
+    if section is None:
+        return [code for lang, code in _FENCE.findall(text) if lang == language]
+    lines = text.splitlines(keepends=True)
     found: list[str] = []
     level = 0
     fenced = False

@@ -1,10 +1,12 @@
 """What a user of the installed package gets besides the code (issue 18 items 7 and 14): the
 license the metadata declares, a changelog, the supported platform stated, and type hints
-that a type checker reads from an installed (not editable) copy (PEP 561 `py.typed`).
+that a type checker reads from an installed (not editable) copy (PEP 561 `py.typed`), with
+which the README's Python examples pass `mypy --strict`.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from tests.readme import blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -41,12 +45,12 @@ def test_linux_is_stated_as_the_supported_platform() -> None:
     assert "Supported platform: **Linux**" in (ROOT / "README.md").read_text()
 
 
-def test_an_installed_copy_is_typed(tmp_path: Path) -> None:
-    """A wheel built from the tree and installed in a plain directory carries py.typed, so
-    mypy --strict type-checks code against fastws' own hints: the docstring's example passes
-    and a wrong call is caught (with no hints it would be an untyped-import error)."""
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from the tree, installed in a plain directory (not editable), once for
+    this module's tests."""
     pytest.importorskip("mypy")
-    target = tmp_path / "site"
+    target = tmp_path_factory.mktemp("site")
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, ROOT],
         capture_output=True,
@@ -54,7 +58,29 @@ def test_an_installed_copy_is_typed(tmp_path: Path) -> None:
         timeout=300,
     )
     assert install.returncode == 0, install.stderr
-    assert (target / "fastws" / "py.typed").exists()
+    return target
+
+
+def mypy_strict(site: Path, folder: Path, *files: str) -> list[str]:
+    """The error lines of one `mypy --strict` run over `files` in `folder`, fastws taken from
+    `site` (the other packages from this environment: numpy, FastAPI...)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # 2: mypy itself failed
+    return [line for line in result.stdout.splitlines() if ": error:" in line]
+
+
+def test_an_installed_copy_is_typed(installed: Path, tmp_path: Path) -> None:
+    """The installed copy carries py.typed, so mypy --strict type-checks code against
+    fastws' own hints: the docstring's example passes and a wrong call is caught (with no
+    hints it would be an untyped-import error)."""
+    assert (installed / "fastws" / "py.typed").exists()
     app = tmp_path / "app.py"
     app.write_text(
         textwrap.dedent(
@@ -62,7 +88,7 @@ def test_an_installed_copy_is_typed(tmp_path: Path) -> None:
             import fastws
 
 
-            async def handler(ws: fastws.WebSocket) -> None:
+            async def handler(ws: fastws.ServerConnection) -> None:
                 async for message in ws:
                     await ws.send(message)
 
@@ -73,14 +99,33 @@ def test_an_installed_copy_is_typed(tmp_path: Path) -> None:
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(app)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
-        timeout=300,
-    )
-    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert len(errors) == 1, result.stdout
+    errors = mypy_strict(installed, tmp_path, "app.py")
+    assert len(errors) == 1, errors
     assert "app.py:12:" in errors[0] and 'Argument 1 to "run"' in errors[0], errors
+
+
+#: A README block's first line that names its file: `# chat.py — run with: ...`.
+_NAMED = re.compile(r"# (\w+\.py)\b")
+
+
+def test_the_readme_examples_pass_mypy_strict(installed: Path, tmp_path: Path) -> None:
+    """Item 7: every ```python block of README.md, exactly as written, passes `mypy --strict`
+    against the installed copy, in one run. A block whose first line names its file
+    (`# chat.py — ...`) is written under that name, so a later block can import it; the
+    others as readme_N.py. In the same run, a copy of the first block with one call
+    misspelt must be the one file with errors: the check would see a wrong example."""
+    code = blocks(language="python")
+    assert len(code) >= 8, "the README's Python examples were not found"
+    files = []
+    for number, block in enumerate(code, 1):
+        named = _NAMED.match(block)
+        name = named[1] if named else f"readme_{number}.py"
+        assert name not in files, f"two README blocks are {name}"
+        (tmp_path / name).write_text(block)
+        files.append(name)
+    assert "ws.send(" in code[0]
+    (tmp_path / "broken_example.py").write_text(code[0].replace("ws.send(", "ws.sendd("))
+    errors = mypy_strict(installed, tmp_path, *files, "broken_example.py")
+    wrong = [line for line in errors if not line.startswith("broken_example.py:")]
+    assert not wrong, "README examples that fail mypy --strict:\n" + "\n".join(wrong)
+    assert any('has no attribute "sendd"' in line for line in errors), errors

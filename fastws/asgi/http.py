@@ -34,6 +34,7 @@ import httptools
 
 from ..protocol.handshake import Headers, Request
 from ..protocol.proxy import ProxyHeaderError, ProxyHeaderParser
+from ..server.hooks import HTTPGate
 from ..server.protocol import ServerProtocol
 from ..server.proxy import drop
 from ..server.routes import HTTPRoute
@@ -335,6 +336,8 @@ class HTTPConnection(asyncio.Protocol):
         self._closing = False  # the server stops: close once the current answers are out
         self._close_after = False  # the response being sent ends the connection
         self._refusal: bytes | None = None  # an error answer waiting for earlier answers
+        # process_request and the access log, when configured (server.hooks.HTTPGate).
+        self._gate = HTTPGate.for_server(server)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -573,10 +576,10 @@ class HTTPConnection(asyncio.Protocol):
     def _start(self, cycle: Cycle) -> None:
         counters.values[counters.HTTP_REQUESTS] += 1
         route = self._server.routes.http.get(cycle.scope["path"])
-        if route is not None:
-            self._loop.create_task(self._run(cycle, _route_app(self._server, route)))
-        else:
-            self._loop.create_task(self._run(cycle, self._app))
+        app = self._app if route is None else _route_app(self._server, route)
+        if self._gate is not None:  # the request hook first, then the route or the app
+            app = self._gate.wrap(app, self._transport)
+        self._loop.create_task(self._run(cycle, app))
 
     async def _run(self, cycle: Cycle, app: Any) -> None:
         try:
@@ -679,18 +682,19 @@ class HTTPConnection(asyncio.Protocol):
             current.disconnected = True  # its body will not come
             current.wake()
         transport = self._transport
-        if transport is None:
-            return
-        if not self._cycles:
-            transport.write(self._refusal)
-            transport.close()
-        elif self._cycles[0] is current and current is not None and not current.started:
-            # The request being answered is the refused one, and nothing of its response
-            # is out yet: the refusal is its answer, now (the application's run ends with
-            # http.disconnect; whatever it sends is dropped).
-            transport.write(self._refusal)
-            self._close_after = True
-            transport.close()
+        if transport is not None:
+            if not self._cycles:
+                transport.write(self._refusal)
+                transport.close()
+            elif self._cycles[0] is current and current is not None and not current.started:
+                # The request being answered is the refused one, and nothing of its response
+                # is out yet: the refusal is its answer, now (the application's run ends with
+                # http.disconnect; whatever it sends is dropped).
+                transport.write(self._refusal)
+                self._close_after = True
+                transport.close()
+        if self._gate is not None:  # the access log's line
+            self._gate.refused(transport, self._client, status)
 
     def _who(self) -> str:
         peer = self._client

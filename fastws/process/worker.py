@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from ..config import Config, import_object
+from ..handler import HandlerError
 from ..handler import check as check_handler
 from ..protocol.frames import CloseCode
 from ..stats import counters
@@ -145,9 +146,10 @@ def _load(spec: WorkerSpec) -> tuple[Handler, Config]:
         raise ImportError(f"cannot import APP {spec.app!r}: {exc}") from None
     except Exception as exc:
         raise ImportError(f"cannot import APP {spec.app!r}: {type(exc).__name__}: {exc}") from None
-    if not callable(handler):
-        raise ImportError(f"APP {spec.app!r} is not callable")
-    check_handler(handler)  # the reloaded code must still be a handler
+    try:  # the reloaded code must still be a handler (a table or a Listener object too)
+        check_handler(handler)
+    except HandlerError as exc:
+        raise ImportError(f"APP {spec.app!r} cannot serve: {exc}") from None
     config = spec.config
     hook = config.process_request
     if hook is not None and getattr(hook, "__module__", None) in spec.reload_modules:

@@ -16,7 +16,7 @@ from typing import Any
 from ..logs import ACCESS_LOGGER
 from ..protocol.http11 import Request
 
-__all__ = ["log_connection", "socket_bytes"]
+__all__ = ["log_connection", "log_line", "socket_bytes"]
 
 logger = logging.getLogger(ACCESS_LOGGER)
 
@@ -62,13 +62,30 @@ def log_connection(
     close_code: int | None,
     duration: float,
 ) -> None:
-    """Write the access log line of a connection that is ending.
+    """Write the access log line of a connection that is ending (its socket's byte counts).
 
-    The path is logged without its query string, which often carries credentials.
     ``status`` is 101 for a WebSocket, the HTTP status of any other answer, None when the
     connection ended before one was sent.
     """
     counts = socket_bytes(transport)
+    log_line(remote_address, request, status, subprotocol, close_code, duration, counts)
+
+
+def log_line(
+    remote_address: Any,
+    request: Request | None,
+    status: int | None,
+    subprotocol: str | None,
+    close_code: int | None,
+    duration: float,
+    counts: tuple[int, int] | None,
+) -> None:
+    """Write one access log line: a connection's, or one HTTP request's of a keep-alive
+    connection (an ASGI application's, see server.hooks.HTTPGate). `counts`: bytes
+    (received, sent), None where the kernel cannot say.
+
+    The path is logged without its query string, which often carries credentials.
+    """
     fields = {
         "client": _address(remote_address),
         "method": request.method if request is not None else None,

@@ -18,7 +18,6 @@ says. A new interface is one more name in `INTERFACES`, a kind in `handler.check
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -61,23 +60,6 @@ class Application:
 
     async def shutdown(self, server: Server) -> None:
         """After the server has closed its connections (in each worker)."""
-
-
-def _positional(app: Any) -> int | None:
-    """How many required positional arguments `app` takes (None: `*args`, or unknown);
-    server.hooks uses it to tell the two forms of process_request apart."""
-    try:
-        signature = inspect.signature(app)
-    except (TypeError, ValueError):
-        return None
-    count = 0
-    for parameter in signature.parameters.values():
-        if parameter.kind is parameter.VAR_POSITIONAL:
-            return None
-        positional = parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
-        if positional and parameter.default is parameter.empty:
-            count += 1
-    return count
 
 
 def detect(app: Any) -> str:

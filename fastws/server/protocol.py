@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ..outbox import Outbox, flusher
@@ -37,7 +38,7 @@ from .routes import HTTPRoute, WebSocketRoute, is_upgrade
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["ServerProtocol"]
+__all__ = ["ServerConnection", "ServerProtocol"]
 
 logger = logging.getLogger("fastws")
 
@@ -64,6 +65,9 @@ class ServerProtocol(WebSocket):
     )
     #: Set when the server stops during this connection's handshake: close once it is open.
     _close_on_open: tuple[int, str] | None
+    #: The request (the upgrade, or a plain HTTP request to the hooks): set before any hook
+    #: or handler sees the connection, so typed without None for them.
+    request: Request
 
     def __init__(self, server: Server) -> None:
         config = server.config
@@ -287,21 +291,6 @@ class ServerProtocol(WebSocket):
             logger.exception("%s failed for %s", name, self.request_path)
         self._reject(Response(500, body=b"Internal Server Error\n"), f"500 {name}")
 
-    def _choose_subprotocol(self, request: Request) -> str | None:
-        """select_subprotocol(ws, offered) if configured, else the first of `subprotocols`
-        the client offered. RFC 6455 4.2.2: the server's choice is "one of the values" the
-        client sent, so any other answer is the hook's error."""
-        hook = self._server.hooks.subprotocol
-        if hook is None:
-            return negotiate_subprotocol(request, self._server.config.subprotocols)
-        offered = parse_header_list(request.headers.get_all("Sec-WebSocket-Protocol"))
-        if not offered:
-            return None
-        chosen = hook(self, offered)
-        if chosen is not None and chosen not in offered:
-            raise ValueError(f"select_subprotocol chose {chosen!r}, not among {offered}")
-        return str(chosen) if chosen is not None else None
-
     def _answer_route(self, route: HTTPRoute, request: Request) -> None:
         """A plain HTTP request for a registered route: its response, then close."""
         counters.values[counters.HTTP_REQUESTS] += 1  # before the route: /metrics counts itself
@@ -371,11 +360,38 @@ class ServerProtocol(WebSocket):
             return
         subprotocol = None
         if route is None or route.subprotocols:
-            try:
-                subprotocol = self._choose_subprotocol(request)
-            except Exception:
-                self._hook_failed("select_subprotocol")
-                return
+            hook = self._server.hooks.subprotocol
+            if hook is None:
+                subprotocol = negotiate_subprotocol(request, self._server.config.subprotocols)
+            else:
+                offered = parse_header_list(request.headers.get_all("Sec-WebSocket-Protocol"))
+                if offered:
+                    self._call_hook(
+                        "select_subprotocol",
+                        hook,
+                        (self, offered),
+                        lambda chosen: self._subprotocol_chosen(
+                            request, key, leftover, offered, chosen
+                        ),
+                    )
+                    return
+        self._send_101(request, key, leftover, subprotocol)
+
+    def _subprotocol_chosen(
+        self, request: Request, key: str, leftover: bytes, offered: list[str], chosen: Any
+    ) -> None:
+        """select_subprotocol's answer. RFC 6455 4.2.2: the server's choice is "one of the
+        values" the client sent, so any other answer is the hook's error."""
+        if chosen is not None and chosen not in offered:
+            self._hook_failed("select_subprotocol", f"chose {chosen!r}, not among {offered}")
+            return
+        self._send_101(request, key, leftover, chosen)
+
+    def _send_101(
+        self, request: Request, key: str, leftover: bytes, subprotocol: str | None
+    ) -> None:
+        """The 101 with `subprotocol`, through process_response if there is one; then open."""
+        route = self._route
         response = self._prepare_accept(request, key, subprotocol, ())
         hook = self._server.hooks.response
         if hook is None or (route is not None and not route.app_hooks):
@@ -408,7 +424,7 @@ class ServerProtocol(WebSocket):
 
     def _start(self, route: WebSocketRoute | None, leftover: bytes) -> None:
         """The connection is open: run its handler (or listener) on what comes next."""
-        listener = self._server.listener if route is None else None
+        listener = self._server.listener if route is None else route.listener
         if listener is None:
             handler = self._server.handler if route is None else route.handler
             self._handler_task = self._loop.create_task(self._run_handler(handler))
@@ -537,6 +553,20 @@ class ServerProtocol(WebSocket):
             return
         await self.close()
 
+    # -- what the application keeps ----------------------------------------------------------
+
+    @property
+    def context(self) -> SimpleNamespace:
+        """What the application keeps about this connection: any attributes, e.g.
+        ``ws.context.user = ...`` in process_request, read by the handler. A type checker
+        takes them as Any (a plain ``ws.user = ...`` works too, but is a type error under
+        mypy). Made on first use: a connection that keeps nothing carries nothing."""
+        attributes = self.__dict__
+        context: SimpleNamespace | None = attributes.get("_context")
+        if context is None:
+            context = attributes["_context"] = SimpleNamespace()
+        return context
+
     # -- channels ---------------------------------------------------------------------------
 
     @property
@@ -578,3 +608,9 @@ class ServerProtocol(WebSocket):
             self._close_on_open = (code, reason)  # the handshake timeout still bounds the wait
         else:
             self.close_nowait(code, reason)
+
+
+#: The connection a server's handlers get (coroutine handlers, Listener callbacks, hooks):
+#: a `fastws.WebSocket` with the server's parts (channels, `server`, `context`). Exported as
+#: `fastws.ServerConnection`, the name `websockets` users know, for type annotations.
+ServerConnection = ServerProtocol

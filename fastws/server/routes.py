@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..listener import Listener, as_listener
 from ..protocol.handshake import Request, Response
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ HTTPRoute = Callable[["Server", Request], Response]
 class WebSocketRoute:
     """A WebSocket endpoint the server itself serves at a path, beside the application.
 
+    `handler(ws)` runs each connection, unless `listener` (a callback-style handler, see
+    fastws.listener) gets its events instead (`for_handler` tells which a handler is).
     `check(request, server)` raises `HandshakeError` to refuse the upgrade; it replaces the
     configured Origin allow-list for this path. `app_hooks`: the application's
     process_request hook and max_connections apply. `counted`: the connection shows in the
@@ -46,6 +49,20 @@ class WebSocketRoute:
     app_hooks: bool = True
     counted: bool = True
     keepalive: bool = True
+    listener: Listener | None = None
+
+    @classmethod
+    def for_handler(cls, handler: Any) -> WebSocketRoute:
+        """The route of an application's handler: a coroutine handler, or a Listener (an
+        instance, or a class instantiated here, once)."""
+        listener = as_listener(handler)
+        if listener is None:
+            return cls(handler)
+        return cls(_runs_listener, listener=listener)
+
+
+async def _runs_listener(ws: ServerProtocol) -> None:  # pragma: no cover - never called
+    raise RuntimeError("a listener's route has no coroutine handler")
 
 
 class Routes:

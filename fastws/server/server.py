@@ -15,7 +15,7 @@ import logging
 import signal
 import socket
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..broadcast import broadcast
@@ -33,7 +33,7 @@ from .gauges import GaugeSampler
 from .hooks import Hooks, split_paths
 from .protocol import ServerProtocol
 from .proxy import Proxies
-from .routes import Routes, WebSocketRoute, default_routes
+from .routes import Routes, default_routes
 
 if TYPE_CHECKING:
     from ..pubsub.ring import Ring
@@ -43,8 +43,12 @@ __all__ = ["Handler", "Server", "run_single", "serve"]
 
 logger = logging.getLogger("fastws")
 
-#: A coroutine handler, `async def handler(ws)`; or a callback-style `Listener`.
-Handler = Callable[[Any], Awaitable[None]] | Listener
+#: What serves a path: a coroutine handler, `async def handler(ws)`; or a callback-style
+#: `Listener` (an instance, or a class instantiated once).
+PathHandler = Callable[[Any], Awaitable[None]] | Listener | type[Listener]
+#: What a server serves: one handler, a table of paths to handlers (``{"/chat": chat}``), or
+#: an ASGI 3 application, `async def app(scope, receive, send)`.
+Handler = PathHandler | Mapping[str, PathHandler] | Callable[[Any, Any, Any], Awaitable[None]]
 
 
 #: How often unused large-message buffers are looked for and unmapped (see RegionCache).
@@ -101,8 +105,8 @@ class Server:
         self.hub: Hub | None = None
         #: What a request goes to besides the application (see server.routes).
         self.routes: Routes = default_routes(config.dashboard)
-        for path, route_handler in (paths or {}).items():
-            self.routes.add_websocket(path, WebSocketRoute(route_handler))
+        for path, route in (paths or {}).items():
+            self.routes.add_websocket(path, route)
         #: The application's handshake hooks and path table (see server.hooks).
         self.hooks = Hooks.from_config(config, paths)
         # /metrics, /healthz, /dashboard: off, here, or on the monitoring port (server.monitor).

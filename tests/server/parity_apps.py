@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastws import Listener
+
 
 async def invert_in_place(ws: Any) -> None:
     """Invert every byte of each binary message in place, through `.array()`, and send the
@@ -59,6 +61,13 @@ def gatekeeper(ws: Any, request: Any) -> Any:
     return None
 
 
+async def gatekeeper_async(ws: Any, request: Any) -> Any:
+    """gatekeeper as a coroutine function, which fails on /boom (a hook's bug)."""
+    if request.path == "/boom":
+        raise RuntimeError("the hook's bug")
+    return gatekeeper(ws, request)
+
+
 async def report_user(ws: Any) -> None:
     """Send what process_request left on the connection, then echo."""
     await ws.send(
@@ -98,6 +107,11 @@ def last_offered(ws: Any, offered: list[str]) -> str | None:
     return offered[-1]
 
 
+async def last_offered_async(ws: Any, offered: list[str]) -> str | None:
+    """last_offered as a coroutine function."""
+    return last_offered(ws, offered)
+
+
 async def chat(ws: Any) -> None:
     await ws.send("chat")
 
@@ -108,6 +122,38 @@ async def feed(ws: Any) -> None:
 
 #: A handler table: each path its handler.
 ROUTES = {"/chat": chat, "/feed": feed}
+
+
+class Shout(Listener):
+    """A callback-style handler: says which instance it is, then echoes text upper-cased."""
+
+    instances = 0
+
+    def __init__(self) -> None:
+        Shout.instances += 1
+        self.number = Shout.instances
+
+    def on_open(self, ws: Any) -> None:
+        ws.send_nowait(f"shout {self.number} of {Shout.instances}")
+
+    def on_message(self, ws: Any, message: Any) -> None:
+        ws.send_nowait(message.upper() if isinstance(message, str) else bytes(message))
+
+
+class Tally:
+    """A duck-typed listener object (no Listener base): counts the messages of all its
+    connections in this worker."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message(self, ws: Any, message: Any) -> None:
+        self.count += 1
+        ws.send_nowait(str(self.count))
+
+
+#: Coroutine handlers and listeners (a class, an instance) mixed in one table.
+MIXED = {"/chat": chat, "/shout": Shout, "/tally": Tally()}
 
 
 async def asgi_client(scope: Any, receive: Any, send: Any) -> None:
@@ -122,6 +168,39 @@ async def asgi_client(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     body = json.dumps(scope["client"]).encode()
+    length = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asgi_whoami(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app answering every HTTP request, after reading its body, with json({path,
+    user, seen_from, client, size}): what a request hook left on the connection
+    (fastws.asgi.connection; "unset" without a hook). A WebSocket gets one text message."""
+    from fastws.asgi import connection
+
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": scope["path"]})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    if scope["type"] != "http":
+        return
+    size = 0
+    while True:
+        event = await receive()
+        size += len(event.get("body", b""))
+        if not event.get("more_body"):
+            break
+    try:
+        ws = connection(scope)
+    except LookupError:
+        user, seen_from = "unset", None
+    else:
+        user, seen_from = getattr(ws, "user", "unset"), getattr(ws, "seen_from", None)
+    report = {"path": scope["path"], "user": user, "seen_from": seen_from, "size": size}
+    body = json.dumps({**report, "client": scope["client"]}).encode()
     length = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": length})
     await send({"type": "http.response.body", "body": body})

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from websockets.sync.client import connect
 
 from tests.conftest import REPO_ROOT, ServerFactory, ServerProcess
@@ -70,6 +71,43 @@ def test_access_log_json_line_per_connection(start_server: ServerFactory) -> Non
     assert "s3cret" not in server.stderr()
     assert (second["path"], second["status"], second["close_code"]) == ("/plain", 400, None)
     assert 0 < second["bytes_in"] < 100 and second["bytes_out"] > 0
+
+
+def test_access_log_has_an_asgi_apps_plain_requests(start_server: ServerFactory) -> None:
+    """Item 4/10 with an ASGI application: each plain HTTP request gets its line (several on
+    one keep-alive connection, each with its own status and the socket's bytes since the
+    previous line: a body the application read counts on its request's line), as do a
+    request the HTTP front end refuses (431) and a WebSocket."""
+    server = start_server(
+        "tests.server.parity_apps:asgi_whoami", workers=0, access_log=True, log_format="json"
+    )
+    with httpx.Client(base_url=f"http://{server.host}:{server.port}", timeout=10) as client:
+        assert client.get("/first?token=s3cret").status_code == 200
+        assert client.post("/second", content=b"x" * PAYLOAD).status_code == 200
+        client_address = client.get("/third").json()["client"]
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 20_000 + b"\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 431 ")
+    with connect(server.url_for("/socket")) as ws:
+        ws.recv(timeout=10)
+
+    first, second, third, socket_line = access_lines(
+        server, "/first", "/second", "/third", "/socket"
+    )
+    for line, method in ((first, "GET"), (second, "POST"), (third, "GET")):
+        assert (line["method"], line["status"], line["close_code"]) == (method, 200, None)
+        assert line["client"] == "{}:{}".format(*client_address)  # one connection
+        assert 0 < line["bytes_out"] < 1000
+    assert first["bytes_in"] < 1000 and third["bytes_in"] < 1000
+    assert PAYLOAD < second["bytes_in"] < PAYLOAD + 1000  # its body, not the others'
+    assert "s3cret" not in server.stderr()
+    assert (socket_line["status"], socket_line["close_code"]) == (101, 1000)
+    [refused] = [
+        json.loads(line)
+        for line in server.stderr().splitlines()
+        if '"fastws.access"' in line and '"status": 431' in line
+    ]
+    assert refused["path"] is None and refused["bytes_in"] > 20_000 and refused["bytes_out"] > 0
 
 
 def test_access_log_is_off_by_default_and_text_when_on(start_server: ServerFactory) -> None:
