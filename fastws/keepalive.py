@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import weakref
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .exceptions import closed as _closed
 from .protocol.connection import Connection, State
@@ -54,7 +54,7 @@ def ticks(seconds: float, tick: float) -> int:
 
 
 class _Visited(Protocol):
-    _keepalive: int | None
+    _keepalive: set[Any] | None
 
     def keepalive_due(self, due: int, tick: float) -> int | None: ...
 
@@ -73,25 +73,24 @@ class KeepaliveWheel:
     def tick(self) -> float:
         return self._tick
 
-    def add(self, conn: _Visited, delay: float) -> int:
-        """Visit `conn` (call its `keepalive_due`) in about `delay` s; return a token (also
-        kept in `conn._keepalive`, which the wheel updates as it moves the connection)."""
+    def add(self, conn: _Visited, delay: float) -> set[Any]:
+        """Visit `conn` (call its `keepalive_due`) in about `delay` s. Its token for `discard`
+        (the bucket it waits in, shared with the others there) is in `conn._keepalive`, which
+        the wheel updates as it moves the connection."""
         due = math.ceil((self._loop.time() + delay) / self._tick)
         bucket = self._buckets.get(due)
         if bucket is None:
             bucket = self._buckets[due] = set()
         bucket.add(conn)
-        conn._keepalive = due
+        conn._keepalive = bucket
         if due < self._next:
             self._arm(due)
-        return due
+        return bucket
 
-    def discard(self, conn: _Visited, token: int) -> None:
-        bucket = self._buckets.get(token)
-        if bucket is not None:
-            bucket.discard(conn)
-            if not bucket:
-                del self._buckets[token]
+    @staticmethod
+    def discard(conn: _Visited, token: set[Any]) -> None:
+        """Take `conn` out (its bucket, if empty now, goes when its tick comes)."""
+        token.discard(conn)
 
     def __len__(self) -> int:
         """Connections in the wheel."""
@@ -114,8 +113,7 @@ class KeepaliveWheel:
         deadline = clock() + SLICE
         for due in sorted(key for key in buckets if key <= now):
             bucket = buckets[due]
-            # Most connections of a bucket go to the same next bucket: found once, and its key
-            # object shared by all of them (no int per connection).
+            # Most connections of a bucket go to the same next bucket: found once.
             to_key: int = due
             to_set: set[_Visited] | None = None
             while bucket:
@@ -134,7 +132,7 @@ class KeepaliveWheel:
                         if to_set is None:
                             to_set = buckets[to_key] = set()
                     to_set.add(conn)
-                    conn._keepalive = to_key
+                    conn._keepalive = to_set
                 if bucket and clock() > deadline:  # the rest in the next iteration
                     self._next = due
                     self._timer = self._loop.call_soon(self._fire)
@@ -174,7 +172,7 @@ class Keepalive(asyncio.BufferedProtocol):
     _transport: asyncio.Transport | None
     _out: Outbox
     _pings: dict[bytes, tuple[asyncio.Future[float], float]] | None
-    _keepalive: int | None
+    _keepalive: set[Any] | None  # the KeepaliveWheel bucket we wait in
     # The keepalive ping in flight: the tick it was sent at; _ANSWERED once a pong came; None
     # when the next visit pings.
     _ka_sent: int | None
