@@ -2,8 +2,14 @@
 
 A timer per connection costs ~600 B each in uvloop (a TimerHandle and its libuv timer), which
 at 100,000 idle connections is 60 MB for clocks that mostly agree. Here connections wait in
-buckets of `tick` seconds; one timer per loop wakes at the next bucket and pings everyone in
+buckets of `tick` seconds; one timer per loop wakes at the next bucket and visits everyone in
 it. A ping leaves up to one tick late, which keepalive does not mind.
+
+A visit is the whole cost of keepalive for an idle connection, so it allocates nothing: the
+ping is one shared, preframed bytes object (server frames are not masked) written to the
+transport, the connection records the tick it was sent at, and a pong only marks it answered.
+Whether the pong came in time is decided by a later visit (at `ping_timeout`), not by a
+timer and a Future per ping. The wheel moves the connection to the bucket the visit names.
 """
 
 from __future__ import annotations
@@ -13,29 +19,44 @@ import logging
 import math
 import time
 import weakref
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .exceptions import closed as _closed
-from .flow import retrieve as _retrieve
 from .protocol.connection import Connection, State
-from .protocol.frames import CloseCode
+from .protocol.frames import CloseCode, Opcode
 
 if TYPE_CHECKING:
     from .outbox import Outbox
 
-__all__ = ["Keepalive", "KeepaliveWheel", "wheel"]
+__all__ = ["KEEPALIVE_PAYLOAD", "Keepalive", "KeepaliveWheel", "ticks", "wheel"]
 
 logger = logging.getLogger("fastws")
 
-#: Longest run of pings one timer callback sends before it lets the loop do other work (I/O,
+#: Longest run of visits one timer callback makes before it lets the loop do other work (I/O,
 #: the worker's heartbeat) and carries on in the next iteration. Without it, a worker that
 #: fell behind (CPU-starved, many connections due at once) pinged for minutes in one callback,
 #: its heartbeat stopped and the master killed it, connections and all.
 SLICE = 0.02
 
+#: The application data of every keepalive ping. Any pong answers a keepalive ping (see
+#: `Keepalive._pong`); the payload only keeps it apart from the user's `ping()` payloads.
+KEEPALIVE_PAYLOAD = b"fastws:k"
+#: A server's keepalive ping on the wire, made once: 5.1 "A server MUST NOT mask any frames",
+#: so the same bytes go to every connection.
+_SERVER_PING = bytes([0x80 | Opcode.PING, len(KEEPALIVE_PAYLOAD)]) + KEEPALIVE_PAYLOAD
+#: `_ka_sent` after the pong to the outstanding keepalive ping came.
+_ANSWERED = -1
 
-class _Pinger(Protocol):
-    def keepalive_due(self) -> None: ...
+
+def ticks(seconds: float, tick: float) -> int:
+    """`seconds` in whole ticks, rounded up (a deadline is never shortened), at least 1."""
+    return max(1, math.ceil(seconds / tick - 1e-9))
+
+
+class _Visited(Protocol):
+    _keepalive: set[Any] | None
+
+    def keepalive_due(self, due: int, tick: float) -> int | None: ...
 
 
 class KeepaliveWheel:
@@ -44,27 +65,36 @@ class KeepaliveWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
         self._loop = loop
         self._tick = tick
-        self._buckets: dict[int, set[_Pinger]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._buckets: dict[int, set[_Visited]] = {}
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._next = math.inf  # the tick the timer is set for
 
-    def add(self, conn: _Pinger, delay: float) -> int:
-        """Ping `conn` (call its `keepalive_due`) in about `delay` s; return a token."""
+    @property
+    def tick(self) -> float:
+        return self._tick
+
+    def add(self, conn: _Visited, delay: float) -> set[Any]:
+        """Visit `conn` (call its `keepalive_due`) in about `delay` s. Its token for `discard`
+        (the bucket it waits in, shared with the others there) is in `conn._keepalive`, which
+        the wheel updates as it moves the connection."""
         due = math.ceil((self._loop.time() + delay) / self._tick)
         bucket = self._buckets.get(due)
         if bucket is None:
             bucket = self._buckets[due] = set()
         bucket.add(conn)
+        conn._keepalive = bucket
         if due < self._next:
             self._arm(due)
-        return due
+        return bucket
 
-    def discard(self, conn: _Pinger, token: int) -> None:
-        bucket = self._buckets.get(token)
-        if bucket is not None:
-            bucket.discard(conn)
-            if not bucket:
-                del self._buckets[token]
+    @staticmethod
+    def discard(conn: _Visited, token: set[Any]) -> None:
+        """Take `conn` out (its bucket, if empty now, goes when its tick comes)."""
+        token.discard(conn)
+
+    def __len__(self) -> int:
+        """Connections in the wheel."""
+        return sum(len(bucket) for bucket in self._buckets.values())
 
     def _arm(self, due: int) -> None:
         if self._timer is not None:
@@ -75,24 +105,41 @@ class KeepaliveWheel:
     def _fire(self) -> None:
         self._timer = None
         self._next = math.inf
+        tick = self._tick
+        buckets = self._buckets
         # Timers may fire a hair early (uvloop rounds to milliseconds): allow 2 ms.
-        now = math.floor((self._loop.time() + 0.002) / self._tick)
-        deadline = time.monotonic() + SLICE
-        for due in sorted(key for key in self._buckets if key <= now):
-            bucket = self._buckets[due]
+        now = math.floor((self._loop.time() + 0.002) / tick)
+        clock = time.monotonic
+        deadline = clock() + SLICE
+        for due in sorted(key for key in buckets if key <= now):
+            bucket = buckets[due]
+            # Most connections of a bucket go to the same next bucket: found once.
+            to_key: int = due
+            to_set: set[_Visited] | None = None
             while bucket:
                 conn = bucket.pop()
                 try:
-                    conn.keepalive_due()
+                    nxt = conn.keepalive_due(due, tick)
                 except Exception:  # one connection's failure must not stop the others' pings
                     logger.exception("keepalive ping failed")
-                if time.monotonic() > deadline and bucket:  # the rest in the next iteration
+                    nxt = None
+                if nxt is None:
+                    conn._keepalive = None
+                else:
+                    if nxt != to_key or to_set is None:
+                        to_key = max(nxt, due + 1)
+                        to_set = buckets.get(to_key)
+                        if to_set is None:
+                            to_set = buckets[to_key] = set()
+                    to_set.add(conn)
+                    conn._keepalive = to_set
+                if bucket and clock() > deadline:  # the rest in the next iteration
                     self._next = due
-                    self._timer = self._loop.call_soon(self._fire)  # type: ignore[assignment]
+                    self._timer = self._loop.call_soon(self._fire)
                     return
-            del self._buckets[due]
-        if self._buckets:
-            self._arm(min(self._buckets))
+            del buckets[due]
+        if buckets:
+            self._arm(min(buckets))
 
 
 _wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, KeepaliveWheel]] = (
@@ -125,7 +172,10 @@ class Keepalive(asyncio.BufferedProtocol):
     _transport: asyncio.Transport | None
     _out: Outbox
     _pings: dict[bytes, tuple[asyncio.Future[float], float]] | None
-    _keepalive: int | None
+    _keepalive: set[Any] | None  # the KeepaliveWheel bucket we wait in
+    # The keepalive ping in flight: the tick it was sent at; _ANSWERED once a pong came; None
+    # when the next visit pings.
+    _ka_sent: int | None
     _ping_interval: float | None
     _ping_timeout: float | None
     _message_timeout: float | None
@@ -161,21 +211,27 @@ class Keepalive(asyncio.BufferedProtocol):
         return await fut
 
     def _pong(self, payload: bytes) -> None:
+        # Any pong answers the keepalive ping in flight: its own, one to a later ping (5.5.3:
+        # a pong may answer only "the most recently processed Ping frame") or an unsolicited
+        # one ("This serves as a unidirectional heartbeat"). All prove the peer is there.
+        sent = self._ka_sent
+        if sent is not None and sent > 0:
+            self._ka_sent = _ANSWERED
         if not self._pings:
             return  # 5.5.3: an unsolicited pong needs no answer
         entry = self._pings.pop(payload, None)
         if entry is None:
             return  # 5.5.3: an unsolicited pong needs no answer
-        fut, sent = entry
+        fut, sent_at = entry
         # 5.5.3: a pong answers its ping "and all earlier pings", so resolve those too.
         now = time.monotonic()
         for key, (other, other_sent) in list(self._pings.items()):
-            if other_sent <= sent:
+            if other_sent <= sent_at:
                 del self._pings[key]
                 if not other.done():
                     other.set_result(now - other_sent)
         if not fut.done():
-            fut.set_result(now - sent)
+            fut.set_result(now - sent_at)
         if not self._pings:
             self._pings = None
 
@@ -188,33 +244,41 @@ class Keepalive(asyncio.BufferedProtocol):
             return self._message_timeout / 2
         return None
 
-    def keepalive_due(self) -> None:
-        """The wheel's visit: fail a message that takes too long, then ping the peer (no pong
-        within ping_timeout means a dead peer: close 1011)."""
-        self._keepalive = None
+    def keepalive_due(self, due: int, tick: float) -> int | None:
+        """The wheel's visit at tick `due`: fail a message that takes too long, fail a peer
+        whose pong is more than ping_timeout late (1011), ping the peer every ping_interval.
+        Returns the tick of the next visit (None: none, the connection is done)."""
         if self._conn.state is not State.OPEN or self._transport is None:
-            return
+            return None
         if self._message_timeout is not None and self._message_expired():
-            return
-        period = self._tick_period()
-        assert period is not None
-        if self._ping_interval is None:
-            self._keepalive = wheel(self._loop, period).add(self, period)
-            return
-        payload = int(time.monotonic() * 1e6).to_bytes(8, "big")
-        self._out.write(self._conn.send_ping(payload))
-        fut: asyncio.Future[float] = self._loop.create_future()
-        # Nobody awaits a keepalive ping: retrieve its exception (connection lost) so asyncio
-        # does not log "Future exception was never retrieved" for each lost connection.
-        fut.add_done_callback(_retrieve)
-        if self._pings is None:
-            self._pings = {}
-        self._pings[payload] = (fut, time.monotonic())
+            return None
+        interval = self._ping_interval
+        if interval is None:
+            assert self._message_timeout is not None
+            return due + ticks(self._message_timeout / 2, tick)
+        every = ticks(interval, tick)
         timeout = self._ping_timeout
         if timeout is not None:
-            timer = self._loop.call_later(timeout, self._keepalive_expired, fut)
-            fut.add_done_callback(lambda _: timer.cancel())
-        self._keepalive = wheel(self._loop, period).add(self, period)
+            within = ticks(timeout, tick)
+            sent = self._ka_sent
+            if sent is not None and sent > 0:  # the last ping is still waiting for its pong
+                if due - sent >= within:
+                    logger.info(
+                        "connection from %s: no pong to a keepalive ping, closing", self._peer()
+                    )
+                    self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    return None
+                return sent + within  # no second ping meanwhile: a dead peer answers neither
+            if sent == _ANSWERED and within < every:
+                # The visit at ping_timeout found the pong: the next ping at ping_interval.
+                self._ka_sent = None
+                return due - within + every
+            if within < every:
+                every = within  # come back at ping_timeout to see whether the pong came
+        self._ka_sent = due
+        conn = self._conn
+        self._out.write(conn.send_ping(KEEPALIVE_PAYLOAD) if conn.client else _SERVER_PING)
+        return due + every
 
     def _message_expired(self) -> bool:
         """message_timeout: a message still incomplete that long after this check first saw it
@@ -248,10 +312,3 @@ class Keepalive(asyncio.BufferedProtocol):
         )
         self._dispatch()
         return True
-
-    def _keepalive_expired(self, fut: asyncio.Future[float]) -> None:
-        if fut.done() or self._transport is None:
-            return
-        fut.cancel()
-        logger.info("connection from %s: no pong to a keepalive ping, closing", self._peer())
-        self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

@@ -101,6 +101,7 @@ class WebSocket(FlowControl, Keepalive):
         "_failure_grace",
         "_flusher",
         "_holding",
+        "_ka_sent",
         "_keepalive",
         "_listener",
         "_loop",
@@ -203,7 +204,8 @@ class WebSocket(FlowControl, Keepalive):
         # Pings waiting for their pong; made with the first ping (an idle connection that is
         # never pinged does not carry an empty dict).
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
-        self._keepalive: int | None = None  # token of our place in the loop's KeepaliveWheel
+        self._keepalive: set[Any] | None = None  # our bucket in the loop's KeepaliveWheel
+        self._ka_sent: int | None = None  # the keepalive ping in flight (see keepalive.py)
         self._close_timer: asyncio.TimerHandle | None = None
         # Made when someone waits for the end (close(), wait_closed()): an idle connection
         # does not carry a Future of its own.

@@ -1,23 +1,38 @@
-"""The per-loop keepalive wheel: every connection pinged once per interval from one timer."""
+"""The per-loop keepalive wheel (every connection visited from one timer) and a connection's
+keepalive visits: when it pings, when a missing pong fails it, what a pong answers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from fastws.keepalive import KeepaliveWheel, wheel
+import pytest
+
+from fastws.keepalive import KEEPALIVE_PAYLOAD, Keepalive, KeepaliveWheel, ticks, wheel
+from fastws.protocol.connection import Connection, State
+from fastws.protocol.frames import CloseCode
 
 
 class FakeConnection:
-    def __init__(self, loop: asyncio.AbstractEventLoop, fail: bool = False) -> None:
+    """Visited once (or every `again` ticks), each visit's loop time recorded."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fail: bool = False, again: int | None = None
+    ) -> None:
         self.loop = loop
         self.pinged_at: list[float] = []
+        self.dues: list[int] = []
         self.fail = fail
+        self.again = again
+        self._keepalive: set[Any] | None = None
 
-    def keepalive_due(self) -> None:
+    def keepalive_due(self, due: int, tick: float) -> int | None:
         self.pinged_at.append(self.loop.time())
+        self.dues.append(due)
         if self.fail:
             raise RuntimeError("broken transport")
+        return None if self.again is None else due + self.again
 
 
 def test_each_connection_is_pinged_after_its_delay_not_before() -> None:
@@ -88,9 +103,9 @@ def test_a_long_round_of_pings_lets_the_loop_run_in_between() -> None:
     that fell behind is not killed by the master for a stopped heartbeat."""
 
     class SlowConnection(FakeConnection):
-        def keepalive_due(self) -> None:
-            super().keepalive_due()
+        def keepalive_due(self, due: int, tick: float) -> int | None:
             time.sleep(0.002)
+            return super().keepalive_due(due, tick)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -111,3 +126,187 @@ def test_a_long_round_of_pings_lets_the_loop_run_in_between() -> None:
         assert any(first < beat < last for beat in beats)
 
     asyncio.run(main())
+
+
+def test_the_wheel_moves_a_connection_to_the_tick_its_visit_names() -> None:
+    """A visit returns the tick of the next one and the wheel keeps the connection for it
+    (no re-registration per ping): visits come at exactly those ticks, in order, and the
+    connection's token is the bucket it waits in; a visit returning None leaves the wheel."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        keepalive = KeepaliveWheel(loop, tick=0.005)
+        every3 = FakeConnection(loop, again=3)
+        once = FakeConnection(loop)
+        keepalive.add(every3, 0.005)
+        keepalive.add(once, 0.005)
+        while len(every3.dues) < 4:
+            await asyncio.sleep(0.01)
+        first = every3.dues[0]
+        assert every3.dues[:4] == [first, first + 3, first + 6, first + 9]
+        assert len(once.dues) == 1 and once._keepalive is None
+        assert every3._keepalive is not None and every3 in every3._keepalive
+        keepalive.discard(every3, every3._keepalive)
+        assert len(keepalive) == 0
+
+    asyncio.run(main())
+
+
+def test_ticks_round_up_and_never_reach_zero() -> None:
+    """A ping_timeout in ticks is never shorter than asked (a peer is not failed early), and a
+    period shorter than a tick still means one tick later, not now."""
+    assert ticks(20.0, 1.0) == 20
+    assert ticks(0.3, 0.03) == 10  # not 11 for a float a hair above 10
+    assert ticks(20.5, 1.0) == 21
+    assert ticks(0.001, 1.0) == 1
+
+
+# -- a connection's visits, driven tick by tick (no clock) --------------------------------------
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+class Probe(Keepalive):
+    """The Keepalive part of a WebSocket with the rest faked: writes and failures recorded."""
+
+    __slots__ = (
+        "_conn",
+        "_ka_sent",
+        "_keepalive",
+        "_message_timeout",
+        "_out",
+        "_partial",
+        "_ping_interval",
+        "_ping_timeout",
+        "_pings",
+        "_transport",
+        "failed",
+    )
+
+    def __init__(self, interval: float | None, timeout: float | None, client: bool = False) -> None:
+        self._conn = Connection(client=client)
+        self._transport: Any = object()
+        self._out: Any = _Out()
+        self._ka_sent = None
+        self._keepalive = None
+        self._ping_interval = interval
+        self._ping_timeout = timeout
+        self._message_timeout = None
+        self._partial = None
+        self._pings = None
+        self.failed: list[tuple[int, str]] = []
+
+    def fail(self, code: int, reason: str) -> None:
+        self.failed.append((code, reason))
+
+    def _peer(self) -> str:
+        return "probe"
+
+    @property
+    def pings(self) -> int:
+        return len(self._out.frames)
+
+
+def test_server_keepalive_ping_is_one_shared_unmasked_frame() -> None:
+    """RFC 6455 5.1/5.5.2: a server's keepalive ping is an unmasked Ping frame (FIN, opcode 9)
+    with its payload, and every connection gets the very same bytes object (framed once)."""
+    a, b = Probe(1.0, 1.0), Probe(1.0, 1.0)
+    a.keepalive_due(10, 1.0)
+    b.keepalive_due(10, 1.0)
+    frame = a._out.frames[0]
+    assert frame[0] == 0x89 and frame[1] == len(KEEPALIVE_PAYLOAD)
+    assert frame[2:] == KEEPALIVE_PAYLOAD
+    assert b._out.frames[0] is frame
+
+
+def test_client_keepalive_ping_is_masked() -> None:
+    """RFC 6455 5.3: a client's keepalive ping is masked (MASK bit set, 4-byte key)."""
+    probe = Probe(1.0, 1.0, client=True)
+    probe.keepalive_due(10, 1.0)
+    frame = probe._out.frames[0]
+    assert frame[0] == 0x89 and frame[1] == 0x80 | len(KEEPALIVE_PAYLOAD)
+
+
+@pytest.mark.parametrize(("interval", "timeout"), [(3.0, 3.0), (3.0, 1.0), (1.0, 3.0)])
+def test_answered_pings_keep_coming_every_interval(interval: float, timeout: float) -> None:
+    """A peer that answers every ping is pinged every ping_interval (counted from the last
+    ping, so pings do not drift later), whatever ping_timeout is, and never failed."""
+    probe = Probe(interval, timeout)
+    due, sent_at = 100, []
+    while due < 130:
+        before = probe.pings
+        nxt = probe.keepalive_due(due, 1.0)
+        if probe.pings > before:
+            sent_at.append(due)
+            probe._pong(KEEPALIVE_PAYLOAD)
+        assert nxt is not None and nxt > due
+        due = nxt
+    assert probe.failed == []
+    assert sent_at[1:] == [t + int(interval) for t in sent_at[:-1]]
+
+
+@pytest.mark.parametrize(("interval", "timeout"), [(3.0, 3.0), (3.0, 1.0), (1.0, 3.0)])
+def test_no_pong_within_ping_timeout_fails_with_1011(interval: float, timeout: float) -> None:
+    """--ping-timeout: a ping without a pong fails the connection with 1011 at the first visit
+    ping_timeout after the ping, not before; one ping waits at a time (a dead peer answers no
+    second one, so none is sent); the connection then leaves the wheel."""
+    probe = Probe(interval, timeout)
+    due = 100
+    nxt = probe.keepalive_due(due, 1.0)
+    while not probe.failed:
+        assert nxt is not None
+        due = nxt
+        nxt = probe.keepalive_due(due, 1.0)
+    assert nxt is None
+    assert probe.failed == [(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")]
+    assert due - 100 == int(timeout)
+    assert probe.pings == 1
+
+
+def test_any_pong_answers_the_keepalive_ping() -> None:
+    """RFC 6455 5.5.3: a pong may answer only the latest ping, and an unsolicited pong is a
+    heartbeat: a pong with any payload received after the keepalive ping satisfies it."""
+    probe = Probe(1.0, 1.0)
+    probe.keepalive_due(100, 1.0)
+    probe._pong(b"something else")
+    assert probe.keepalive_due(101, 1.0) == 102
+    assert probe.failed == [] and probe.pings == 2
+
+
+def test_a_pong_before_any_keepalive_ping_answers_nothing_in_advance() -> None:
+    """A pong that came before the keepalive ping went out does not answer it: the peer must
+    answer each ping."""
+    probe = Probe(1.0, 1.0)
+    probe._pong(KEEPALIVE_PAYLOAD)
+    probe.keepalive_due(100, 1.0)
+    assert probe.keepalive_due(101, 1.0) is None
+    assert probe.failed and probe.failed[0][0] == CloseCode.INTERNAL_ERROR
+
+
+def test_without_ping_timeout_pings_go_on_unanswered() -> None:
+    """ping_timeout off: the connection is pinged every interval and never failed for a
+    missing pong."""
+    probe = Probe(2.0, None)
+    due = 100
+    for _ in range(5):
+        nxt = probe.keepalive_due(due, 1.0)
+        assert nxt == due + 2
+        due = nxt
+    assert probe.pings == 5 and probe.failed == []
+
+
+def test_closed_connection_leaves_the_wheel_without_a_ping() -> None:
+    """A connection that is closing or lost is not pinged and is not visited again."""
+    probe = Probe(1.0, 1.0)
+    probe._conn.state = State.CLOSING
+    assert probe.keepalive_due(100, 1.0) is None
+    probe = Probe(1.0, 1.0)
+    probe._transport = None
+    assert probe.keepalive_due(100, 1.0) is None
+    assert probe.pings == 0

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Final, Generic, TypeVar, overload
+from typing import Final, Generic, Self, TypeVar, overload
 
 from ..exceptions import HandshakeError, InvalidHandshake
 
@@ -78,11 +78,32 @@ class Headers(Mapping[str, str]):
     what the next reader of ``ws.request`` sees.
     """
 
-    __slots__ = ("_index_", "raw")
+    __slots__ = ("_index_", "_raw", "_text")
 
     def __init__(self, raw: Iterable[tuple[str, str]] = ()) -> None:
-        self.raw: list[tuple[str, str]] = list(raw)
+        self._raw: list[tuple[str, str]] | None = list(raw)
+        # The header section as received (parsed requests): after `compact` the fields are
+        # kept as this one string and parsed again when asked for.
+        self._text: str | None = None
         self._index_: dict[str, list[str]] | None = None
+
+    @classmethod
+    def parsed(cls, text: str, raw: list[tuple[str, str]]) -> Self:
+        """The fields `raw` that the header section `text` (lines with their line ends) was
+        parsed into; `compact` can then keep the text alone."""
+        headers = cls(())
+        headers._raw = raw
+        headers._text = text
+        return headers
+
+    @property
+    def raw(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair as received, in order, names in their original case."""
+        raw = self._raw
+        if raw is None:  # compacted: parse the kept header section again (not kept either)
+            assert self._text is not None
+            return _fields(self._text)
+        return raw
 
     @property
     def _index(self) -> dict[str, list[str]]:
@@ -100,9 +121,13 @@ class Headers(Mapping[str, str]):
         return index
 
     def compact(self) -> None:
-        """Drop the lookup index (rebuilt if needed): an open connection keeps its request's
-        headers for the application, and the index would double what they cost."""
+        """Keep the least memory: an open connection keeps its request's headers for the
+        application, who rarely reads them after the handshake. The lookup index is dropped
+        (rebuilt on the next lookup) and parsed headers keep only the header section as one
+        string (~0.2 KB for a client's usual fields instead of ~1 KB of tuples and strings)."""
         self._index_ = None
+        if self._text is not None:
+            self._raw = None
 
     @overload
     def get(self, name: str, /) -> str | None: ...
@@ -340,7 +365,7 @@ class _HeadParser(Generic[_S, _T]):
         self.leftover = bytes(buf[end:])
         self._buf = bytearray()
         self._done = True
-        return self._build(self._start, Headers(raw))
+        return self._build(self._start, Headers.parsed(text, raw))
 
     # Hooks for the request and response flavours.
     def _check_partial_start(self, buf: bytearray) -> None:
@@ -363,6 +388,11 @@ class _HeadParser(Generic[_S, _T]):
 
     def _too_many_headers(self) -> Exception:
         return self._error(431, "too many header fields")
+
+
+def _fields(text: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a header section that parsed before (see `Headers`)."""
+    return [(name, value.strip(" \t")) for name, value in _findall_header_lines(text)]
 
 
 def _header_block_error(text: str) -> str:
@@ -455,8 +485,10 @@ class RequestParser(_HeadParser[tuple[str, str, str, str], Request]):
         return method, target, path, query
 
     def _build(self, start: tuple[str, str, str, str], headers: Headers) -> Request:
-        method, target, path, query = start
-        return Request(method, target, path, query, "HTTP/1.1", headers)
+        _, target, path, query = start
+        # The method can only be GET here (_parse_start_line): the constant, not a string
+        # of its own for every open connection.
+        return Request("GET", target, path, query, "HTTP/1.1", headers)
 
 
 class ResponseParser(_HeadParser[tuple[int, str], ClientResponse]):
