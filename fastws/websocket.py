@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any, cast
 
-from .buffers import Budget
+from .assembler import UNBOUNDED, RegionAssembler
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from .exceptions import closed as _closed
 from .flow import FlowControl
@@ -141,7 +141,7 @@ class WebSocket(FlowControl, Keepalive):
         ping_timeout: float | None,
         client: bool,
         write_timeout: float | None = None,
-        budget: Budget | None = None,
+        assembler: RegionAssembler | None = None,
         message_timeout: float | None = None,
         failure_grace: float = 1.0,
     ) -> None:
@@ -154,7 +154,7 @@ class WebSocket(FlowControl, Keepalive):
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
             max_fragments=max_fragments,
-            budget=budget,
+            assembler=UNBOUNDED if assembler is None else assembler,
         )
         self._conn.slice_frames = SLICE_FRAMES  # other connections of the loop get their turn
         # A peer that breaks the protocol right after complete messages: those messages are
@@ -552,7 +552,7 @@ class WebSocket(FlowControl, Keepalive):
             while True:
                 item = await self._next()
                 if type(item) is Chunk:
-                    yield item.data
+                    yield cast(Message, item.data)  # our assembler's pieces (RegionAssembler)
                     if item.last:
                         return
                 else:
@@ -565,7 +565,7 @@ class WebSocket(FlowControl, Keepalive):
         """Drop what is left of a stream abandoned half-way; return the next whole message."""
         while True:
             while True:  # the pieces of one message are consecutive in the queue
-                item.data.release()
+                cast(Message, item.data).release()
                 if item.last:
                     break
                 item = cast(Chunk, await self._next())

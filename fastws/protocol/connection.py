@@ -14,7 +14,7 @@ Events, in arrival order:
 
 Receiving is built for two cases. Frames that are complete in the buffer are parsed in one
 tight loop and each small payload is unmasked straight into its final `bytes`. A frame whose
-payload is still arriving gets a destination sized from its declared length (see `buffers`);
+payload is still arriving gets a destination sized from its declared length (see `assembly`);
 `payload_target()` exposes where the next bytes go, so a `BufferedProtocol` can have the kernel
 write them in place, and `payload_written()` unmasks them there. Only an incomplete frame
 header (at most 13 bytes) is ever kept between reads.
@@ -22,14 +22,12 @@ header (at most 13 bytes) is ever kept between reads.
 
 from __future__ import annotations
 
-import mmap
 import os
-from enum import IntEnum
 from typing import Final
 
-from ..buffers import MMAP_MIN, Budget, Region, allocate, release, reserve, size_class
-from ..message import Message
+from .assembly import PLAIN, Assembler, Buffer
 from .deflate import PerMessageDeflate, compressed_bound
+from .events import Blocked, Chunk, Close, Event, Failure, Pong, State
 from .frames import (
     SMALL_HEADERS,
     CloseCode,
@@ -42,7 +40,7 @@ from .frames import (
 from .mask import NUMPY_MIN, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
-__all__ = ["Blocked", "Chunk", "Close", "Connection", "Failure", "Message", "Pong", "State"]
+__all__ = ["Blocked", "Chunk", "Close", "Connection", "Event", "Failure", "Pong", "State"]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 DEFAULT_MAX_FRAGMENTS: Final = 100_000
@@ -58,69 +56,6 @@ MASK_BUFFER_MAX: Final = 16 << 20
 # Frames outside the fast path (fragments, control frames) parsed per slice when `slice_frames`
 # is on: ~10 us each in CPython, so one slice keeps the event loop ~10 ms.
 SLICE_FRAMES: Final = 1024
-
-
-class State(IntEnum):
-    OPEN = 1
-    CLOSING = 2  # we sent a Close frame and wait for the peer's
-    CLOSED = 3  # the closing handshake is over (or the connection failed)
-
-
-class Blocked(IntEnum):
-    """Why the core holds bytes back (`Connection.blocked`, None when it does not) and how
-    the I/O layer goes on: it stops reading, then calls `resume()`."""
-
-    SLICE = 1  # the rest of a read of many frames: resume on a later loop iteration (fairness)
-    REGION = 2  # a new large message waits one iteration for a region the transport holds
-    MEMORY = 3  # a new large message waits for the worker's message budget (Budget.wait)
-
-
-class Pong:
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __repr__(self) -> str:
-        return f"Pong({self.payload!r})"
-
-
-class Close:
-    """The peer's Close frame: its code (1005 if it had none) and reason."""
-
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"Close({self.code}, {self.reason!r})"
-
-
-class Failure(Close):
-    """We failed the connection with this code because the peer broke the protocol."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"Failure({self.code}, {self.reason!r})"
-
-
-class Chunk:
-    """A piece of a binary message received in streaming mode; `last` ends the message."""
-
-    __slots__ = ("data", "last")
-
-    def __init__(self, data: Message, last: bool) -> None:
-        self.data = data
-        self.last = last
-
-    def __repr__(self) -> str:
-        return f"Chunk({len(self.data)} bytes{', last' if self.last else ''})"
-
-
-Event = str | bytes | Message | Chunk | Pong | Close
 
 
 class Connection:
@@ -148,9 +83,9 @@ class Connection:
         "_sdeflate",
         "_tail",
         "_target",
+        "assembler",
         "begun",
         "blocked",
-        "budget",
         "client",
         "defer_failure",
         "deflate",
@@ -175,7 +110,7 @@ class Connection:
         max_frame_size: int | None = None,
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
         deflate: PerMessageDeflate | None = None,
-        budget: Budget | None = None,
+        assembler: Assembler | None = None,
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
@@ -202,7 +137,7 @@ class Connection:
         self._fmask: bytes | None = None
         self._fdone = 0  # payload bytes of this frame received so far (= the mask phase)
         # A binary frame's payload goes to _target (the message buffer) at _mlen + _fdone.
-        self._target: bytearray | mmap.mmap | None = None
+        self._target: Buffer | None = None
         self._ctrl = b""  # control payload gathered so far
         # The message being assembled from several frames (_mop != 0).
         self._mop = 0
@@ -213,12 +148,13 @@ class Connection:
         self.begun = 0
         self._decoder: TextDecoder | None = None
         # A binary message is assembled in one buffer: _mlen bytes of _mbuf are filled.
-        self._mbuf: bytearray | Region | None = None
+        self._mbuf: Buffer | None = None
         self._mlen = 0
-        # Memory for large messages (see buffers.Budget). While a new large message waits
-        # for room, `blocked` is set, nothing is parsed, and the I/O layer stops reading
-        # until `resume()` admits it.
-        self.budget = budget
+        # What that buffer is, and whether a new large message may have one now (see
+        # assembly): the I/O layer's memory policy. While a new large message waits for
+        # memory, `blocked` is set, nothing is parsed, and the I/O layer stops reading until
+        # `resume()` admits it.
+        self.assembler: Assembler = PLAIN if assembler is None else assembler
         self.blocked: Blocked | None = None
         # Fairness: with `slice_frames` set, parsing stops after that many frames outside the
         # fast path and keeps the rest of the read; `blocked` is SLICE, and the I/O layer calls
@@ -439,25 +375,20 @@ class Connection:
                     self._next_chunk(length)
                 self._target = self._mbuf
             elif not self._mdeflate:  # compressed payloads stream into the inflater instead
-                charged = 0
-                if first and length >= MMAP_MIN and self.budget is not None:
-                    cache = self.budget.cache
-                    if (
-                        self.slice_frames
-                        and self._ffin
-                        and cache is not None
-                        and cache.soon_free(size_class(length))
-                    ):
-                        self.blocked = Blocked.REGION  # resume() allocates
-                        return
-                    if not self.budget.try_charge(length):
-                        self.blocked = Blocked.MEMORY  # resume() allocates once there is room
-                        return
-                    charged = length
                 # Most of the payload still to come: memory only as it arrives (an mmap
                 # commits written pages only), so a declared length costs nothing by itself.
                 lazy = present < length >> 2
-                self._room(length, exact=first and self._ffin, charged=charged, lazy=lazy)
+                assembler = self.assembler
+                if first:
+                    wait = assembler.admit(length, self._ffin, bool(self.slice_frames))
+                    if wait is not None:
+                        self.blocked = wait  # resume() admits and allocates
+                        return
+                    self._mbuf = assembler.begin(length, self._ffin, lazy, self.max_message_size)
+                else:
+                    self._mbuf = assembler.room(
+                        self._mbuf, self._mlen, length, lazy, self.max_message_size
+                    )
                 self._target = self._mbuf
         elif opcode == Opcode.TEXT:
             if not self._mop:
@@ -604,39 +535,6 @@ class Connection:
         if fin:
             self._end_message()
 
-    def _room(self, length: int, exact: bool = False, charged: int = 0, lazy: bool = False) -> None:
-        """Make the message buffer hold `length` more bytes after the `_mlen` filled ones.
-
-        `exact`: the whole message is this one frame, allocate exactly. A fragmented message
-        of unknown size grows in a bytearray while small, then moves once (under MMAP_MIN
-        bytes to copy) into a reservation of max_message_size bytes that never moves again.
-        `charged`: budget bytes already taken for it. `lazy`: map it even when small.
-        """
-        need = self._mlen + length
-        buf = self._mbuf
-        if buf is None and (exact or need < MMAP_MIN):
-            self._mbuf = allocate(need, self.budget, charged, lazy=lazy)
-        elif buf is not None and len(buf) >= need:
-            if type(buf) is Region and need > buf.charged:
-                buf.grow_charge(need - buf.charged)
-        elif type(buf) is bytearray and need < MMAP_MIN:
-            try:
-                buf.extend(bytes(need - len(buf)))
-            except BufferError:  # somebody still holds a view of it: move instead
-                self._mbuf = bytearray(need)
-                self._mbuf[: self._mlen] = memoryview(buf)[: self._mlen]
-        else:
-            region = reserve(max(self.max_message_size, need), self.budget)
-            if buf is not None:
-                region[: self._mlen] = memoryview(buf)[: self._mlen]
-                if type(buf) is Region:
-                    charged += buf.charged
-                    buf.charged = 0
-                release(buf)
-            region.charged = charged
-            region.grow_charge(max(0, need - charged))
-            self._mbuf = region
-
     def _append(self, payload: bytes | bytearray | memoryview) -> None:
         """Copy a complete payload piece to the end of the binary message."""
         n = len(payload)
@@ -653,35 +551,22 @@ class Connection:
                 self._mlen += k
                 done += k
             return
-        buf = self._mbuf
-        if type(buf) is bytearray and len(buf) == self._mlen and self._mlen + n < MMAP_MIN:
-            try:
-                buf += payload
-            except BufferError:  # a view of it is held: _room moves it
-                pass
-            else:
-                self._mlen += n
-                return
-        self._room(n)
-        assert self._mbuf is not None
-        self._mbuf[self._mlen : self._mlen + n] = payload
+        self._mbuf = self.assembler.append(self._mbuf, self._mlen, payload, self.max_message_size)
         self._mlen += n
 
     def _next_chunk(self, coming: int) -> None:
         """Streaming: deliver the filled chunk (if any), start one for `coming` more bytes."""
         if self._mbuf is not None and self._mlen:
-            self.events.append(Chunk(Message(self._mbuf, self._mlen), False))
-        # Through the budget's RegionCache: a released piece's pages are reused by the next,
-        # not faulted in afresh each MiB. Pieces are not charged (max_queue bounds them).
-        self._mbuf = allocate(min(STREAM_CHUNK, coming), self.budget)
+            self.events.append(Chunk(self.assembler.chunk(self._mbuf, self._mlen), False))
+        self._mbuf = self.assembler.piece(min(STREAM_CHUNK, coming))
         self._mlen = 0
 
     def resume(self) -> bool:
         """Go on after `blocked`: parse the next slice of a read (SLICE), or try again to admit
         the large message waiting for a region or memory; True once no longer blocked for it.
 
-        The I/O layer calls it on a later loop iteration (SLICE, REGION) or when the budget
-        frees memory (MEMORY, Budget.wait), then goes on reading; the bytes held back are
+        The I/O layer calls it on a later loop iteration (SLICE, REGION) or when memory was
+        freed (MEMORY, Assembler.wait), then goes on reading; the bytes held back are
         parsed now.
         """
         if not self.blocked:
@@ -692,12 +577,12 @@ class Connection:
             return True
         # After one iteration of REGION the region is taken from the cache if it is free by
         # now, else mapped anew: never a second wait for it (at most one for memory).
-        assert self.budget is not None
-        if not self.budget.try_charge(self._remaining):
-            self.blocked = Blocked.MEMORY
+        wait = self.assembler.admit(self._remaining, self._ffin, False)
+        if wait is not None:
+            self.blocked = wait
             return False
         self.blocked = None
-        self._room(self._remaining, exact=self._ffin, charged=self._remaining)
+        self._mbuf = self.assembler.begin(self._remaining, self._ffin, False, self.max_message_size)
         self._target = self._mbuf
         self.receive_data(b"")
         return True
@@ -705,24 +590,19 @@ class Connection:
     def _end_message(self) -> None:
         if self._mop == Opcode.TEXT:
             assert self._decoder is not None
-            message: str | bytes | Message | Chunk = self._decoder.finish()
+            message: Event = self._decoder.finish()
             self._decoder = None
         elif self._mstream:
             buf, size = self._mbuf, self._mlen
             self._mbuf = None
             self._mlen = 0
             self._mstream = False
-            message = Chunk(Message(b"" if buf is None else buf, size), True)
+            message = Chunk(self.assembler.chunk(buf, size), True)
         else:
             buf, size = self._mbuf, self._mlen
             self._mbuf = None
             self._mlen = 0
-            if buf is None:
-                message = b""
-            elif type(buf) is bytearray:  # small: bytes, like a message read in one piece
-                message = bytes(buf) if len(buf) == size else bytes(memoryview(buf)[:size])
-            else:  # large: handed over where it was received (see message.Message)
-                message = Message(buf, size)
+            message = self.assembler.message(buf, size)
         self._mop = 0
         self._msize = 0
         self._mdeflate = False
@@ -806,7 +686,7 @@ class Connection:
         self._tail = b""
         self._decoder = None
         self._ctrl = b""
-        release(self._mbuf)
+        self.assembler.release(self._mbuf)
         self._mbuf = None
         self._mstream = False
         self._mlen = 0

@@ -78,7 +78,7 @@ class ServerProtocol(WebSocket):
             ping_timeout=config.ping_timeout,
             client=False,
             write_timeout=config.write_timeout,
-            budget=server.budget,
+            assembler=server.assembler,
             message_timeout=config.message_timeout,
             failure_grace=config.failure_grace,
         )

@@ -18,6 +18,7 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..assembler import RegionAssembler
 from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
@@ -94,6 +95,8 @@ class Server:
         # large-message buffers it keeps for reuse (see buffers.RegionCache).
         cache = RegionCache(config.buffer_cache) if config.buffer_cache else None
         self.budget = Budget(config.max_message_memory, cache)
+        #: How its connections assemble received messages in that memory (see assembler).
+        self.assembler = RegionAssembler(self.budget)
         self._trim_timer: asyncio.TimerHandle | None = None
         # The budgets as gauges for /metrics, sampled with each heartbeat (server.gauges).
         self.sample_gauges = GaugeSampler(self)

@@ -8,7 +8,9 @@ and options, the second how the rest is split into reads (bugs hide at chunk bou
 
 from __future__ import annotations
 
-from fastws.protocol.connection import Close, Connection, Failure, Message, Pong, State
+from fastws.assembler import RegionAssembler
+from fastws.message import Message
+from fastws.protocol.connection import Close, Connection, Failure, Pong, State
 from fastws.protocol.handshake import HandshakeError, Request, RequestParser, check_upgrade
 
 
@@ -23,6 +25,7 @@ def fuzz_connection(data: bytes, *, client: bool, step: int, small: bool) -> Non
         client=client,
         max_message_size=1024 if small else 1 << 20,
         max_fragments=8 if small else 100_000,
+        assembler=RegionAssembler(),  # the servers' (mmap regions from MMAP_MIN on)
     )
     closed = False
     for chunk in _chunks(data, step):
