@@ -59,17 +59,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
 ]
 
-#: Arrows that break the rule today, each with whose file it is and what removes it. The lead
-#: removes an entry when its owner's change lands; do not add one without saying why here.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {}
-#: Import cycles that exist today (each as its sorted member list), the same way.
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    # client (issue 16 item 6): HandshakeError.response() builds the HTTP answer with a
-    # function-level import of the HTTP layer (protocol/http11.py), which raises
-    # HandshakeError; the answer belongs in http11 (a function there, not a method here).
-    ("fastws.exceptions", "fastws.protocol.http11"): "client/parity, issue 16 item 6",
-}
-
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
@@ -170,8 +159,7 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
         for target in targets
         if layer(source) is not None and layer(target) is not None and layer(target) > layer(source)  # type: ignore[operator]
     }
-    unexpected = {arrow: how for arrow, how in upward.items() if arrow not in KNOWN_UPWARD}
-    assert unexpected == {}
+    assert upward == {}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
@@ -218,8 +206,7 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_the_import_graph_has_no_cycle() -> None:
     """No chain of imports leads back to where it started (lazy imports included: a
     function-level import that closes a circle only hides it)."""
-    unexpected = [cycle for cycle in _cycles(GRAPH) if cycle not in KNOWN_CYCLES]
-    assert unexpected == []
+    assert _cycles(GRAPH) == []
 
 
 @pytest.mark.parametrize(

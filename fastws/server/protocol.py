@@ -23,6 +23,7 @@ from ..protocol.handshake import (
     accept_response,
     check_origin,
     check_upgrade,
+    error_response,
     negotiate_subprotocol,
     parse_extensions,
     parse_header_list,
@@ -151,7 +152,7 @@ class ServerProtocol(WebSocket):
         try:
             request = parser.feed(data)
         except HandshakeError as exc:
-            self._reject(exc.response(), f"{exc.status} {exc.reason}")
+            self._reject(error_response(exc), f"{exc.status} {exc.reason}")
             return
         if request is None:
             return
@@ -230,7 +231,7 @@ class ServerProtocol(WebSocket):
                 route.check(request, self._server)
         except HandshakeError as exc:
             where = "" if route is None else f" ({request.path.strip('/')})"
-            self._reject(exc.response(), f"{exc.status} {exc.reason}{where}")
+            self._reject(error_response(exc), f"{exc.status} {exc.reason}{where}")
             return
         if route is None and self._server.hooks.paths is not None:
             self._reject(_NOT_FOUND, f"404 no handler for {request.path}")

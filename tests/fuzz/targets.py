@@ -11,7 +11,13 @@ from __future__ import annotations
 from fastws.assembler import RegionAssembler
 from fastws.message import Message
 from fastws.protocol.connection import Close, Connection, Failure, Pong, State
-from fastws.protocol.handshake import HandshakeError, Request, RequestParser, check_upgrade
+from fastws.protocol.handshake import (
+    HandshakeError,
+    Request,
+    RequestParser,
+    check_upgrade,
+    error_response,
+)
 
 
 def _chunks(data: bytes, step: int) -> list[bytes]:
@@ -60,7 +66,7 @@ def fuzz_handshake(data: bytes, *, step: int) -> None:
             request = parser.feed(chunk)
         except HandshakeError as exc:
             assert 400 <= exc.status < 500, exc.status
-            exc.response().serialize()
+            error_response(exc).serialize()
             return
         if request is not None:
             assert isinstance(request, Request)
@@ -68,7 +74,7 @@ def fuzz_handshake(data: bytes, *, step: int) -> None:
                 check_upgrade(request)
             except HandshakeError as exc:
                 assert 400 <= exc.status < 500, exc.status
-                exc.response().serialize()
+                error_response(exc).serialize()
             return
 
 
