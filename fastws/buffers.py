@@ -109,7 +109,7 @@ class Region(mmap.mmap):
         with contextlib.suppress(BufferError):
             self.close()
         if self.closed:
-            self._uncharge()
+            self.uncharge()
 
     def exported(self) -> bool:
         """Whether a view (memoryview, numpy array, a transport's pending write) still holds it."""
@@ -119,13 +119,14 @@ class Region(mmap.mmap):
             return True
         return False
 
-    def _uncharge(self) -> None:
+    def uncharge(self) -> None:
+        """Give this region's charge back to its budget (it is no message's memory now)."""
         charged, self.charged = self.charged, 0
         if charged and self.budget is not None:
             self.budget.free(charged)
 
     def __del__(self) -> None:
-        self._uncharge()
+        self.uncharge()
 
 
 class RegionCache:
@@ -206,7 +207,7 @@ class RegionCache:
     def _add(self, region: Region) -> bool:
         if self.held + len(region) > self.limit:
             return False
-        region._uncharge()
+        region.uncharge()
         self._free.setdefault(len(region), []).append((time.monotonic(), region))
         self.held += len(region)
         return True
@@ -223,7 +224,7 @@ class RegionCache:
                 self._parked.append(region)
             elif not self._add(region):
                 region.close()
-                region._uncharge()
+                region.uncharge()
         return len(self._parked) < len(parked)
 
 

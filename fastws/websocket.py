@@ -862,6 +862,19 @@ class WebSocket(FlowControl, Keepalive):
         """What this connection has queued for writing (see fastws.outbox)."""
         return self._out
 
+    def uncount(self) -> None:
+        """Leave this connection's frames out of the traffic counters (bytes_out) from now
+        on: a connection that watches the server (the dashboard's feed) is not part of what
+        it shows. Call it once open, before sending: the Outbox is replaced."""
+        assert self._transport is not None
+        self._out = Outbox(self._transport, self._flusher, counted=False)
+
+    def stop_keepalive(self) -> None:
+        """No keepalive pings and no message_timeout for this connection: for a peer that
+        needs neither (write_timeout still ends one that stops reading). Call it before
+        the connection opens: the keepalive clock is wound when it does."""
+        self._ping_interval = self._message_timeout = None
+
     @property
     def state(self) -> State:
         return self._conn.state

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..outbox import Outbox, flusher
 from ..protocol.deflate import DeflateOptions, PerMessageDeflate, negotiate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
@@ -105,7 +104,7 @@ class ServerProtocol(WebSocket):
         super().connection_made(transport)
         if self._server.config.access_log:
             self._started = self._loop.time()
-        self._server._connections.add(self)
+        self._server.add_connection(self)
         self._handshake_timer = self._loop.call_later(
             self._server.config.handshake_timeout, self._handshake_expired
         )
@@ -126,7 +125,7 @@ class ServerProtocol(WebSocket):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         super().connection_lost(exc)
-        self._server._connections.discard(self)
+        self._server.discard_connection(self)
         hub = self._server.hub
         if hub is not None:
             hub.drop(self)
@@ -454,9 +453,9 @@ class ServerProtocol(WebSocket):
             counters.values[counters.HANDSHAKES] += 1
             counters.values[counters.CONNECTIONS_OPEN] += 1
         else:  # its frames are not traffic either (bytes_out)
-            self._out = Outbox(self._transport, flusher(self._loop), counted=False)
+            self.uncount()
         if route is not None and not route.keepalive:
-            self._ping_interval = self._message_timeout = None
+            self.stop_keepalive()
 
     # -- a handshake the application answers (defers_accept) --------------------------------
 
@@ -548,7 +547,7 @@ class ServerProtocol(WebSocket):
     def subscribe(self, channel: str) -> None:
         """Receive every message published on `channel` from now on, from any worker (and,
         with Redis, any host), until `unsubscribe` or the connection closes."""
-        self._server._hub().subscribe(self, channel)
+        self._server.require_hub().subscribe(self, channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving `channel`'s messages (nothing happens if not subscribed)."""

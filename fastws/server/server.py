@@ -172,6 +172,14 @@ class Server:
     def connections(self) -> frozenset[ServerProtocol]:
         return frozenset(self._connections)
 
+    def add_connection(self, ws: ServerProtocol) -> None:
+        """A connection of this server was made (its handshake may still be in progress)."""
+        self._connections.add(ws)
+
+    def discard_connection(self, ws: ServerProtocol) -> None:
+        """A connection of this server is gone."""
+        self._connections.discard(ws)
+
     def each_connection(self) -> Iterator[ServerProtocol]:
         """The open connections without a copy (none may open or close while iterating)."""
         return iter(self._connections)
@@ -192,9 +200,10 @@ class Server:
     async def publish(self, channel: str, message: Any) -> None:
         """Send `message` to every subscriber of `channel` in every worker (and, with a Redis
         broker, every host); raises PublishError if the broker could not take it."""
-        await self._hub().publish(channel, message)
+        await self.require_hub().publish(channel, message)
 
-    def _hub(self) -> Hub:
+    def require_hub(self) -> Hub:
+        """The channels' hub; RuntimeError before start()."""
         if self.hub is None:
             raise RuntimeError("the server is not started")
         return self.hub
