@@ -14,6 +14,7 @@ core passes it the buffer of the message in progress and how much of it is fille
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from collections.abc import Callable
 from typing import Protocol
@@ -24,6 +25,9 @@ __all__ = ["Assembler", "Buffer", "PlainAssembler"]
 
 #: A message buffer the kernel may write into (`Connection.payload_target()`).
 Buffer = bytearray | mmap.mmap
+
+#: PlainAssembler maps a frame's buffer (lazily committed) from this declared size on.
+LAZY_MIN = 64 * 1024
 
 
 class Assembler(Protocol):
@@ -73,9 +77,10 @@ class Assembler(Protocol):
 
 class PlainAssembler:
     """Bytearrays, delivered as `bytes`: the default for the core used alone (tests, fuzzing,
-    other I/O layers). A frame's buffer is allocated at its declared size (at most
-    max_message_size) and a delivered message is a copy; the servers and clients of this
-    package inject `fastws.assembler.RegionAssembler` instead."""
+    other I/O layers). A frame whose payload has mostly not arrived gets an anonymous mmap of
+    its declared size instead (pages cost memory only once written: a declared 2 GiB frame
+    costs nothing by itself); a delivered message is a copy. The servers and clients of this
+    package inject `fastws.assembler.RegionAssembler` (no copy, a memory budget) instead."""
 
     __slots__ = ()
 
@@ -86,12 +91,12 @@ class PlainAssembler:
         wake()  # never asked: admit() never answers MEMORY
 
     def begin(self, length: int, whole: bool, lazy: bool, limit: int) -> Buffer:
-        return bytearray(length)
+        return self.room(None, 0, length, lazy, limit)
 
     def room(self, buf: Buffer | None, filled: int, length: int, lazy: bool, limit: int) -> Buffer:
         need = filled + length
         if buf is None:
-            return bytearray(need)
+            return mmap.mmap(-1, need) if lazy and need >= LAZY_MIN else bytearray(need)
         if len(buf) >= need:
             return buf
         if type(buf) is bytearray:
@@ -103,6 +108,7 @@ class PlainAssembler:
                 return buf
         grown = bytearray(need)
         grown[:filled] = memoryview(buf)[:filled]
+        self.release(buf)
         return grown
 
     def append(
@@ -123,13 +129,19 @@ class PlainAssembler:
         return bytearray(size)
 
     def message(self, buf: Buffer | None, size: int) -> bytes:
-        return b"" if buf is None else bytes(memoryview(buf)[:size])
+        if buf is None:
+            return b""
+        message = bytes(memoryview(buf)[:size])
+        self.release(buf)
+        return message
 
     def chunk(self, buf: Buffer | None, size: int) -> bytes:
         return self.message(buf, size)
 
     def release(self, buf: Buffer | None) -> None:
-        pass
+        if type(buf) is mmap.mmap:
+            with contextlib.suppress(BufferError):  # a view is held: unmapped when it goes
+                buf.close()
 
 
 PLAIN: PlainAssembler = PlainAssembler()
