@@ -3,14 +3,10 @@
 No sockets and no event loop: the I/O layer calls `receive_data()` with what it read, then
 drains `events` and `data_to_send()`, and asks for frames to write with the `send_*` methods.
 
-Events, in arrival order:
-- a complete text message as `str`, a complete binary message as `bytes` (the common case
-  costs no wrapper object);
-- `Pong(payload)` for a pong from the peer (pings are answered here, automatically);
-- `Close(code, reason)` when the peer's Close frame arrived (and, if the peer started the
-  closing handshake, our echo is queued in `data_to_send()`);
-- `Failure(code, reason)` when the peer broke the protocol: our Close frame with that code is
-  queued and the connection is CLOSED; RFC 6455 7.1.7 says the TCP connection is to be closed.
+The events, in arrival order, are listed in `events`. Parts of the class live in their own
+modules: `closing` (the closing handshake, failing the connection) and `compression`
+(permessage-deflate on frames); what a message's memory is, the I/O layer decides
+(`assembly`).
 
 Receiving is built for two cases. Frames that are complete in the buffer are parsed in one
 tight loop and each small payload is unmasked straight into its final `bytes`. A frame whose
@@ -26,16 +22,18 @@ import os
 from typing import Final
 
 from .assembly import PLAIN, Assembler, Buffer
-from .deflate import PerMessageDeflate, compressed_bound
+from .checks import FrameChecks
+from .closing import Closing
+from .compression import JOIN_MAX as _JOIN_MAX
+from .compression import Compression
+from .deflate import PerMessageDeflate
 from .events import Blocked, Chunk, Close, Event, Failure, Pong, State
 from .frames import (
     SMALL_HEADERS,
     CloseCode,
     Opcode,
     ProtocolError,
-    encode_close,
     encode_header,
-    parse_close,
 )
 from .mask import NUMPY_MIN, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
@@ -49,8 +47,6 @@ DEFAULT_MAX_FRAGMENTS: Final = 100_000
 DIRECT_MIN: Final = 16 * 1024
 # In streaming mode a binary message is delivered in pieces of at most this size.
 STREAM_CHUNK: Final = 1 << 20
-# Payloads below this are concatenated with their header into one write.
-_JOIN_MAX: Final = 4096
 # A client keeps the buffer it masks large payloads into for the next one up to this size.
 MASK_BUFFER_MAX: Final = 16 << 20
 # Frames outside the fast path (fragments, control frames) parsed per slice when `slice_frames`
@@ -58,7 +54,7 @@ MASK_BUFFER_MAX: Final = 16 << 20
 SLICE_FRAMES: Final = 1024
 
 
-class Connection:
+class Connection(FrameChecks, Closing, Compression):
     """One WebSocket connection's protocol state, server side unless `client=True`."""
 
     # Slots: past ~30 attributes CPython stops sharing the keys of instance dicts, and each
@@ -293,69 +289,6 @@ class Connection:
                 break
         if pos < end:
             self._tail = bytes(data[pos:end])
-
-    def _check_header(self, b0: int, b1: int, length: int, mask: bytes | None) -> int:
-        """Validate a frame header; return the opcode of the message it belongs to."""
-        opcode = b0 & 0x0F
-        if b0 & 0x70 and not self._rsv1_allowed(b0):
-            # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
-            # non-zero values. If a nonzero value is received and none of the negotiated
-            # extensions defines the meaning of such a nonzero value, the receiving endpoint
-            # MUST _Fail the WebSocket Connection_."
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
-        if (mask is None) is not self.client:
-            # 5.1: "The server MUST close the connection upon receiving a frame that is not
-            # masked" / "A client MUST close a connection if it detects a masked frame."
-            raise ProtocolError(
-                CloseCode.PROTOCOL_ERROR,
-                "masked frame from server" if self.client else "unmasked frame from client",
-            )
-        if length >> 63:
-            # 5.2: "the most significant bit MUST be 0"
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "invalid payload length")
-        if opcode >= Opcode.CLOSE:
-            if opcode > Opcode.PONG:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-            # 5.5: "All control frames MUST have a payload length of 125 bytes or less and
-            # MUST NOT be fragmented."
-            if length > 125:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame too long")
-            if not b0 & 0x80:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
-            return opcode
-        if length > self.max_frame_size and not self._compressed_within(
-            b0, length, self.max_frame_size
-        ):
-            raise ProtocolError(
-                CloseCode.MESSAGE_TOO_BIG, f"frame of {length} bytes exceeds the frame limit"
-            )
-        if opcode == Opcode.CONT:
-            if not self._mop:
-                # 5.4: fragments are "a single frame with the FIN bit clear and an opcode
-                # other than 0, followed by zero or more frames with the FIN bit clear and
-                # the opcode set to 0".
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation without a message")
-            self._mfrags += 1
-            if self._mfrags > self.max_fragments:
-                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
-            opcode = self._mop
-        elif opcode > Opcode.BINARY:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-        elif self._mop:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
-        else:
-            self._msize = 0
-            self._mdeflate = bool(b0 & 0x40)
-        if self._msize + length > self.max_message_size and not self._compressed_within(
-            b0, self._msize + length, self.max_message_size
-        ):
-            # Checked against the declared length, before any payload byte is buffered.
-            raise ProtocolError(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"message of {self._msize + length}+ bytes exceeds the message limit",
-            )
-        self._msize += length
-        return opcode
 
     def _start_frame(
         self, opcode: int, fin: int, length: int, mask: bytes | None, present: int = 0
@@ -619,17 +552,7 @@ class Connection:
             # 5.5.3: "A response to an unsolicited Pong frame is not expected."
             self.events.append(Pong(payload))
         else:
-            code, reason = parse_close(payload)
-            if self.state is State.OPEN:
-                # 5.5.1: "If an endpoint receives a Close frame and did not previously send a
-                # Close frame, the endpoint MUST send a Close frame in response. (When sending
-                # a Close frame in response, the endpoint typically echos the status code it
-                # received.)"
-                echo = b"" if code == CloseCode.NO_STATUS else code.to_bytes(2, "big")
-                self.out.append(self._frame(Opcode.CLOSE, echo))
-            self.state = State.CLOSED
-            self._reset()
-            self.events.append(Close(code, reason))
+            self._close_received(payload)
 
     @property
     def sliced(self) -> bool:
@@ -655,31 +578,6 @@ class Connection:
         """Payload bytes received so far of the message in progress."""
         return max(0, self._msize - self._remaining) if self._mop else len(self._ctrl)
 
-    def fail(self, code: int, reason: str) -> None:
-        """Fail the connection for a reason the I/O layer found (a timeout, say): our Close
-        frame with `code` is queued and a `Failure` event reports it, as for a protocol error."""
-        if self.state is not State.CLOSED:
-            self._fail(code, reason)
-
-    def _fail(self, code: int, reason: str) -> None:
-        """7.1.7 _Fail the WebSocket Connection_: send a Close frame (if we still may)."""
-        if self.state is State.OPEN:
-            if self.defer_failure:
-                self.failing = (code, reason[:123])
-            else:
-                self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason[:123])))
-        self.state = State.CLOSED
-        self._reset()
-        self.events.append(Failure(code, reason))
-
-    def close_failed(self) -> None:
-        """With `defer_failure`: queue our Close frame for the failure now, after the data
-        frames sent since the Failure event. Nothing can be sent after it."""
-        if self.failing is not None:
-            code, reason = self.failing
-            self.failing = None
-            self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason)))
-
     def _reset(self) -> None:
         """Drop any partial frame or message: nothing more will be received."""
         self._remaining = 0
@@ -696,88 +594,6 @@ class Connection:
         self._mdeflate = False
         if self.deflate is not None:
             self.deflate.abort()
-
-    def abort(self) -> None:
-        """The I/O layer dropped the connection (no closing handshake, or it gave up waiting
-        for one): CLOSED, and any partly received message released. No event: the I/O layer
-        knows why it dropped it."""
-        self.failing = None  # nothing more is sent either
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self._reset()
-
-    def receive_eof(self) -> None:
-        """The peer closed TCP. Without a closing handshake that is close code 1006."""
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self._reset()
-            self.events.append(Close(CloseCode.ABNORMAL, ""))
-
-    # -- compression (RFC 7692), only when permessage-deflate was negotiated -----------------
-
-    def _rsv1_allowed(self, b0: int) -> bool:
-        """RSV1 alone, on the first frame of a data message, with deflate negotiated."""
-        # RFC 7692 6: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
-        # frames and non-first fragments of a data message. An endpoint receiving such a
-        # frame MUST _Fail the WebSocket Connection_." (A first frame inside a fragmented
-        # message is refused by the checks that follow.)
-        return (
-            self.deflate is not None
-            and b0 & 0x70 == 0x40
-            and Opcode.TEXT <= b0 & 0x0F <= Opcode.BINARY
-        )
-
-    def _compressed_within(self, b0: int, size: int, limit: int) -> bool:
-        """A compressed message's wire size may exceed `limit` by DEFLATE's overhead.
-
-        The limits apply to the decompressed size (checked while inflating); on the wire an
-        incompressible message of exactly `limit` bytes is a little longer.
-        """
-        compressed = b0 & 0x40 if b0 & 0x0F else self._mdeflate
-        return bool(compressed) and size <= compressed_bound(limit)
-
-    def _inflate(self, data: bytes | bytearray | memoryview, fin: bool) -> None:
-        """Compressed payload bytes of the current message, into the message."""
-        assert self.deflate is not None
-        out = self.deflate.decompress(data, self.max_message_size - self._dsize, fin)
-        if not out:
-            return
-        self._dsize += len(out)
-        if self._mop == Opcode.TEXT:
-            assert self._decoder is not None
-            self._decoder.decode(out)  # fail fast on invalid UTF-8, even mid-message
-        else:
-            self._append(out)
-
-    def _send_compressed(
-        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool
-    ) -> bytes | tuple[bytes, bytes] | None:
-        """A compressed frame, or None to send this one uncompressed.
-
-        RFC 7692 allows each message to be compressed or not: messages shorter than
-        `min_size` go out as they are. A fragmented message is compressed as a whole (RSV1
-        on its first frame only) whatever its first fragment's size.
-        """
-        assert self.deflate is not None
-        n = len(payload)
-        if opcode == Opcode.CONT:
-            if not self._sdeflate:
-                return None
-        elif fin and n < self.deflate.min_size:
-            return None
-        data = self.deflate.compress_fragment(payload, fin)
-        if fin and opcode != Opcode.CONT and not self.deflate.send_takeover and len(data) >= n:
-            return None  # incompressible: send it as it is, save the peer the inflating
-        self._sdeflate = not fin
-        rsv1 = opcode != Opcode.CONT
-        if self.client:
-            mask = os.urandom(4)
-            header = encode_header(opcode, len(data), fin=fin, rsv1=rsv1, mask=mask)
-            return header + unmask(data, mask)
-        header = encode_header(opcode, len(data), fin=fin, rsv1=rsv1)
-        if len(data) <= _JOIN_MAX:
-            return header + data
-        return header, data
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -848,11 +664,3 @@ class Connection:
         if self.state is not State.OPEN:
             raise RuntimeError(f"cannot pong: connection is {self.state.name}")
         return self._frame(Opcode.PONG, payload)
-
-    def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
-        """Start the closing handshake; the connection waits for the peer's Close frame."""
-        payload = encode_close(code, reason)
-        if self.state is not State.OPEN:
-            raise RuntimeError(f"cannot close: connection is {self.state.name}")
-        self.state = State.CLOSING
-        return self._frame(Opcode.CLOSE, payload)

@@ -1,6 +1,17 @@
 """What the protocol core reports to the I/O layer: connection states, events, and why it
-holds bytes back. Small classes with slots; the common messages are no class at all (a text
-message is a `str`, a binary one `bytes` or the assembler's own buffer type, see assembly)."""
+holds bytes back. Small classes with slots; the common messages are no class at all.
+
+Events (`Connection.events`), in arrival order:
+- a complete text message as `str`, a complete binary message as `bytes` (the common case
+  costs no wrapper object) or, when it was assembled, what the assembler delivers (a `Body`:
+  the I/O layer's zero-copy `fastws.message.Message`);
+- `Chunk(data, last)`: a piece of a binary message, when the I/O layer asked for streaming;
+- `Pong(payload)` for a pong from the peer (pings are answered by the core, automatically);
+- `Close(code, reason)` when the peer's Close frame arrived (and, if the peer started the
+  closing handshake, our echo is queued in `data_to_send()`);
+- `Failure(code, reason)` when the peer broke the protocol: our Close frame with that code is
+  queued and the connection is CLOSED; RFC 6455 7.1.7 says the TCP connection is to be closed.
+"""
 
 from __future__ import annotations
 
