@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "fastws.keepalive",
             "fastws.flow",
+            "fastws.closing",
+            "fastws.fragments",
             "fastws.outbox",
             "fastws.listener",
             "fastws.handler",
