@@ -81,7 +81,7 @@ def coroutine_chain(task: asyncio.Task[Any]) -> list[tuple[str, int]]:
 
 def one_connection(ws: Any, server: Any) -> dict[str, Any]:
     """getsizeof of what one idle connection holds, object by object."""
-    shared = {id(ws._loop), id(ws._rbuf), id(server), id(server.config), id(ws._conn.budget)}
+    shared = {id(ws._loop), id(ws._rbuf), id(server), id(server.config), id(ws._conn.assembler)}
     shared |= {id(ws._listener)} if ws._listener is not None else set()
     shared |= {id(x) for x in (ws._queue,)}  # the shared empty tuple
     rows: dict[str, Any] = {}

@@ -121,7 +121,7 @@ class Region(mmap.mmap):
         with contextlib.suppress(BufferError):
             self.close()
         if self.closed:
-            self._uncharge()
+            self.uncharge()
 
     def exported(self) -> bool:
         """Whether a view (memoryview, numpy array, a transport's pending write) still holds it."""
@@ -131,13 +131,14 @@ class Region(mmap.mmap):
             return True
         return False
 
-    def _uncharge(self) -> None:
+    def uncharge(self) -> None:
+        """Give this region's charge back to its budget (it is no message's memory now)."""
         charged, self.charged = self.charged, 0
         if charged and self.budget is not None:
             self.budget.free(charged)
 
     def __del__(self) -> None:
-        self._uncharge()
+        self.uncharge()
 
 
 class RegionCache:
@@ -220,7 +221,7 @@ class RegionCache:
         cost = region.cost()
         if self.held + cost > self.limit:
             return False
-        region._uncharge()
+        region.uncharge()
         self._free.setdefault(len(region), []).append((time.monotonic(), region))
         self.held += cost
         return True
@@ -237,7 +238,7 @@ class RegionCache:
                 self._parked.append(region)
             elif not self._add(region):
                 region.close()
-                region._uncharge()
+                region.uncharge()
         return len(self._parked) < len(parked)
 
 

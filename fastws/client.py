@@ -73,6 +73,11 @@ class ClientProtocol(WebSocket):
         assert self._transport is not None and self._client is not None
         self._transport.write(self._client.request)
 
+    async def opened(self) -> None:
+        """Wait for the opening handshake: returns once the server accepted it, raises
+        InvalidHandshake (or InvalidStatus) if it did not."""
+        await self._handshake
+
     def _handshake_data(self, data: memoryview) -> None:
         client = self._client
         if client is None:
@@ -257,7 +262,7 @@ class connect:
             local_addr=self.local_addr,
         )
         try:
-            await ws._handshake
+            await ws.opened()
         except BaseException:
             transport.abort()
             raise

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .protocol.http11 import ClientResponse, Response
+    from .protocol.http11 import ClientResponse
 
 __all__ = [
     "ConnectionClosed",
@@ -108,6 +108,7 @@ class HandshakeError(WebSocketException):
 
     ``reason`` goes to the client, so it must never carry internal detail;
     ``headers`` are extra response headers (426 carries the supported version).
+    `fastws.protocol.http11.error_response(exc)` is the HTTP answer that carries them.
     """
 
     def __init__(self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
@@ -118,13 +119,3 @@ class HandshakeError(WebSocketException):
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"
-
-    def response(self) -> Response:
-        """A plain-text error response ready to send before closing the connection."""
-        from .protocol.http11 import Response  # the HTTP layer imports this module
-
-        return Response(
-            self.status,
-            headers=[("Content-Type", "text/plain; charset=utf-8"), *self.headers],
-            body=(self.reason + "\n").encode(),
-        )

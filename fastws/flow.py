@@ -168,16 +168,13 @@ class FlowControl(asyncio.BufferedProtocol):
             transport.pause_reading()
             self._loop.call_soon(self._retry_memory)
             return
-        budget = self._conn.budget
-        if budget is None:
-            return
         transport.pause_reading()
         loop = self._loop
 
         def wake() -> None:  # Budget.free may run inside a finalizer: only schedule here
             loop.call_soon(self._retry_memory)
 
-        budget.wait(wake)
+        self._conn.assembler.wait(wake)
 
     def _retry_memory(self) -> None:
         conn = self._conn

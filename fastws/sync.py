@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .assembler import UNBOUNDED
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -111,6 +112,7 @@ class ClientConnection:
             max_frame_size=max_frame_size,
             max_fragments=max_fragments,
             deflate=deflate,
+            assembler=UNBOUNDED,  # large messages in mmap regions, as the asyncio client's
         )
         #: Whether permessage-deflate was agreed.
         self.compressed = deflate is not None

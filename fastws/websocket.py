@@ -2,8 +2,10 @@
 
 Server and client connections share everything after the opening handshake, which is what
 lives here: receiving into a shared buffer (or straight into a large payload's destination),
-dispatching the protocol core's events without a task per message, backpressure both ways,
-keepalive pings, and the closing handshake with its timeout.
+dispatching the protocol core's events without a task per message, and the application's
+receive and send calls. Parts of the class live in their own modules, mixed in: backpressure
+both ways (`flow`), keepalive pings (`keepalive`), the closing handshake with its timeout
+(`closing`) and fragmented sends (`fragments`).
 
 Backpressure: `send()` waits while the transport holds more than `write_limit` bytes; reading
 pauses while more than `max_queue` messages wait for the application.
@@ -17,13 +19,14 @@ import mmap
 import os
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any, cast
 
-from .buffers import Budget
+from .assembler import UNBOUNDED, RegionAssembler
+from .closing import Closing
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from .exceptions import closed as _closed
 from .flow import FlowControl
+from .fragments import Fragmenting
 from .keepalive import Keepalive, wheel
 from .message import Message
 from .outbox import Frame, Outbox, flusher
@@ -31,9 +34,7 @@ from .payload import as_payload as _as_payload
 from .protocol.connection import (
     SLICE_FRAMES,
     Chunk,
-    Close,
     Connection,
-    Failure,
     Pong,
     State,
 )
@@ -43,7 +44,7 @@ from .stats.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
 from .stats.counters import values as _stats
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator
 
     from .listener import Listener
     from .protocol.handshake import Request
@@ -76,16 +77,7 @@ def receive_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
 _NO_QUEUE: tuple[()] = ()
 
 
-async def _aiterate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
-
-
-class WebSocket(FlowControl, Keepalive):
+class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
     """An open WebSocket connection: `recv`/`send`/`ping`/`close`, and `async for`."""
 
     # Slots: ~35 attributes are past CPython's key-sharing limit for instance dicts, so each
@@ -148,7 +140,7 @@ class WebSocket(FlowControl, Keepalive):
         ping_timeout: float | None,
         client: bool,
         write_timeout: float | None = None,
-        budget: Budget | None = None,
+        assembler: RegionAssembler | None = None,
         message_timeout: float | None = None,
         failure_grace: float = 1.0,
     ) -> None:
@@ -161,7 +153,7 @@ class WebSocket(FlowControl, Keepalive):
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
             max_fragments=max_fragments,
-            budget=budget,
+            assembler=UNBOUNDED if assembler is None else assembler,
         )
         self._conn.slice_frames = SLICE_FRAMES  # other connections of the loop get their turn
         # A peer that breaks the protocol right after complete messages: those messages are
@@ -443,73 +435,6 @@ class WebSocket(FlowControl, Keepalive):
             out.add(frame)
         out.flush()
 
-    def _finish_failure(self) -> None:
-        """Our Close frame for a failed connection, after the answers to the messages that
-        came before the violation (RFC 6455 7.1.7), then close TCP."""
-        conn = self._conn
-        if conn.failing is None:
-            return
-        if self._close_timer is not None:  # the grace timer (this call, or cut short)
-            self._close_timer.cancel()
-            self._close_timer = None
-        conn.close_failed()
-        self._write_control()
-        transport = self._transport
-        if transport is not None:
-            if transport.can_write_eof():
-                self._linger(transport)
-            else:
-                transport.close()
-
-    def _closed_by_protocol(self, events: list[Any]) -> None:
-        """The core is CLOSED (closing handshake done, or the connection failed): close TCP."""
-        if self._conn.failing is not None:
-            self._finish_failure()
-            return
-        transport = self._transport
-        if transport is None:
-            return
-        if events and type(events[-1]) is Failure and transport.can_write_eof():
-            self._linger(transport)
-        else:
-            transport.close()  # our side of TCP: 7.1.1, the server closes first
-
-    def _linger(self, transport: asyncio.Transport) -> None:
-        """Close after failing the connection, without losing our Close frame to a reset.
-
-        The peer may still be sending (the rest of a message too big, say). Closing now
-        with its bytes unread would make our kernel answer with a reset, and the peer would
-        drop our Close frame unread (browsers then report 1006). So: send FIN after the Close
-        frame, read and discard until the peer closes too, at most close_timeout.
-        """
-        transport.write_eof()
-        transport.resume_reading()
-        if self._close_timer is None:
-            self._close_timer = self._loop.call_later(self._close_timeout, transport.abort)
-
-    def _peer_closed(self, event: Close) -> None:
-        self.close_code = event.code
-        self.close_reason = event.reason
-        if type(event) is Failure:
-            error = self._conn.error
-            if error is not None:  # a bug of ours (or no memory), not the peer's doing
-                _stats[ERRORS] += 1
-                logger.error(
-                    "connection from %s failed: %d %s",
-                    self._peer(),
-                    event.code,
-                    event.reason,
-                    exc_info=error,
-                )
-            else:
-                logger.info(
-                    "connection from %s failed: %d %s", self._peer(), event.code, event.reason
-                )
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and not self._queue:
-            self._waiter = None
-            waiter.set_exception(_closed(event.code, event.reason))
-
     def _peer(self) -> str:
         addr = self.remote_address
         if isinstance(addr, tuple) and len(addr) >= 2:
@@ -572,7 +497,7 @@ class WebSocket(FlowControl, Keepalive):
             while True:
                 item = await self._next()
                 if type(item) is Chunk:
-                    yield item.data
+                    yield cast(Message, item.data)  # our assembler's pieces (RegionAssembler)
                     if item.last:
                         return
                 else:
@@ -585,7 +510,7 @@ class WebSocket(FlowControl, Keepalive):
         """Drop what is left of a stream abandoned half-way; return the next whole message."""
         while True:
             while True:  # the pieces of one message are consecutive in the queue
-                item.data.release()
+                cast(Message, item.data).release()
                 if item.last:
                     break
                 item = cast(Chunk, await self._next())
@@ -730,140 +655,6 @@ class WebSocket(FlowControl, Keepalive):
             mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         await self.send(memoryview(mapping)[offset:end])
 
-    async def send_fragments(self, fragments: Iterable[Any] | AsyncIterable[Any]) -> None:
-        """Send one message as several frames, from an (async) iterable of str or bytes.
-
-        Each fragment is sent as soon as the next one is known (the last carries FIN). If the
-        iterable fails half-way, the message cannot be completed: the connection is closed
-        with 1011.
-        """
-        opcode = 0
-        pending: Any = None
-        sent = 0
-        out = self._out
-        try:
-            async for item in _aiterate(fragments):
-                kind, payload = _as_payload(item)
-                if not opcode:
-                    opcode = kind
-                elif kind != opcode:
-                    raise TypeError("all fragments of a message must be of the same type")
-                if pending is not None:
-                    if not sent:
-                        out.deferred = []  # broadcasts wait for the last fragment
-                    await self._send_frame(opcode if not sent else Opcode.CONT, pending, False)
-                    sent += 1
-                pending = payload
-            if pending is None:
-                raise ValueError("a message needs at least one fragment")
-            await self._send_frame(opcode if not sent else Opcode.CONT, pending, True)
-        except ConnectionClosed:
-            raise
-        except BaseException:
-            if sent:
-                self.fail(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
-            raise
-        finally:
-            held = out.deferred
-            out.deferred = None
-            if held:
-                self._send_deferred(held)
-
-    def _send_deferred(self, held: list[tuple[int, Any]]) -> None:
-        """The broadcast messages held back while a fragmented message was being sent."""
-        conn = self._conn
-        for opcode, payload in held:
-            if self._transport is None or conn.state is not State.OPEN:
-                return
-            self._write_data(conn.send_data(opcode, payload))  # counted by broadcast()
-
-    async def _send_frame(self, opcode: int, payload: Any, fin: bool) -> None:
-        transport = self._transport
-        conn = self._conn
-        if (
-            transport is None
-            or (conn.state is not State.OPEN and conn.failing is None)
-            or transport.is_closing()
-        ):
-            raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
-        if self._conn.client:
-            self._conn.mask_buffer_free = self._out.empty
-        _stats[MESSAGES_OUT] += fin
-        self._write_data(self._conn.send_data(opcode, payload, fin))
-        if self._writing_paused:
-            await self._wait_drain()
-
-    def fail(self, code: int, reason: str) -> None:
-        """Close with `code` now, without waiting for the peer's answer.
-
-        Our Close frame follows what is already queued; TCP is closed once it is written,
-        and dropped if the peer has not read it within close_timeout (a peer too slow to
-        read, say).
-        """
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        transport = self._transport
-        if transport is None:
-            return
-        conn = self._conn
-        if conn.failing is not None:
-            self._finish_failure()
-            return
-        if conn.state is State.OPEN:
-            self._out.write(conn.send_close(code, reason))
-        conn.abort()
-        transport.close()
-        if self._close_timer is None:
-            self._close_timer = self._loop.call_later(self._close_timeout, transport.abort)
-
-    def abort(self) -> None:
-        """Drop the connection now, without a closing handshake (the peer sees 1006)."""
-        transport = self._transport
-        if transport is not None:
-            self._conn.abort()
-            transport.abort()
-
-    def close_nowait(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Start the closing handshake without waiting for it (`close()` waits): for
-        callback-style handlers. The connection is dropped after close_timeout if the peer
-        does not answer."""
-        self._begin_close(code, reason)
-
-    def _begin_close(self, code: int, reason: str) -> None:
-        if self._conn.failing is not None:  # the peer broke the protocol: its Close code
-            self._finish_failure()
-            return
-        transport = self._transport
-        if transport is not None and self._conn.state is State.OPEN:
-            self._out.write(self._conn.send_close(code, reason))
-            self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
-            if self._reading_paused:  # the peer's Close may be behind messages nobody reads
-                self._resume_reading()
-            if self.close_code is None:
-                self.close_code, self.close_reason = code, reason
-
-    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Run the closing handshake: send Close, wait for the peer's, then close TCP.
-
-        Waits at most `close_timeout` for the peer, then drops the connection.
-        """
-        self._begin_close(code, reason)
-        await self.wait_closed()
-
-    def _close_expired(self) -> None:
-        if self._transport is not None:
-            logger.info("connection from %s: no close reply, dropping it", self._peer())
-            self._transport.abort()
-
-    async def wait_closed(self) -> None:
-        """Wait until the TCP connection is closed."""
-        if self._transport is None and self._lost is None:
-            return  # closed already (or never opened)
-        lost = self._lost
-        if lost is None:
-            lost = self._lost = self._loop.create_future()
-        await asyncio.shield(lost)
-
     @property
     def closed(self) -> bool:
         return self._transport is None or self._conn.state is State.CLOSED
@@ -892,6 +683,19 @@ class WebSocket(FlowControl, Keepalive):
     def outbox(self) -> Outbox:
         """What this connection has queued for writing (see fastws.outbox)."""
         return self._out
+
+    def uncount(self) -> None:
+        """Leave this connection's frames out of the traffic counters (bytes_out) from now
+        on: a connection that watches the server (the dashboard's feed) is not part of what
+        it shows. Call it once open, before sending: the Outbox is replaced."""
+        assert self._transport is not None
+        self._out = Outbox(self._transport, self._flusher, counted=False)
+
+    def stop_keepalive(self) -> None:
+        """No keepalive pings and no message_timeout for this connection: for a peer that
+        needs neither (write_timeout still ends one that stops reading). Call it before
+        the connection opens: the keepalive clock is wound when it does."""
+        self._ping_interval = self._message_timeout = None
 
     @property
     def state(self) -> State:

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from fastws.assembler import RegionAssembler
 from fastws.buffers import MMAP_MIN, Budget, Region, RegionCache, allocate, size_class
 from fastws.message import Message
 from fastws.protocol.connection import Connection
@@ -90,7 +91,7 @@ def test_size_classes_round_up_by_at_most_a_quarter() -> None:
 
 def test_a_reused_region_shows_only_the_new_message() -> None:
     """A smaller message in a recycled region is exactly its own bytes, whatever was there."""
-    conn = Connection(max_message_size=64 * MiB, budget=cached_budget())
+    conn = Connection(max_message_size=64 * MiB, assembler=RegionAssembler(cached_budget()))
     for size in (MiB + 300_000, MiB + 1):  # the same size class, the second one shorter
         payload = os.urandom(size)
         head, key = header(size)
@@ -116,7 +117,7 @@ def test_a_fragmented_message_reuses_a_released_reservation() -> None:
     next one gets the same mapping back (its pages already faulted in), and the cache counts
     the pages written, not the address space (here 4x its limit)."""
     budget = cached_budget(limit=64 * MiB)
-    conn = Connection(max_message_size=256 * MiB, budget=budget)
+    conn = Connection(max_message_size=256 * MiB, assembler=RegionAssembler(budget))
     regions = []
     for size in (3 * MiB + 5, 2 * MiB + 1):  # the second shorter: only its own bytes
         payload = os.urandom(size)

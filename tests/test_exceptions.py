@@ -9,6 +9,7 @@ import fastws.exceptions as exceptions
 import fastws.protocol.handshake
 import fastws.sync
 import fastws.websocket
+from fastws.protocol.http11 import error_response
 
 
 @pytest.mark.parametrize(
@@ -54,6 +55,6 @@ def test_every_exception_is_a_websocket_exception_and_exported() -> None:
 def test_handshake_error_response() -> None:
     """The server's refusal becomes a plain-text response with its status and headers."""
     response = fastws.HandshakeError(426, "upgrade required", [("Sec-WebSocket-Version", "13")])
-    wire = response.response().serialize()
+    wire = error_response(response).serialize()
     assert wire.startswith(b"HTTP/1.1 426 ")
     assert b"Sec-WebSocket-Version: 13\r\n" in wire and wire.endswith(b"upgrade required\n")

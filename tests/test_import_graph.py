@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "fastws.buffers",
             "fastws.message",
+            "fastws.assembler",
             "fastws.payload",
             "fastws.stats",
             "fastws.config",
@@ -38,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "fastws.keepalive",
             "fastws.flow",
+            "fastws.closing",
+            "fastws.fragments",
             "fastws.outbox",
             "fastws.listener",
             "fastws.handler",
@@ -57,22 +60,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("fastws.process", "fastws.launch", "fastws.status", "fastws.cli", "fastws.__main__"),
     ),
 ]
-
-#: Arrows that break the rule today, each with whose file it is and what removes it. The lead
-#: removes an entry when its owner's change lands; do not add one without saying why here.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    # lead (issue 16 item 5): message assembly and memory admission move out of the core
-    # into an assembler beside buffers.py; then the core no longer imports buffers/message.
-    ("fastws.protocol.connection", "fastws.buffers"): "lead, issue 16 item 5",
-    ("fastws.protocol.connection", "fastws.message"): "lead, issue 16 item 5",
-}
-#: Import cycles that exist today (each as its sorted member list), the same way.
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    # client (issue 16 item 6): HandshakeError.response() builds the HTTP answer with a
-    # function-level import of the HTTP layer (protocol/http11.py), which raises
-    # HandshakeError; the answer belongs in http11 (a function there, not a method here).
-    ("fastws.exceptions", "fastws.protocol.http11"): "client/parity, issue 16 item 6",
-}
 
 
 def module_name(path: Path) -> str:
@@ -174,8 +161,7 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
         for target in targets
         if layer(source) is not None and layer(target) is not None and layer(target) > layer(source)  # type: ignore[operator]
     }
-    unexpected = {arrow: how for arrow, how in upward.items() if arrow not in KNOWN_UPWARD}
-    assert unexpected == {}
+    assert upward == {}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
@@ -222,8 +208,7 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_the_import_graph_has_no_cycle() -> None:
     """No chain of imports leads back to where it started (lazy imports included: a
     function-level import that closes a circle only hides it)."""
-    unexpected = [cycle for cycle in _cycles(GRAPH) if cycle not in KNOWN_CYCLES]
-    assert unexpected == []
+    assert _cycles(GRAPH) == []
 
 
 @pytest.mark.parametrize(

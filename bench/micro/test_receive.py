@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from fastws.assembler import UNBOUNDED, RegionAssembler
 from fastws.buffers import Budget, RegionCache
 from fastws.message import Message
 from fastws.protocol.connection import Connection
@@ -52,7 +53,7 @@ def test_receive_fragmented(benchmark) -> None:
     data = memoryview(
         b"".join(client_frame(2 if i == 0 else 0, p, i == 63) for i, p in enumerate(parts))
     )
-    conn = Connection()
+    conn = Connection(assembler=UNBOUNDED)  # the clients' assembler (a server's: budgeted)
     assert benchmark(_run, conn, data) == 1
 
 
@@ -89,7 +90,9 @@ def test_receive_large(benchmark, size: int) -> None:
     then reads of 1,000,003 bytes (odd sizes, as the kernel returns them) straight into the
     message's region, each unmasked where it landed; regions recycled as in a server."""
     frame = memoryview(client_frame(2, os.urandom(size)))
-    conn = Connection(max_message_size=size, budget=Budget(1 << 30, RegionCache(64 << 20)))
+    conn = Connection(
+        max_message_size=size, assembler=RegionAssembler(Budget(1 << 30, RegionCache(64 << 20)))
+    )
     assert benchmark(_receive_large, conn, frame, 256 * 1024, 1_000_003) == size
 
 
@@ -115,7 +118,9 @@ def test_receive_stream(benchmark) -> None:
     them, in reads of 1,000,003 bytes."""
     size = 16 << 20
     frame = memoryview(client_frame(2, os.urandom(size)))
-    conn = Connection(max_message_size=size, budget=Budget(1 << 30, RegionCache(64 << 20)))
+    conn = Connection(
+        max_message_size=size, assembler=RegionAssembler(Budget(1 << 30, RegionCache(64 << 20)))
+    )
     assert benchmark(_receive_stream, conn, frame, 256 * 1024, 1_000_003) == size
 
 

@@ -3,18 +3,14 @@
 No sockets and no event loop: the I/O layer calls `receive_data()` with what it read, then
 drains `events` and `data_to_send()`, and asks for frames to write with the `send_*` methods.
 
-Events, in arrival order:
-- a complete text message as `str`, a complete binary message as `bytes` (the common case
-  costs no wrapper object);
-- `Pong(payload)` for a pong from the peer (pings are answered here, automatically);
-- `Close(code, reason)` when the peer's Close frame arrived (and, if the peer started the
-  closing handshake, our echo is queued in `data_to_send()`);
-- `Failure(code, reason)` when the peer broke the protocol: our Close frame with that code is
-  queued and the connection is CLOSED; RFC 6455 7.1.7 says the TCP connection is to be closed.
+The events, in arrival order, are listed in `events`. Parts of the class live in their own
+modules: `closing` (the closing handshake, failing the connection) and `compression`
+(permessage-deflate on frames); what a message's memory is, the I/O layer decides
+(`assembly`).
 
 Receiving is built for two cases. Frames that are complete in the buffer are parsed in one
 tight loop and each small payload is unmasked straight into its final `bytes`. A frame whose
-payload is still arriving gets a destination sized from its declared length (see `buffers`);
+payload is still arriving gets a destination sized from its declared length (see `assembly`);
 `payload_target()` exposes where the next bytes go, so a `BufferedProtocol` can have the kernel
 write them in place, and `payload_written()` unmasks them there. Only an incomplete frame
 header (at most 13 bytes) is ever kept between reads.
@@ -22,29 +18,29 @@ header (at most 13 bytes) is ever kept between reads.
 
 from __future__ import annotations
 
-import mmap
 import os
-from enum import IntEnum
 from typing import Final
 
-from ..buffers import MMAP_MIN, Budget, Region, allocate, release, reserve, size_class
-from ..message import Message
 from .accel import speedups
-from .deflate import PerMessageDeflate, compressed_bound
+from .assembly import PLAIN, Assembler, Buffer
+from .checks import FrameChecks
+from .closing import Closing
+from .compression import JOIN_MAX as _JOIN_MAX
+from .compression import Compression
+from .deflate import PerMessageDeflate
+from .events import Blocked, Chunk, Close, Event, Failure, Pong, State
 from .frames import (
     SMALL_HEADERS,
     CloseCode,
     Opcode,
     ProtocolError,
-    encode_close,
     encode_header,
     lone_frame,
-    parse_close,
 )
 from .mask import NUMPY_MIN, SMALL_MAX, mask_into, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
-__all__ = ["Blocked", "Chunk", "Close", "Connection", "Failure", "Message", "Pong", "State"]
+__all__ = ["Blocked", "Chunk", "Close", "Connection", "Event", "Failure", "Pong", "State"]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 DEFAULT_MAX_FRAGMENTS: Final = 100_000
@@ -53,8 +49,6 @@ DEFAULT_MAX_FRAGMENTS: Final = 100_000
 DIRECT_MIN: Final = 16 * 1024
 # In streaming mode a binary message is delivered in pieces of at most this size.
 STREAM_CHUNK: Final = 1 << 20
-# Payloads below this are concatenated with their header into one write.
-_JOIN_MAX: Final = 4096
 # A client keeps the buffer it masks large payloads into for the next one up to this size.
 MASK_BUFFER_MAX: Final = 16 << 20
 # Frames outside the fast path (fragments, control frames) parsed per slice when `slice_frames`
@@ -66,70 +60,7 @@ _lone_frame = lone_frame if speedups is None else speedups.lone_frame
 _c_unmask = None if speedups is None else speedups.unmask
 
 
-class State(IntEnum):
-    OPEN = 1
-    CLOSING = 2  # we sent a Close frame and wait for the peer's
-    CLOSED = 3  # the closing handshake is over (or the connection failed)
-
-
-class Blocked(IntEnum):
-    """Why the core holds bytes back (`Connection.blocked`, None when it does not) and how
-    the I/O layer goes on: it stops reading, then calls `resume()`."""
-
-    SLICE = 1  # the rest of a read of many frames: resume on a later loop iteration (fairness)
-    REGION = 2  # a new large message waits one iteration for a region the transport holds
-    MEMORY = 3  # a new large message waits for the worker's message budget (Budget.wait)
-
-
-class Pong:
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __repr__(self) -> str:
-        return f"Pong({self.payload!r})"
-
-
-class Close:
-    """The peer's Close frame: its code (1005 if it had none) and reason."""
-
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"Close({self.code}, {self.reason!r})"
-
-
-class Failure(Close):
-    """We failed the connection with this code because the peer broke the protocol."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"Failure({self.code}, {self.reason!r})"
-
-
-class Chunk:
-    """A piece of a binary message received in streaming mode; `last` ends the message."""
-
-    __slots__ = ("data", "last")
-
-    def __init__(self, data: Message, last: bool) -> None:
-        self.data = data
-        self.last = last
-
-    def __repr__(self) -> str:
-        return f"Chunk({len(self.data)} bytes{', last' if self.last else ''})"
-
-
-Event = str | bytes | Message | Chunk | Pong | Close
-
-
-class Connection:
+class Connection(FrameChecks, Closing, Compression):
     """One WebSocket connection's protocol state, server side unless `client=True`."""
 
     # Slots: past ~30 attributes CPython stops sharing the keys of instance dicts, and each
@@ -154,9 +85,9 @@ class Connection:
         "_sdeflate",
         "_tail",
         "_target",
+        "assembler",
         "begun",
         "blocked",
-        "budget",
         "client",
         "defer_failure",
         "deflate",
@@ -181,7 +112,7 @@ class Connection:
         max_frame_size: int | None = None,
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
         deflate: PerMessageDeflate | None = None,
-        budget: Budget | None = None,
+        assembler: Assembler | None = None,
     ) -> None:
         self.client = client
         self.max_message_size = max_message_size
@@ -208,7 +139,7 @@ class Connection:
         self._fmask: bytes | None = None
         self._fdone = 0  # payload bytes of this frame received so far (= the mask phase)
         # A binary frame's payload goes to _target (the message buffer) at _mlen + _fdone.
-        self._target: bytearray | mmap.mmap | None = None
+        self._target: Buffer | None = None
         self._ctrl = b""  # control payload gathered so far
         # The message being assembled from several frames (_mop != 0).
         self._mop = 0
@@ -219,12 +150,13 @@ class Connection:
         self.begun = 0
         self._decoder: TextDecoder | None = None
         # A binary message is assembled in one buffer: _mlen bytes of _mbuf are filled.
-        self._mbuf: bytearray | Region | None = None
+        self._mbuf: Buffer | None = None
         self._mlen = 0
-        # Memory for large messages (see buffers.Budget). While a new large message waits
-        # for room, `blocked` is set, nothing is parsed, and the I/O layer stops reading
-        # until `resume()` admits it.
-        self.budget = budget
+        # What that buffer is, and whether a new large message may have one now (see
+        # assembly): the I/O layer's memory policy. While a new large message waits for
+        # memory, `blocked` is set, nothing is parsed, and the I/O layer stops reading until
+        # `resume()` admits it.
+        self.assembler: Assembler = PLAIN if assembler is None else assembler
         self.blocked: Blocked | None = None
         # Fairness: with `slice_frames` set, parsing stops after that many frames outside the
         # fast path and keeps the rest of the read; `blocked` is SLICE, and the I/O layer calls
@@ -367,69 +299,6 @@ class Connection:
         if pos < end:
             self._tail = bytes(data[pos:end])
 
-    def _check_header(self, b0: int, b1: int, length: int, mask: bytes | None) -> int:
-        """Validate a frame header; return the opcode of the message it belongs to."""
-        opcode = b0 & 0x0F
-        if b0 & 0x70 and not self._rsv1_allowed(b0):
-            # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
-            # non-zero values. If a nonzero value is received and none of the negotiated
-            # extensions defines the meaning of such a nonzero value, the receiving endpoint
-            # MUST _Fail the WebSocket Connection_."
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
-        if (mask is None) is not self.client:
-            # 5.1: "The server MUST close the connection upon receiving a frame that is not
-            # masked" / "A client MUST close a connection if it detects a masked frame."
-            raise ProtocolError(
-                CloseCode.PROTOCOL_ERROR,
-                "masked frame from server" if self.client else "unmasked frame from client",
-            )
-        if length >> 63:
-            # 5.2: "the most significant bit MUST be 0"
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "invalid payload length")
-        if opcode >= Opcode.CLOSE:
-            if opcode > Opcode.PONG:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-            # 5.5: "All control frames MUST have a payload length of 125 bytes or less and
-            # MUST NOT be fragmented."
-            if length > 125:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame too long")
-            if not b0 & 0x80:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
-            return opcode
-        if length > self.max_frame_size and not self._compressed_within(
-            b0, length, self.max_frame_size
-        ):
-            raise ProtocolError(
-                CloseCode.MESSAGE_TOO_BIG, f"frame of {length} bytes exceeds the frame limit"
-            )
-        if opcode == Opcode.CONT:
-            if not self._mop:
-                # 5.4: fragments are "a single frame with the FIN bit clear and an opcode
-                # other than 0, followed by zero or more frames with the FIN bit clear and
-                # the opcode set to 0".
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation without a message")
-            self._mfrags += 1
-            if self._mfrags > self.max_fragments:
-                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
-            opcode = self._mop
-        elif opcode > Opcode.BINARY:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-        elif self._mop:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
-        else:
-            self._msize = 0
-            self._mdeflate = bool(b0 & 0x40)
-        if self._msize + length > self.max_message_size and not self._compressed_within(
-            b0, self._msize + length, self.max_message_size
-        ):
-            # Checked against the declared length, before any payload byte is buffered.
-            raise ProtocolError(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"message of {self._msize + length}+ bytes exceeds the message limit",
-            )
-        self._msize += length
-        return opcode
-
     def _start_frame(
         self, opcode: int, fin: int, length: int, mask: bytes | None, present: int = 0
     ) -> None:
@@ -448,25 +317,20 @@ class Connection:
                     self._next_chunk(length)
                 self._target = self._mbuf
             elif not self._mdeflate:  # compressed payloads stream into the inflater instead
-                charged = 0
-                if first and length >= MMAP_MIN and self.budget is not None:
-                    cache = self.budget.cache
-                    if (
-                        self.slice_frames
-                        and self._ffin
-                        and cache is not None
-                        and cache.soon_free(size_class(length))
-                    ):
-                        self.blocked = Blocked.REGION  # resume() allocates
-                        return
-                    if not self.budget.try_charge(length):
-                        self.blocked = Blocked.MEMORY  # resume() allocates once there is room
-                        return
-                    charged = length
                 # Most of the payload still to come: memory only as it arrives (an mmap
                 # commits written pages only), so a declared length costs nothing by itself.
                 lazy = present < length >> 2
-                self._room(length, exact=first and self._ffin, charged=charged, lazy=lazy)
+                assembler = self.assembler
+                if first:
+                    wait = assembler.admit(length, self._ffin, bool(self.slice_frames))
+                    if wait is not None:
+                        self.blocked = wait  # resume() admits and allocates
+                        return
+                    self._mbuf = assembler.begin(length, self._ffin, lazy, self.max_message_size)
+                else:
+                    self._mbuf = assembler.room(
+                        self._mbuf, self._mlen, length, lazy, self.max_message_size
+                    )
                 self._target = self._mbuf
         elif opcode == Opcode.TEXT:
             if not self._mop:
@@ -594,39 +458,6 @@ class Connection:
         if fin:
             self._end_message()
 
-    def _room(self, length: int, exact: bool = False, charged: int = 0, lazy: bool = False) -> None:
-        """Make the message buffer hold `length` more bytes after the `_mlen` filled ones.
-
-        `exact`: the whole message is this one frame, allocate exactly. A fragmented message
-        of unknown size grows in a bytearray while small, then moves once (under MMAP_MIN
-        bytes to copy) into a reservation of max_message_size bytes that never moves again.
-        `charged`: budget bytes already taken for it. `lazy`: map it even when small.
-        """
-        need = self._mlen + length
-        buf = self._mbuf
-        if buf is None and (exact or need < MMAP_MIN):
-            self._mbuf = allocate(need, self.budget, charged, lazy=lazy)
-        elif buf is not None and len(buf) >= need:
-            if type(buf) is Region and need > buf.charged:
-                buf.grow_charge(need - buf.charged)
-        elif type(buf) is bytearray and need < MMAP_MIN:
-            try:
-                buf.extend(bytes(need - len(buf)))
-            except BufferError:  # somebody still holds a view of it: move instead
-                self._mbuf = bytearray(need)
-                self._mbuf[: self._mlen] = memoryview(buf)[: self._mlen]
-        else:
-            region = reserve(max(self.max_message_size, need), self.budget)
-            if buf is not None:
-                region[: self._mlen] = memoryview(buf)[: self._mlen]
-                if type(buf) is Region:
-                    charged += buf.charged
-                    buf.charged = 0
-                release(buf)
-            region.charged = charged
-            region.grow_charge(max(0, need - charged))
-            self._mbuf = region
-
     def _append(self, payload: bytes | bytearray | memoryview) -> None:
         """Copy a complete payload piece to the end of the binary message."""
         n = len(payload)
@@ -643,35 +474,22 @@ class Connection:
                 self._mlen += k
                 done += k
             return
-        buf = self._mbuf
-        if type(buf) is bytearray and len(buf) == self._mlen and self._mlen + n < MMAP_MIN:
-            try:
-                buf += payload
-            except BufferError:  # a view of it is held: _room moves it
-                pass
-            else:
-                self._mlen += n
-                return
-        self._room(n)
-        assert self._mbuf is not None
-        self._mbuf[self._mlen : self._mlen + n] = payload
+        self._mbuf = self.assembler.append(self._mbuf, self._mlen, payload, self.max_message_size)
         self._mlen += n
 
     def _next_chunk(self, coming: int) -> None:
         """Streaming: deliver the filled chunk (if any), start one for `coming` more bytes."""
         if self._mbuf is not None and self._mlen:
-            self.events.append(Chunk(Message(self._mbuf, self._mlen), False))
-        # Through the budget's RegionCache: a released piece's pages are reused by the next,
-        # not faulted in afresh each MiB. Pieces are not charged (max_queue bounds them).
-        self._mbuf = allocate(min(STREAM_CHUNK, coming), self.budget)
+            self.events.append(Chunk(self.assembler.chunk(self._mbuf, self._mlen), False))
+        self._mbuf = self.assembler.piece(min(STREAM_CHUNK, coming))
         self._mlen = 0
 
     def resume(self) -> bool:
         """Go on after `blocked`: parse the next slice of a read (SLICE), or try again to admit
         the large message waiting for a region or memory; True once no longer blocked for it.
 
-        The I/O layer calls it on a later loop iteration (SLICE, REGION) or when the budget
-        frees memory (MEMORY, Budget.wait), then goes on reading; the bytes held back are
+        The I/O layer calls it on a later loop iteration (SLICE, REGION) or when memory was
+        freed (MEMORY, Assembler.wait), then goes on reading; the bytes held back are
         parsed now.
         """
         if not self.blocked:
@@ -682,12 +500,12 @@ class Connection:
             return True
         # After one iteration of REGION the region is taken from the cache if it is free by
         # now, else mapped anew: never a second wait for it (at most one for memory).
-        assert self.budget is not None
-        if not self.budget.try_charge(self._remaining):
-            self.blocked = Blocked.MEMORY
+        wait = self.assembler.admit(self._remaining, self._ffin, False)
+        if wait is not None:
+            self.blocked = wait
             return False
         self.blocked = None
-        self._room(self._remaining, exact=self._ffin, charged=self._remaining)
+        self._mbuf = self.assembler.begin(self._remaining, self._ffin, False, self.max_message_size)
         self._target = self._mbuf
         self.receive_data(b"")
         return True
@@ -695,24 +513,19 @@ class Connection:
     def _end_message(self) -> None:
         if self._mop == Opcode.TEXT:
             assert self._decoder is not None
-            message: str | bytes | Message | Chunk = self._decoder.finish()
+            message: Event = self._decoder.finish()
             self._decoder = None
         elif self._mstream:
             buf, size = self._mbuf, self._mlen
             self._mbuf = None
             self._mlen = 0
             self._mstream = False
-            message = Chunk(Message(b"" if buf is None else buf, size), True)
+            message = Chunk(self.assembler.chunk(buf, size), True)
         else:
             buf, size = self._mbuf, self._mlen
             self._mbuf = None
             self._mlen = 0
-            if buf is None:
-                message = b""
-            elif type(buf) is bytearray:  # small: bytes, like a message read in one piece
-                message = bytes(buf) if len(buf) == size else bytes(memoryview(buf)[:size])
-            else:  # large: handed over where it was received (see message.Message)
-                message = Message(buf, size)
+            message = self.assembler.message(buf, size)
         self._mop = 0
         self._msize = 0
         self._mdeflate = False
@@ -729,17 +542,7 @@ class Connection:
             # 5.5.3: "A response to an unsolicited Pong frame is not expected."
             self.events.append(Pong(payload))
         else:
-            code, reason = parse_close(payload)
-            if self.state is State.OPEN:
-                # 5.5.1: "If an endpoint receives a Close frame and did not previously send a
-                # Close frame, the endpoint MUST send a Close frame in response. (When sending
-                # a Close frame in response, the endpoint typically echos the status code it
-                # received.)"
-                echo = b"" if code == CloseCode.NO_STATUS else code.to_bytes(2, "big")
-                self.out.append(self._frame(Opcode.CLOSE, echo))
-            self.state = State.CLOSED
-            self._reset()
-            self.events.append(Close(code, reason))
+            self._close_received(payload)
 
     @property
     def sliced(self) -> bool:
@@ -765,38 +568,13 @@ class Connection:
         """Payload bytes received so far of the message in progress."""
         return max(0, self._msize - self._remaining) if self._mop else len(self._ctrl)
 
-    def fail(self, code: int, reason: str) -> None:
-        """Fail the connection for a reason the I/O layer found (a timeout, say): our Close
-        frame with `code` is queued and a `Failure` event reports it, as for a protocol error."""
-        if self.state is not State.CLOSED:
-            self._fail(code, reason)
-
-    def _fail(self, code: int, reason: str) -> None:
-        """7.1.7 _Fail the WebSocket Connection_: send a Close frame (if we still may)."""
-        if self.state is State.OPEN:
-            if self.defer_failure:
-                self.failing = (code, reason[:123])
-            else:
-                self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason[:123])))
-        self.state = State.CLOSED
-        self._reset()
-        self.events.append(Failure(code, reason))
-
-    def close_failed(self) -> None:
-        """With `defer_failure`: queue our Close frame for the failure now, after the data
-        frames sent since the Failure event. Nothing can be sent after it."""
-        if self.failing is not None:
-            code, reason = self.failing
-            self.failing = None
-            self.out.append(self._frame(Opcode.CLOSE, encode_close(code, reason)))
-
     def _reset(self) -> None:
         """Drop any partial frame or message: nothing more will be received."""
         self._remaining = 0
         self._tail = b""
         self._decoder = None
         self._ctrl = b""
-        release(self._mbuf)
+        self.assembler.release(self._mbuf)
         self._mbuf = None
         self._mstream = False
         self._mlen = 0
@@ -806,88 +584,6 @@ class Connection:
         self._mdeflate = False
         if self.deflate is not None:
             self.deflate.abort()
-
-    def abort(self) -> None:
-        """The I/O layer dropped the connection (no closing handshake, or it gave up waiting
-        for one): CLOSED, and any partly received message released. No event: the I/O layer
-        knows why it dropped it."""
-        self.failing = None  # nothing more is sent either
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self._reset()
-
-    def receive_eof(self) -> None:
-        """The peer closed TCP. Without a closing handshake that is close code 1006."""
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self._reset()
-            self.events.append(Close(CloseCode.ABNORMAL, ""))
-
-    # -- compression (RFC 7692), only when permessage-deflate was negotiated -----------------
-
-    def _rsv1_allowed(self, b0: int) -> bool:
-        """RSV1 alone, on the first frame of a data message, with deflate negotiated."""
-        # RFC 7692 6: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
-        # frames and non-first fragments of a data message. An endpoint receiving such a
-        # frame MUST _Fail the WebSocket Connection_." (A first frame inside a fragmented
-        # message is refused by the checks that follow.)
-        return (
-            self.deflate is not None
-            and b0 & 0x70 == 0x40
-            and Opcode.TEXT <= b0 & 0x0F <= Opcode.BINARY
-        )
-
-    def _compressed_within(self, b0: int, size: int, limit: int) -> bool:
-        """A compressed message's wire size may exceed `limit` by DEFLATE's overhead.
-
-        The limits apply to the decompressed size (checked while inflating); on the wire an
-        incompressible message of exactly `limit` bytes is a little longer.
-        """
-        compressed = b0 & 0x40 if b0 & 0x0F else self._mdeflate
-        return bool(compressed) and size <= compressed_bound(limit)
-
-    def _inflate(self, data: bytes | bytearray | memoryview, fin: bool) -> None:
-        """Compressed payload bytes of the current message, into the message."""
-        assert self.deflate is not None
-        out = self.deflate.decompress(data, self.max_message_size - self._dsize, fin)
-        if not out:
-            return
-        self._dsize += len(out)
-        if self._mop == Opcode.TEXT:
-            assert self._decoder is not None
-            self._decoder.decode(out)  # fail fast on invalid UTF-8, even mid-message
-        else:
-            self._append(out)
-
-    def _send_compressed(
-        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool
-    ) -> bytes | tuple[bytes, bytes] | None:
-        """A compressed frame, or None to send this one uncompressed.
-
-        RFC 7692 allows each message to be compressed or not: messages shorter than
-        `min_size` go out as they are. A fragmented message is compressed as a whole (RSV1
-        on its first frame only) whatever its first fragment's size.
-        """
-        assert self.deflate is not None
-        n = len(payload)
-        if opcode == Opcode.CONT:
-            if not self._sdeflate:
-                return None
-        elif fin and n < self.deflate.min_size:
-            return None
-        data = self.deflate.compress_fragment(payload, fin)
-        if fin and opcode != Opcode.CONT and not self.deflate.send_takeover and len(data) >= n:
-            return None  # incompressible: send it as it is, save the peer the inflating
-        self._sdeflate = not fin
-        rsv1 = opcode != Opcode.CONT
-        if self.client:
-            mask = os.urandom(4)
-            header = encode_header(opcode, len(data), fin=fin, rsv1=rsv1, mask=mask)
-            return header + unmask(data, mask)
-        header = encode_header(opcode, len(data), fin=fin, rsv1=rsv1)
-        if len(data) <= _JOIN_MAX:
-            return header + data
-        return header, data
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -958,11 +654,3 @@ class Connection:
         if self.state is not State.OPEN:
             raise RuntimeError(f"cannot pong: connection is {self.state.name}")
         return self._frame(Opcode.PONG, payload)
-
-    def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
-        """Start the closing handshake; the connection waits for the peer's Close frame."""
-        payload = encode_close(code, reason)
-        if self.state is not State.OPEN:
-            raise RuntimeError(f"cannot close: connection is {self.state.name}")
-        self.state = State.CLOSING
-        return self._frame(Opcode.CLOSE, payload)

@@ -10,7 +10,7 @@ Server side::
 
     parser = RequestParser()
     request = parser.feed(data)  # None until the head is complete
-    key = check_upgrade(request)  # HandshakeError -> send exc.response()
+    key = check_upgrade(request)  # HandshakeError -> send error_response(exc)
     wire = accept_response(key).serialize()
     # parser.leftover holds any frame bytes the client sent right after the head
 
@@ -37,6 +37,7 @@ from .http11 import (
     Response,
     ResponseParser,
     check_field,
+    error_response,
     find_ctl,
     is_target,
     is_token,
@@ -58,6 +59,7 @@ __all__ = [
     "check_response",
     "check_upgrade",
     "client_request",
+    "error_response",
     "format_extension",
     "generate_key",
     "negotiate_subprotocol",

@@ -27,6 +27,7 @@ __all__ = [
     "Response",
     "ResponseParser",
     "check_field",
+    "error_response",
     "find_ctl",
     "is_target",
     "is_token",
@@ -256,6 +257,16 @@ class Response:
             parts.append("Connection: close\r\n")
         parts.append("\r\n")
         return "".join(parts).encode("latin-1") + body
+
+
+def error_response(error: HandshakeError) -> Response:
+    """The plain-text answer to a refused handshake, sent before closing the connection:
+    the error's status, its extra headers, and its reason as the body."""
+    return Response(
+        error.status,
+        headers=[("Content-Type", "text/plain; charset=utf-8"), *error.headers],
+        body=(error.reason + "\n").encode(),
+    )
 
 
 def check_field(name: str, value: str) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from ..outbox import Outbox, flusher
 from ..protocol.deflate import DeflateOptions, PerMessageDeflate, negotiate
 from ..protocol.frames import CloseCode
 from ..protocol.handshake import (
@@ -24,6 +23,7 @@ from ..protocol.handshake import (
     accept_response,
     check_origin,
     check_upgrade,
+    error_response,
     negotiate_subprotocol,
     parse_extensions,
     parse_header_list,
@@ -82,7 +82,7 @@ class ServerProtocol(WebSocket):
             ping_timeout=config.ping_timeout,
             client=False,
             write_timeout=config.write_timeout,
-            budget=server.budget,
+            assembler=server.assembler,
             message_timeout=config.message_timeout,
             failure_grace=config.failure_grace,
         )
@@ -108,7 +108,7 @@ class ServerProtocol(WebSocket):
         super().connection_made(transport)
         if self._server.config.access_log:
             self._started = self._loop.time()
-        self._server._connections.add(self)
+        self._server.add_connection(self)
         self._handshake_timer = self._loop.call_later(
             self._server.config.handshake_timeout, self._handshake_expired
         )
@@ -129,7 +129,7 @@ class ServerProtocol(WebSocket):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         super().connection_lost(exc)
-        self._server._connections.discard(self)
+        self._server.discard_connection(self)
         hub = self._server.hub
         if hub is not None:
             hub.drop(self)
@@ -155,7 +155,7 @@ class ServerProtocol(WebSocket):
         try:
             request = parser.feed(data)
         except HandshakeError as exc:
-            self._reject(exc.response(), f"{exc.status} {exc.reason}")
+            self._reject(error_response(exc), f"{exc.status} {exc.reason}")
             return
         if request is None:
             return
@@ -234,7 +234,7 @@ class ServerProtocol(WebSocket):
                 route.check(request, self._server)
         except HandshakeError as exc:
             where = "" if route is None else f" ({request.path.strip('/')})"
-            self._reject(exc.response(), f"{exc.status} {exc.reason}{where}")
+            self._reject(error_response(exc), f"{exc.status} {exc.reason}{where}")
             return
         if route is None and self._server.hooks.paths is not None:
             self._reject(_NOT_FOUND, f"404 no handler for {request.path}")
@@ -469,9 +469,9 @@ class ServerProtocol(WebSocket):
             counters.values[counters.HANDSHAKES] += 1
             counters.values[counters.CONNECTIONS_OPEN] += 1
         else:  # its frames are not traffic either (bytes_out)
-            self._out = Outbox(self._transport, flusher(self._loop), counted=False)
+            self.uncount()
         if route is not None and not route.keepalive:
-            self._ping_interval = self._message_timeout = None
+            self.stop_keepalive()
 
     # -- a handshake the application answers (defers_accept) --------------------------------
 
@@ -577,7 +577,7 @@ class ServerProtocol(WebSocket):
     def subscribe(self, channel: str) -> None:
         """Receive every message published on `channel` from now on, from any worker (and,
         with Redis, any host), until `unsubscribe` or the connection closes."""
-        self._server._hub().subscribe(self, channel)
+        self._server.require_hub().subscribe(self, channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving `channel`'s messages (nothing happens if not subscribed)."""

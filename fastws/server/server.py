@@ -18,6 +18,7 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..assembler import RegionAssembler
 from ..broadcast import broadcast
 from ..buffers import Budget, RegionCache
 from ..config import Config
@@ -98,6 +99,8 @@ class Server:
         # large-message buffers it keeps for reuse (see buffers.RegionCache).
         cache = RegionCache(config.buffer_cache) if config.buffer_cache else None
         self.budget = Budget(config.max_message_memory, cache)
+        #: How its connections assemble received messages in that memory (see assembler).
+        self.assembler = RegionAssembler(self.budget)
         self._trim_timer: asyncio.TimerHandle | None = None
         # The budgets as gauges for /metrics, sampled with each heartbeat (server.gauges).
         self.sample_gauges = GaugeSampler(self)
@@ -173,6 +176,14 @@ class Server:
     def connections(self) -> frozenset[ServerProtocol]:
         return frozenset(self._connections)
 
+    def add_connection(self, ws: ServerProtocol) -> None:
+        """A connection of this server was made (its handshake may still be in progress)."""
+        self._connections.add(ws)
+
+    def discard_connection(self, ws: ServerProtocol) -> None:
+        """A connection of this server is gone."""
+        self._connections.discard(ws)
+
     def each_connection(self) -> Iterator[ServerProtocol]:
         """The open connections without a copy (none may open or close while iterating)."""
         return iter(self._connections)
@@ -193,9 +204,10 @@ class Server:
     async def publish(self, channel: str, message: Any) -> None:
         """Send `message` to every subscriber of `channel` in every worker (and, with a Redis
         broker, every host); raises PublishError if the broker could not take it."""
-        await self._hub().publish(channel, message)
+        await self.require_hub().publish(channel, message)
 
-    def _hub(self) -> Hub:
+    def require_hub(self) -> Hub:
+        """The channels' hub; RuntimeError before start()."""
         if self.hub is None:
             raise RuntimeError("the server is not started")
         return self.hub

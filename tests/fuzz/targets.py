@@ -8,8 +8,16 @@ and options, the second how the rest is split into reads (bugs hide at chunk bou
 
 from __future__ import annotations
 
-from fastws.protocol.connection import Close, Connection, Failure, Message, Pong, State
-from fastws.protocol.handshake import HandshakeError, Request, RequestParser, check_upgrade
+from fastws.assembler import RegionAssembler
+from fastws.message import Message
+from fastws.protocol.connection import Close, Connection, Failure, Pong, State
+from fastws.protocol.handshake import (
+    HandshakeError,
+    Request,
+    RequestParser,
+    check_upgrade,
+    error_response,
+)
 
 
 def _chunks(data: bytes, step: int) -> list[bytes]:
@@ -23,6 +31,7 @@ def fuzz_connection(data: bytes, *, client: bool, step: int, small: bool) -> Non
         client=client,
         max_message_size=1024 if small else 1 << 20,
         max_fragments=8 if small else 100_000,
+        assembler=RegionAssembler(),  # the servers' (mmap regions from MMAP_MIN on)
     )
     closed = False
     for chunk in _chunks(data, step):
@@ -57,7 +66,7 @@ def fuzz_handshake(data: bytes, *, step: int) -> None:
             request = parser.feed(chunk)
         except HandshakeError as exc:
             assert 400 <= exc.status < 500, exc.status
-            exc.response().serialize()
+            error_response(exc).serialize()
             return
         if request is not None:
             assert isinstance(request, Request)
@@ -65,7 +74,7 @@ def fuzz_handshake(data: bytes, *, step: int) -> None:
                 check_upgrade(request)
             except HandshakeError as exc:
                 assert 400 <= exc.status < 500, exc.status
-                exc.response().serialize()
+                error_response(exc).serialize()
             return
 
 

@@ -23,6 +23,7 @@ from fastws.protocol.handshake import (
     check_response,
     check_upgrade,
     client_request,
+    error_response,
     format_extension,
     generate_key,
     negotiate_subprotocol,
@@ -456,7 +457,7 @@ def test_unsupported_version_gets_426_with_supported_version(headers):
     error = info.value
     assert error.status == 426
     assert ("Sec-WebSocket-Version", "13") in error.headers
-    wire = error.response().serialize()
+    wire = error_response(error).serialize()
     assert wire.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
     assert b"\r\nSec-WebSocket-Version: 13\r\n" in wire
     assert b"\r\nUpgrade: websocket\r\n" in wire
@@ -466,7 +467,7 @@ def test_handshake_error_response_is_plain_text_and_closes():
     """Error responses carry the short reason as text and end the connection."""
     error = HandshakeError(400, "missing Host header")
     assert str(error) == "400 missing Host header"
-    assert error.response().serialize() == (
+    assert error_response(error).serialize() == (
         b"HTTP/1.1 400 Bad Request\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: 20\r\n"
@@ -990,7 +991,7 @@ def test_fuzz_any_bytes_give_request_none_or_handshake_error(data, cuts):
         result = _feed_chunks(parser, data, cuts)
     except HandshakeError as error:
         assert 400 <= error.status < 500
-        error.response().serialize()  # the refusal itself must be sendable
+        error_response(error).serialize()  # the refusal itself must be sendable
     else:
         assert result is None or isinstance(result, Request)
 
@@ -1018,7 +1019,7 @@ def test_fuzz_mutated_browser_handshake_is_parsed_or_refused(edits, cuts):
             negotiate_subprotocol(request, ["chat"])
             check_origin(request, ["http://localhost:8000"])
     except HandshakeError as error:
-        error.response().serialize()
+        error_response(error).serialize()
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,21 +1,26 @@
-"""Large binary messages in the protocol core: one region per message, written in place.
+"""Large binary messages in the protocol core, with the assembler it falls back to alone
+(PlainAssembler: bytearrays, delivered as bytes) or one a test injects to watch the contract.
 
 The kernel-facing contract is `payload_target()` (where the next bytes may be written) and
 `payload_written(n)`; these tests play the kernel's part by writing into the target views.
+The servers' assembler (mmap regions, memory budget) is tested in tests/test_assembler.py.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import struct
 
 import numpy as np
-import pytest
 
-from fastws.buffers import MMAP_MIN, Budget, Region, RegionCache
-from fastws.message import Message, MessageReleased
-from fastws.protocol.connection import DIRECT_MIN, STREAM_CHUNK, Chunk, Connection, Failure
+from fastws.protocol.assembly import PlainAssembler
+from fastws.protocol.connection import (
+    DIRECT_MIN,
+    STREAM_CHUNK,
+    Blocked,
+    Chunk,
+    Connection,
+)
 
 MiB = 1 << 20
 
@@ -62,242 +67,6 @@ def take(conn: Connection) -> list[object]:
     return events
 
 
-def test_large_frame_is_delivered_in_the_memory_the_kernel_wrote() -> None:
-    """A 4 MiB frame: the bytes written at payload_target() are the Message's memory (the
-    same addresses, unmasked in place), not a copy."""
-    payload = os.urandom(4 * MiB)
-    head, key = header(len(payload))
-    conn = Connection()
-    conn.receive_data(head)
-    targets = write_like_the_kernel(conn, masked(payload, key), chunk=100_003)
-    (message,) = take(conn)
-    assert isinstance(message, Message)
-    assert message == payload
-    array = message.array()
-    assert all(np.shares_memory(array, np.frombuffer(t, np.uint8)) for t in targets)
-
-
-def test_fragmented_large_message_is_assembled_in_one_region() -> None:
-    """Fragments (some complete in one read, some written in place) land one after the other
-    in one buffer; once the message outgrows MMAP_MIN it moves once into a reserved region,
-    where every later fragment is written in place and the message is delivered from."""
-    fragments = [os.urandom(n) for n in (1000, 300_000, 700_000, 50, 1_500_000, 3, 2_000_000)]
-    conn = Connection()
-    targets: list[list[memoryview]] = []
-    for i, fragment in enumerate(fragments):
-        head, key = header(len(fragment), opcode=0 if i else 2, fin=i == len(fragments) - 1)
-        if len(fragment) > DIRECT_MIN:
-            conn.receive_data(head)
-            targets.append(write_like_the_kernel(conn, masked(fragment, key), chunk=65_537))
-        else:
-            conn.receive_data(head + masked(fragment, key))
-            targets.append([])
-    (message,) = take(conn)
-    assert isinstance(message, Message)
-    assert message == b"".join(fragments)
-    assert isinstance(message._buffer, Region)
-    array = message.array()
-    for after_the_move in (targets[4], targets[6]):  # fragments once past MMAP_MIN
-        assert all(np.shares_memory(array, np.frombuffer(t, np.uint8)) for t in after_the_move)
-
-
-def test_small_fragmented_message_is_bytes() -> None:
-    """Below MMAP_MIN a reassembled message is plain bytes, like any small message."""
-    conn = Connection()
-    parts = [b"a" * 1000, b"b" * 70_000, b"c"]
-    for i, part in enumerate(parts):
-        head, key = header(len(part), opcode=0 if i else 2, fin=i == 2)
-        conn.receive_data(head + masked(part, key))
-    assert sum(map(len, parts)) < MMAP_MIN
-    assert take(conn) == [b"".join(parts)]
-
-
-def test_new_large_message_waits_for_the_budget() -> None:
-    """Over budget, a new large message is not allocated: the connection is `blocked` until
-    memory is released, then it is admitted and completes from the bytes held back."""
-    budget = Budget(8 * MiB)
-    first, second = Connection(budget=budget), Connection(budget=budget)
-    a, b = os.urandom(6 * MiB), os.urandom(6 * MiB)
-    head_a, key_a = header(len(a))
-    first.receive_data(head_a + masked(a, key_a)[:1000])
-    assert budget.held == 6 * MiB and not first.blocked
-    head_b, key_b = header(len(b))
-    woken: list[bool] = []
-    second.receive_data(head_b + masked(b, key_b)[:5000])
-    assert second.blocked and budget.held == 6 * MiB
-    assert second.payload_target() is None  # nothing allocated for it
-    budget.wait(lambda: woken.append(True))
-    assert not second.resume()
-    write_like_the_kernel(first, masked(a, key_a)[1000:], chunk=1 << 20)
-    (message_a,) = take(first)
-    assert message_a == a
-    message_a.release()
-    assert woken == [True] and budget.held == 0
-    assert second.resume() and not second.blocked
-    write_like_the_kernel(second, masked(b, key_b)[5000:], chunk=1 << 20)
-    (message_b,) = take(second)
-    assert message_b == b
-    message_b.release()
-    assert budget.held == 0
-
-
-def test_a_message_larger_than_the_budget_is_admitted_alone() -> None:
-    """A message over the budget (but within max_message_size) is not refused forever: it is
-    admitted when nothing else holds memory."""
-    budget = Budget(2 * MiB)
-    conn = Connection(budget=budget)
-    payload = os.urandom(3 * MiB)
-    head, key = header(len(payload))
-    conn.receive_data(head)
-    assert not conn.blocked
-    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
-    (message,) = take(conn)
-    assert message == payload
-    message.release()
-    assert budget.held == 0
-
-
-def test_failure_mid_message_returns_the_memory() -> None:
-    """A protocol error half-way through a large message frees its region and budget."""
-    budget = Budget(64 * MiB)
-    conn = Connection(budget=budget)
-    head, key = header(4 * MiB, fin=False)
-    conn.receive_data(head + masked(os.urandom(4 * MiB), key))
-    assert budget.held >= 4 * MiB
-    conn.receive_data(header(10, opcode=2)[0] + b"x" * 10)  # 5.4: new message inside one
-    assert isinstance(take(conn)[-1], Failure)
-    gc.collect()
-    assert budget.held == 0
-
-
-def test_released_message_raises_and_views_stay_valid() -> None:
-    """release() frees the region; using the message after raises MessageReleased; a view
-    taken before keeps the memory alive and readable (never freed memory)."""
-    budget = Budget(64 * MiB)
-    conn = Connection(budget=budget)
-    payload = os.urandom(2 * MiB)
-    head, key = header(len(payload))
-    conn.receive_data(head)
-    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
-    (message,) = take(conn)
-    view = message.array()
-    message.release()
-    assert message.released
-    with pytest.raises(MessageReleased):
-        message.data  # noqa: B018
-    assert view.tobytes() == payload  # still mapped: the view holds it
-    assert budget.held == 2 * MiB
-    del view
-    gc.collect()
-    assert budget.held == 0
-
-
-def test_region_of_a_message_is_unmapped_on_release() -> None:
-    """Without views, release() unmaps the region at once."""
-    conn = Connection()
-    payload = os.urandom(MMAP_MIN)
-    head, key = header(len(payload))
-    conn.receive_data(head)
-    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
-    (message,) = take(conn)
-    region = message._buffer
-    assert isinstance(region, Region)
-    message.release()
-    assert region.closed
-
-
-def test_streaming_delivers_a_large_frame_in_chunks_written_in_place() -> None:
-    """With `streaming` set before a message starts, a 5.5 MiB frame arrives as Chunk events
-    of at most STREAM_CHUNK bytes, in order, each in the memory the kernel wrote."""
-    payload = os.urandom(5 * MiB + MiB // 2)
-    head, key = header(len(payload))
-    conn = Connection()
-    conn.streaming = True
-    conn.receive_data(head)
-    targets = write_like_the_kernel(conn, masked(payload, key), chunk=300_007)
-    chunks = take(conn)
-    assert all(isinstance(c, Chunk) for c in chunks)
-    assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]  # type: ignore[attr-defined]
-    assert all(len(c.data) <= STREAM_CHUNK for c in chunks)  # type: ignore[attr-defined]
-    assert b"".join(bytes(c.data) for c in chunks) == payload  # type: ignore[attr-defined]
-    arrays = [c.data.array() for c in chunks]  # type: ignore[attr-defined]
-    for target in targets:
-        assert any(np.shares_memory(a, np.frombuffer(target, np.uint8)) for a in arrays)
-
-
-def _stream(
-    conn: Connection, head: bytes, data: bytes, release: bool
-) -> tuple[list[Message], list[object]]:
-    """Stream one frame in reads of 500,001 bytes, releasing each piece on arrival if asked;
-    the pieces and the buffers they were written into."""
-    conn.streaming = True
-    conn.receive_data(head)
-    pieces: list[Message] = []
-    buffers: list[object] = []
-    pos = 0
-    while pos < len(data):
-        if not buffers or conn._mbuf is not buffers[-1]:
-            buffers.append(conn._mbuf)
-        target = conn.payload_target()
-        assert target is not None
-        n = min(500_001, len(target), len(data) - pos)
-        target[:n] = data[pos : pos + n]
-        del target
-        conn.payload_written(n)
-        pos += n
-        for chunk in take(conn):
-            assert isinstance(chunk, Chunk)
-            pieces.append(chunk.data)
-            if release:
-                chunk.data.release()
-    return pieces, buffers
-
-
-def test_streaming_reuses_released_pieces_and_never_a_held_one() -> None:
-    """With a RegionCache, a piece the application released lends its pages to a later
-    piece (no fresh page faults per MiB); pieces still held are never written over."""
-    payload = os.urandom(6 * MiB)
-    head, key = header(len(payload))
-    data = masked(payload, key)
-    conn = Connection(budget=Budget(1 << 30, RegionCache(64 * MiB)))
-    held, first = _stream(conn, head, data, release=False)
-    assert b"".join(bytes(p) for p in held) == payload
-    assert len(held) == len(first) == 6
-    assert len({id(b) for b in first}) == 6  # all held at once: six regions
-    for piece in held:
-        piece.release()
-    released, second = _stream(conn, head, data, release=True)
-    assert len(released) == 6
-    # released on arrival: the second message was written into the first one's regions
-    assert all(any(b is a for a in first) for b in second)
-    assert len({id(b) for b in second}) <= 2
-
-
-def test_streaming_a_fragmented_message_keeps_order_across_frames() -> None:
-    """Fragments, complete or arriving in pieces, stream out in order; the last chunk ends
-    the message and the next message is assembled normally once streaming is off."""
-    fragments = [os.urandom(n) for n in (10, 2 * MiB + 3, 70_000, 1, 1_500_000)]
-    conn = Connection()
-    conn.streaming = True
-    for i, fragment in enumerate(fragments):
-        head, key = header(len(fragment), opcode=0 if i else 2, fin=i == len(fragments) - 1)
-        if len(fragment) > DIRECT_MIN:
-            conn.receive_data(head)
-            write_like_the_kernel(conn, masked(fragment, key), chunk=123_457)
-        else:
-            conn.receive_data(head + masked(fragment, key))
-    chunks = take(conn)
-    assert chunks[-1].last and not any(c.last for c in chunks[:-1])  # type: ignore[attr-defined]
-    assert b"".join(bytes(c.data) for c in chunks) == b"".join(fragments)  # type: ignore[attr-defined]
-    assert not conn.streaming  # a request covers one message
-    head, key = header(3 * MiB)
-    payload = os.urandom(3 * MiB)
-    conn.receive_data(head)
-    write_like_the_kernel(conn, masked(payload, key), chunk=1 << 20)
-    (message,) = take(conn)
-    assert isinstance(message, Message) and message == payload
-
-
 def _client_payload(frame: object) -> object:
     assert isinstance(frame, tuple)
     return frame[1]
@@ -333,7 +102,7 @@ def test_client_masks_into_one_kept_buffer_once_the_last_was_written() -> None:
         assert isinstance(frame, tuple)
         server.receive_data(frame[0] + bytes(frame[1]))
         (event,) = take(server)
-        assert (event.data if isinstance(event, Message) else event) == payload
+        assert event == payload
 
 
 def test_client_keeps_no_masking_buffer_above_the_limit() -> None:
@@ -349,35 +118,100 @@ def test_client_keeps_no_masking_buffer_above_the_limit() -> None:
     assert not np.shares_memory(_as_array(big), _as_array(small))
 
 
-@pytest.mark.parametrize("let_go", [True, False])
-def test_a_region_still_held_by_a_write_is_waited_for_one_iteration(let_go: bool) -> None:
-    """An echo releases a message while its transport still holds the region (the write
-    lets go a moment later). The next message of that size then waits one loop iteration
-    (`blocked`, `region_wait`: the I/O layer resumes on the next one) and takes that region
-    once it is free, instead of mapping a second one (peak memory: one message, not two).
-    A region still held after that iteration is never written over: a new one is mapped."""
-    conn = Connection(budget=Budget(1 << 30, RegionCache(64 * MiB)))
-    conn.slice_frames = 1024  # an I/O layer that resumes on a later iteration
-    first, second = os.urandom(2 * MiB), os.urandom(2 * MiB)
-    head, key = header(len(first))
-    write_like_the_kernel(conn, head + masked(first, key), 256 * 1024)
-    (message,) = take(conn)
-    assert isinstance(message, Message)
-    region = message.data.obj
-    writing = memoryview(message.data)  # the transport's hold on the echo being written
-    message.release()
+def test_alone_a_large_frame_is_written_in_place_and_delivered_as_bytes() -> None:
+    """Without an injected assembler the core still takes a large frame in place: each
+    `payload_target()` is the next stretch of one buffer, unmasked where it was written, and
+    the message comes out as `bytes` (the default PlainAssembler)."""
+    payload = os.urandom(3 * MiB + 5)
+    head, key = header(len(payload))
+    conn = Connection()
+    assert isinstance(conn.assembler, PlainAssembler)
+    conn.receive_data(head)
+    targets = write_like_the_kernel(conn, masked(payload, key), chunk=100_003)
+    assert len(targets) > 30
+    assert len({id(t.obj) for t in targets}) == 1  # one buffer, filled in order
+    assert take(conn) == [payload]
 
-    head, key = header(len(second))
-    data = head + masked(second, key)
-    conn.receive_data(data[:300_000])
-    assert conn.blocked and conn.region_wait and not take(conn)
-    if let_go:
-        writing.release()  # the write completed in the meantime
-    assert conn.resume()
-    assert not conn.blocked and not conn.region_wait
-    write_like_the_kernel(conn, data[300_000:], 256 * 1024)
-    (again,) = take(conn)
-    assert isinstance(again, Message) and again == second
-    assert (again.data.obj is region) is let_go
-    if not let_go:
-        assert bytes(writing) == first  # what the transport still writes is untouched
+
+def test_alone_fragments_and_streams_are_bytes() -> None:
+    """Fragments (complete or written in place) assemble into one `bytes`; with `streaming`
+    set, a frame arrives as Chunks of at most STREAM_CHUNK bytes each."""
+    fragments = [os.urandom(n) for n in (10, 2 * MiB + 3, 70_000, 1)]
+    conn = Connection()
+    for i, fragment in enumerate(fragments):
+        head, key = header(len(fragment), opcode=0 if i else 2, fin=i == len(fragments) - 1)
+        if len(fragment) > DIRECT_MIN:
+            conn.receive_data(head)
+            write_like_the_kernel(conn, masked(fragment, key), chunk=65_537)
+        else:
+            conn.receive_data(head + masked(fragment, key))
+    assert take(conn) == [b"".join(fragments)]
+
+    payload = os.urandom(2 * STREAM_CHUNK + 7)
+    head, key = header(len(payload))
+    conn.streaming = True
+    conn.receive_data(head)
+    write_like_the_kernel(conn, masked(payload, key), chunk=300_007)
+    chunks = take(conn)
+    assert all(isinstance(c, Chunk) and type(c.data) is bytes for c in chunks)
+    assert [c.last for c in chunks] == [False, False, True]  # type: ignore[attr-defined]
+    assert b"".join(c.data for c in chunks) == payload  # type: ignore[attr-defined]
+
+
+class Gate(PlainAssembler):
+    """An assembler that keeps new messages waiting for memory until `open`, and records
+    what the core asks of it."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.calls: list[tuple[object, ...]] = []
+
+    def admit(self, length: int, whole: bool, patient: bool) -> Blocked | None:
+        self.calls.append(("admit", length, whole, patient))
+        return None if self.open else Blocked.MEMORY
+
+    def begin(self, length: int, whole: bool, lazy: bool, limit: int) -> bytearray:
+        self.calls.append(("begin", length, whole, lazy, limit))
+        return bytearray(length)
+
+    def release(self, buf: object) -> None:
+        self.calls.append(("release", len(buf) if isinstance(buf, bytearray) else None))
+
+
+def test_the_assembler_admits_each_new_message_and_the_core_waits_for_it() -> None:
+    """A new binary message arriving in pieces is admitted by the injected assembler first:
+    while it answers MEMORY the core is `blocked`, offers no target and holds the bytes; on
+    `resume()` it asks again, and once admitted parses the held bytes into the buffer that
+    `begin()` gave. Frames complete in one read never ask (the small-message path)."""
+    gate = Gate()
+    conn = Connection(assembler=gate, max_message_size=8 * MiB)
+    conn.receive_data(header(5)[0] + b"x" * 5)  # complete in the read: no admission
+    payload = os.urandom(2 * MiB)
+    head, key = header(len(payload))
+    data = masked(payload, key)
+    conn.receive_data(head + data[:1000])
+    assert conn.blocked is Blocked.MEMORY and conn.payload_target() is None
+    assert gate.calls == [("admit", 2 * MiB, True, False)]
+    assert not conn.resume()
+    gate.open = True
+    assert conn.resume() and conn.blocked is None
+    assert gate.calls[-1] == ("begin", 2 * MiB, True, False, 8 * MiB)
+    write_like_the_kernel(conn, data[1000:], chunk=1 << 20)
+    assert [len(m) for m in take(conn)] == [5, 2 * MiB]  # type: ignore[arg-type]
+
+
+def test_a_sliced_reader_lets_the_assembler_wait_a_loop_iteration() -> None:
+    """`patient` tells the assembler the I/O layer resumes on a later iteration (slicing on),
+    which is when it may answer REGION; a dropped message's buffer goes back to it."""
+    gate = Gate()
+    gate.open = True
+    conn = Connection(assembler=gate)
+    conn.slice_frames = 1024
+    head, _ = header(3 * MiB, fin=False)
+    conn.receive_data(head + b"\x00" * 100)
+    assert gate.calls == [
+        ("admit", 3 * MiB, False, True),
+        ("begin", 3 * MiB, False, True, conn.max_message_size),
+    ]
+    conn.receive_eof()
+    assert gate.calls[-1] == ("release", 3 * MiB)

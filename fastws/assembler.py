@@ -1,0 +1,136 @@
+"""Message assembly and memory admission for the I/O layer: the `Assembler` the servers and
+clients of this package inject into the protocol core (see protocol/assembly.py).
+
+Small messages are assembled in bytearrays and delivered as `bytes`. From `MMAP_MIN` on a
+message lives in an anonymous mmap region (see buffers) that the kernel writes into and the
+handler receives as a zero-copy `Message`; a new large message is admitted against the
+process's `Budget` (its connection stops reading while the others hold too much) and, when a
+region of its size class is about to come back from a transport, waits one loop iteration for
+it instead of mapping a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .buffers import MMAP_MIN, Budget, Region, allocate, release, reserve, size_class
+from .message import Message
+from .protocol.assembly import Buffer
+from .protocol.events import Blocked
+
+__all__ = ["UNBOUNDED", "RegionAssembler"]
+
+
+class RegionAssembler:
+    """One per process (or per client connection): `budget` bounds the bytes its large
+    messages hold (None: unbounded, each region unmapped at release)."""
+
+    __slots__ = ("budget",)
+
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.budget = budget
+
+    def admit(self, length: int, whole: bool, patient: bool) -> Blocked | None:
+        budget = self.budget
+        if length < MMAP_MIN or budget is None:
+            return None
+        cache = budget.cache
+        if patient and whole and cache is not None and cache.soon_free(size_class(length)):
+            return Blocked.REGION  # the connection resumes next iteration, admit() again
+        if not budget.try_charge(length):
+            return Blocked.MEMORY  # ... once memory is freed (wait)
+        return None
+
+    def wait(self, wake: Callable[[], None]) -> None:
+        if self.budget is not None:
+            self.budget.wait(wake)
+
+    def begin(self, length: int, whole: bool, lazy: bool, limit: int) -> Buffer:
+        # What admit() charged: a large message under a budget.
+        charged = length if length >= MMAP_MIN and self.budget is not None else 0
+        return self._room(None, 0, length, limit, exact=whole, charged=charged, lazy=lazy)
+
+    def room(self, buf: Buffer | None, filled: int, length: int, lazy: bool, limit: int) -> Buffer:
+        return self._room(buf, filled, length, limit, lazy=lazy)
+
+    def _room(
+        self,
+        buf: Buffer | None,
+        filled: int,
+        length: int,
+        limit: int,
+        exact: bool = False,
+        charged: int = 0,
+        lazy: bool = False,
+    ) -> Buffer:
+        """A buffer holding `buf`'s `filled` bytes with room for `length` more.
+
+        `exact`: the whole message is this one frame, allocate exactly. A fragmented message
+        of unknown size grows in a bytearray while small, then moves once (under MMAP_MIN
+        bytes to copy) into a reservation of `limit` (max_message_size) bytes that never
+        moves again. `charged`: budget bytes already taken for it. `lazy`: map it even when
+        small.
+        """
+        need = filled + length
+        if buf is None and (exact or need < MMAP_MIN):
+            return allocate(need, self.budget, charged, lazy=lazy)
+        if buf is not None and len(buf) >= need:
+            if type(buf) is Region and need > buf.charged:
+                buf.grow_charge(need - buf.charged)
+            return buf
+        if type(buf) is bytearray and need < MMAP_MIN:
+            try:
+                buf.extend(bytes(need - len(buf)))
+            except BufferError:  # somebody still holds a view of it: move instead
+                moved = bytearray(need)
+                moved[:filled] = memoryview(buf)[:filled]
+                return moved
+            return buf
+        region = reserve(max(limit, need), self.budget)
+        if buf is not None:
+            region[:filled] = memoryview(buf)[:filled]
+            if type(buf) is Region:
+                charged += buf.charged
+                buf.charged = 0
+            release(buf)
+        region.charged = charged
+        region.grow_charge(max(0, need - charged))
+        return region
+
+    def append(
+        self, buf: Buffer | None, filled: int, payload: bytes | bytearray | memoryview, limit: int
+    ) -> Buffer:
+        n = len(payload)
+        if type(buf) is bytearray and len(buf) == filled and filled + n < MMAP_MIN:
+            try:
+                buf += payload
+            except BufferError:  # a view of it is held: _room moves it
+                pass
+            else:
+                return buf
+        buf = self._room(buf, filled, n, limit)
+        buf[filled : filled + n] = payload
+        return buf
+
+    def piece(self, size: int) -> Buffer:
+        # Through the budget's RegionCache: a released piece's pages are reused by the next,
+        # not faulted in afresh each MiB. Pieces are not charged (max_queue bounds them).
+        return allocate(size, self.budget)
+
+    def message(self, buf: Buffer | None, size: int) -> bytes | Message:
+        if buf is None:
+            return b""
+        if type(buf) is bytearray:  # small: bytes, like a message read in one piece
+            return bytes(buf) if len(buf) == size else bytes(memoryview(buf)[:size])
+        return Message(buf, size)  # large: handed over where it was received
+
+    def chunk(self, buf: Buffer | None, size: int) -> Message:
+        return Message(b"" if buf is None else buf, size)
+
+    def release(self, buf: Buffer | None) -> None:
+        release(buf)
+
+
+#: For connections whose owner sets no memory budget (the clients): regions unmapped at
+#: release, never a wait for memory. Shared: an assembler holds no per-message state.
+UNBOUNDED = RegionAssembler()
