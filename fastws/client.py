@@ -272,7 +272,10 @@ class connect:
     async def _open(self) -> ClientProtocol:
         if self.open_timeout is None:
             return await self._connect()
-        return await asyncio.wait_for(self._connect(), self.open_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+        # lands as the connection completes, and a reconnecting loop would then run on.
+        async with asyncio.timeout(self.open_timeout):
+            return await self._connect()
 
     def __await__(self) -> Generator[Any, None, ClientProtocol]:
         return self._open().__await__()
