@@ -25,7 +25,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -387,6 +387,49 @@ def test_response_exposes_status_and_headers() -> None:
             assert ws.response.headers["Upgrade"].lower() == "websocket"
 
     run(main())
+
+
+def test_the_readme_client_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's client block, as written, against a websockets server: the echo with
+    the "chat" subprotocol and the 101 printed, a connection with headers, then the
+    reconnecting loop, which comes back each time the server closes, until its task is
+    cancelled (after five; with wait_for around the handshake, Python 3.11 lost that
+    cancellation when it landed as a connection completed, and the loop ran on)."""
+    from tests.readme import blocks
+
+    [source] = [code for code in blocks() if "async for ws in fastws.connect(url)" in code]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md:client", "exec"), namespace)
+    seen: list[tuple[str | None, str | None]] = []
+    looping = asyncio.Event()
+
+    async def handler(conn: ServerConnection) -> None:
+        seen.append((conn.subprotocol, conn.request.headers.get("Authorization")))
+        if conn.subprotocol == "chat":
+            await ws_echo(conn)
+            return
+        await conn.send(f"tick {len(seen)}")  # then close (1000): the loop reconnects
+        if len(seen) >= 5:
+            looping.set()
+
+    async def main() -> None:
+        def chat_if_offered(conn: ServerConnection, offered: Sequence[str]) -> str | None:
+            return "chat" if "chat" in offered else None
+
+        async with websockets_server(handler, select_subprotocol=chat_if_offered) as url:
+            task = asyncio.ensure_future(namespace["main"](url))
+            await asyncio.wait_for(looping.wait(), 30)
+            task.cancel()  # stops the loop, even as a connection completes (asyncio.timeout)
+            await asyncio.wait({task}, timeout=10)
+            assert task.cancelled()
+
+    run(main())
+    assert seen[:2] == [("chat", None), (None, "Bearer t")]
+    assert len(seen) >= 5
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "hello"
+    assert printed[1].startswith("101 ") and "Upgrade" in printed[1]
+    assert printed[2:5] == ["tick 3", "tick 4", "tick 5"]
 
 
 @pytest.mark.parametrize(
