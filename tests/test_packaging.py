@@ -129,3 +129,18 @@ def test_the_readme_examples_pass_mypy_strict(installed: Path, tmp_path: Path) -
     wrong = [line for line in errors if not line.startswith("broken_example.py:")]
     assert not wrong, "README examples that fail mypy --strict:\n" + "\n".join(wrong)
     assert any('has no attribute "sendd"' in line for line in errors), errors
+
+
+def test_the_handler_type_has_what_the_readme_documents() -> None:
+    """Item 7: every `ws.NAME` the README mentions is on fastws.ServerConnection, the type a
+    handler receives (exported from fastws), except the client's `ws.response` (on the
+    client's connection) and the `ws.user = ...` the README shows as the untyped form."""
+    import fastws
+    from fastws.client import ClientProtocol
+
+    text = (ROOT / "README.md").read_text()
+    names = set(re.findall(r"\bws\.([a-z_]+)", text)) - {"user"}
+    assert {"send", "recv", "subscribe", "publish", "context"} <= names
+    missing = {name for name in names if not hasattr(fastws.ServerConnection, name)}
+    assert missing == {"response"}
+    assert hasattr(ClientProtocol, "response")
