@@ -26,7 +26,7 @@ import ssl as _ssl
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..config import Config, import_object
 from ..handler import HandlerError
@@ -151,11 +151,13 @@ def _load(spec: WorkerSpec) -> tuple[Handler, Config]:
     except HandlerError as exc:
         raise ImportError(f"APP {spec.app!r} cannot serve: {exc}") from None
     config = spec.config
-    hook = config.process_request
-    if hook is not None and getattr(hook, "__module__", None) in spec.reload_modules:
-        path = f"{hook.__module__}:{hook.__qualname__}"
-        # The field takes an import path too (Config converts it): the worker imports it anew.
-        config = dataclasses.replace(config, process_request=path)  # type: ignore[arg-type]
+    for field in ("process_request", "process_response", "select_subprotocol"):
+        hook = getattr(config, field)
+        if hook is not None and getattr(hook, "__module__", None) in spec.reload_modules:
+            path = f"{hook.__module__}:{hook.__qualname__}"
+            # The field takes an import path too (Config converts it): imported anew here.
+            fresh: dict[str, Any] = {field: path}
+            config = dataclasses.replace(config, **fresh)
     return handler, config
 
 

@@ -64,3 +64,46 @@ def test_hup_imports_the_changed_application(tmp_path: Path) -> None:
         assert any("failed to boot" in line and "SyntaxError" in line for line in lines), log
         assert proc.poll() is None
         assert {greeting(port) for _ in range(10)} == {"v2"}
+
+
+HOOKS = """
+async def handler(ws):
+    await ws.send(ws.subprotocol or "-")
+
+
+def stamp(ws, request, response):
+    response.headers.append(("X-Version", {version!r}))
+
+
+def pick(ws, offered):
+    return offered[{index}]
+"""
+
+
+def test_hup_imports_the_changed_hooks(tmp_path: Path) -> None:
+    """The application's hooks reload with it: process_response and select_subprotocol of the
+    new code answer after a HUP (a deploy changing a hook must not keep the old one)."""
+    name = f"reload_hooks_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{name}.py"
+    source.write_text(HOOKS.format(version="v1", index=0))
+    port = free_port()
+
+    def seen() -> tuple[str, str]:
+        async def main() -> tuple[str, str]:
+            url = f"ws://127.0.0.1:{port}/"
+            async with websockets.connect(url, subprotocols=["a", "b"], open_timeout=10) as ws:
+                return str(await ws.recv()), ws.response.headers["X-Version"]
+
+        return asyncio.run(main())
+
+    hooks = ["--process-response", f"{name}:stamp", "--select-subprotocol", f"{name}:pick"]
+    with spawn(f"{name}:handler", "--port", str(port), *hooks, cwd=tmp_path) as proc:
+        lines: list[str] = []
+        assert read_log(proc, lines, "serving"), "".join(lines)
+        wait_for(lambda: seen() == ("a", "v1"), 10, "v1 to serve")
+        old = children(proc.pid)
+        source.write_text(HOOKS.format(version="v2", index=1))
+        proc.send_signal(signal.SIGHUP)
+        assert read_log(proc, lines, "reload done"), "".join(lines)
+        wait_for(lambda: not children(proc.pid) & old, 10, "the old workers to exit")
+        assert {seen() for _ in range(5)} == {("b", "v2")}
