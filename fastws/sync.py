@@ -380,6 +380,7 @@ def connect(
     *,
     subprotocols: Sequence[str] = (),
     headers: HeadersLike | None = None,
+    additional_headers: HeadersLike | None = None,
     ssl: _ssl.SSLContext | None = None,
     open_timeout: float | None = 10.0,
     source_address: tuple[str, int] | None = None,
@@ -391,7 +392,9 @@ def connect(
 ) -> ClientConnection:
     """Open a connection and run the opening handshake; return the open connection.
 
-    `headers` are extra request headers: a dict or a list of (name, value) pairs.
+    `headers` are extra request headers: a dict or a list of (name, value) pairs
+    (`additional_headers` is the same, under the `websockets` library's name, as in
+    `fastws.connect`).
     `compression="deflate"` (or a DeflateOptions) offers permessage-deflate (RFC 7692); the
     connection is compressed if the server accepts (`ws.compressed`).
 
@@ -399,11 +402,13 @@ def connect(
     unreachable, timeout), InvalidStatus when the server refuses the upgrade
     (`exc.response.status` holds its HTTP status) and InvalidHandshake when it answers wrongly.
     """
+    if headers is not None and additional_headers is not None:
+        raise TypeError("pass headers or additional_headers, not both")
     uri = parse_uri(url)
     handshake = ClientHandshake(
         uri,
         subprotocols=subprotocols,
-        headers=headers,
+        headers=headers if headers is not None else additional_headers,
         compression=compression_options(compression),
     )
     deadline = None if open_timeout is None else time.monotonic() + open_timeout

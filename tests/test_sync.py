@@ -236,6 +236,16 @@ def test_headers_dict_or_list(start_server: ServerFactory, headers: Any) -> None
         assert json.loads(ws.recv(timeout=TIMEOUT))["header"] == value
 
 
+def test_additional_headers_alias(start_server: ServerFactory) -> None:
+    """additional_headers= is headers= under the websockets library's name, as fastws.connect
+    takes it; passing both is an error before any connection attempt."""
+    server = start_server(app="tests.apps:report_request")
+    with open_ws(server.url, additional_headers={"X-Fastws-Test": "alias"}) as ws:
+        assert json.loads(ws.recv(timeout=TIMEOUT))["header"] == "alias"
+    with pytest.raises(TypeError, match="not both"):
+        open_ws(server.url, headers={"A": "1"}, additional_headers={"B": "2"})
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1/", "ws://", "ws://127.0.0.1:70000/"])
 def test_invalid_uri_names_it(url: str) -> None:
     """A URL that is not a usable ws:// or wss:// URI raises InvalidURI naming it, before any
