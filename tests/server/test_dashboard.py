@@ -202,3 +202,18 @@ def test_stopping_the_server_closes_viewers_with_1001(start_server: Any) -> None
 
     assert asyncio.run(main()) == 1001
     wait_for(lambda: not server.is_running(), what="server exit")
+
+
+def test_viewers_are_never_pinged(start_server: Any) -> None:
+    """A viewer needs no keepalive (WebSocket.stop_keepalive): with ping_interval at 0.2 s an
+    ordinary connection is pinged, the dashboard's feed is not, across two snapshots (a
+    second apart: five ping intervals)."""
+    from tests.wire import WireClient
+
+    server = start_server(workers=0, dashboard=True, ping_interval=0.2)
+    with WireClient(server.port) as plain, WireClient(server.port) as viewer:
+        plain.handshake("/")
+        viewer.handshake("/dashboard", headers={"Origin": None})
+        assert plain.recv_frame(timeout=5.0).opcode == 0x9
+        opcodes = [viewer.recv_frame(timeout=5.0).opcode for _ in range(2)]
+        assert opcodes == [0x1, 0x1]  # snapshots (text), no ping between them
