@@ -65,7 +65,17 @@ def test_atheris_short_run(tmp_path: Path) -> None:
     """A bounded coverage-guided run (5 s) finds no crash. Crash inputs land in tmp_path."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     result = subprocess.run(
-        [sys.executable, "-m", "tests.fuzz.fuzz_protocol", "-max_total_time=5", "-seed=1"],
+        # -rss_limit_mb=0: libFuzzer reads its RSS from getrusage's ru_maxrss, which Linux
+        # carries over fork and exec, so a pytest process that once peaked above 2 GB (the
+        # large-message tests) would fail this run as "out-of-memory" before it starts.
+        [
+            sys.executable,
+            "-m",
+            "tests.fuzz.fuzz_protocol",
+            "-max_total_time=5",
+            "-seed=1",
+            "-rss_limit_mb=0",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
