@@ -469,6 +469,14 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             return Message(message)
         return message  # type: ignore[return-value]
 
+    async def next_message(self) -> str | bytes | Message:
+        """The next message as it was received, for adapters that convert it themselves
+        (fastws.asgi): `str`, `bytes` for a small binary message, a `Message` for a large one."""
+        message = await self._next()
+        if isinstance(message, Chunk):
+            return await self._skip_stream(message)
+        return message
+
     async def messages(self) -> AsyncIterator[str | Message]:
         """`async for message in ws.messages()`: like `async for`, with `recv_message()`."""
         while True:

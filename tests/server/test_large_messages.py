@@ -86,6 +86,26 @@ def test_binary_echo_is_byte_exact_fastws_client(start_server: ServerFactory, si
     asyncio.run(main())
 
 
+def test_next_message_hands_over_what_was_received(start_server: ServerFactory) -> None:
+    """next_message() (the adapters' receive, e.g. fastws.asgi) gives text as str, a small
+    binary message as its bytes and a large one as the zero-copy Message, unconverted."""
+    server = start_server()
+    large = os.urandom(2 * MiB)
+
+    async def main() -> None:
+        async with fastws.connect(f"ws://127.0.0.1:{server.port}") as ws:
+            for sent in ("héllo", b"\x00small", large):
+                await ws.send(sent)
+                got = await ws.next_message()
+                if sent is large:
+                    assert isinstance(got, fastws.Message) and got == large
+                    got.release()
+                else:
+                    assert type(got) is type(sent) and got == sent
+
+    asyncio.run(main())
+
+
 def test_fastws_client_sending_large_messages_back_to_back(start_server: ServerFactory) -> None:
     """fastws' client masks large payloads into a buffer it reuses once the transport has
     written the last one: 14 different messages sent back to back to a server that reads
