@@ -321,6 +321,13 @@ SERVERS: dict[str, ServerSpec] = {
             workers_args=_processes,
         ),
         ServerSpec(
+            "picows-assembled",
+            "picows echoing whole messages (fragments gathered until FIN), not frame by frame",
+            _script("picows_echo.py", "--assemble"),
+            modules=("picows", "uvloop"),
+            workers_args=_processes,
+        ),
+        ServerSpec(
             "raw-tcp",
             "C epoll TCP echo (no WebSocket): the physical limit of loopback here",
             _raw,
@@ -333,7 +340,8 @@ SERVERS: dict[str, ServerSpec] = {
 }
 
 #: the servers `python -m bench run` runs unless --servers says otherwise (not the ASGI ones)
-DEFAULT_SERVERS = list(SERVERS)
+#: (picows-assembled only matters with fragmenting client shapes: --client-shape chromium)
+DEFAULT_SERVERS = [name for name in SERVERS if name != "picows-assembled"]
 SERVERS.update((s.name, s) for s in ASGI_SERVERS)
 
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios

@@ -6,6 +6,7 @@ Seconds, not a measurement: tiny durations, no timing thresholds.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -98,19 +99,22 @@ def test_chromium_shape_sends_131000_byte_fragments(
 
 
 def test_shapes_run_as_scenarios_of_their_own(tmp_path: Path) -> None:
-    """`--client-shape default,chromium,frag-16k` runs d three times per server; fastws
-    reassembles the fragments and every echo is verified; the table has a row per shape."""
+    """`--client-shape default,chromium,frag-16k` runs d three times per server; fastws (and
+    picows-assembled, when picows is installed) reassemble the fragments and every echo is
+    verified; the table has a row per shape."""
+    servers = ["fastws", "raw-tcp"]
+    if importlib.util.find_spec("picows") is not None:
+        servers.append("picows-assembled")
     proc = run_bench(
-        "run", "--servers", "fastws,raw-tcp", "--scenarios", "d",
+        "run", "--servers", ",".join(servers), "--scenarios", "d",
         "--client-shape", "default,chromium,frag-16k",
         "--duration", "0.2", "--warmup", "0.1", "--no-plots", "--out", str(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "results.json").read_text())
     runs = {(r["scenario"], r["server"]): r for r in data["runs"]}
-    assert set(runs) == {
-        (s, v) for s in ("d", "d@chromium", "d@frag-16k") for v in ("fastws", "raw-tcp")
-    }
+    shapes = ("d", "d@chromium", "d@frag-16k")
+    assert set(runs) == {(s, v) for s in shapes for v in servers}
     for run in runs.values():
         assert run["ok"], run
         assert run["loadgen"]["verified"] >= run["loadgen"]["msgs"] > 0
