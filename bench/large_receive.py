@@ -24,6 +24,19 @@ from fastws.buffers import Budget, RegionCache
 from fastws.config import parse_size
 from fastws.protocol.connection import Connection
 
+try:  # the server's assembly of large messages (since issue 16)
+    from fastws.assembler import RegionAssembler
+except ImportError:  # an older tree (A/B through PYTHONPATH): the core took the budget
+    RegionAssembler = None  # type: ignore[assignment,misc]
+
+
+def server_connection(budget: Budget) -> Connection:
+    """A Connection that assembles large messages as a server worker does."""
+    if RegionAssembler is None:
+        return Connection(max_message_size=64 << 20, budget=budget)  # type: ignore[call-arg]
+    return Connection(max_message_size=64 << 20, assembler=RegionAssembler(budget))
+
+
 ZERO_KEY = b"\0\0\0\0"  # a legal masking key that leaves the payload as it is
 
 
@@ -64,18 +77,18 @@ def receive(conn: Connection, wire: bytes, read: int) -> object:
     return message
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=parse_size, default=16 << 20)
     parser.add_argument("--frag", default="0,131000,16384", help="fragment sizes, 0: one frame")
     parser.add_argument("--read", type=int, default=131_000, help="bytes per read")
     parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     payload = os.urandom(args.size)
     budget = Budget(1 << 30, RegionCache(64 << 20))  # the server's defaults
     for frag in (int(f) for f in args.frag.split(",")):
         wire = frames(payload, frag)
-        conn = Connection(max_message_size=64 << 20, budget=budget)
+        conn = server_connection(budget)
         times = []
         for _ in range(args.rounds + 2):
             start = time.perf_counter()

@@ -144,3 +144,21 @@ def test_two_workers_run_every_peer_as_two_serving_processes(tmp_path: Path) -> 
         busy = [c for c in run["server_stats"]["cpu_by_process"].values() if c > 0.02]
         assert len(busy) >= 2, (name, run["server_stats"])
     assert "**2 server processes**" in (tmp_path / "results.md").read_text()
+
+
+def test_large_receive_assembles_every_fragment_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.large_receive` feeds the protocol core one message per fragment size
+    and reports each (it checks nothing itself: the test checks the messages are whole)."""
+    from bench import large_receive
+    from fastws.buffers import Budget, RegionCache
+    from fastws.message import Message
+
+    payload = bytes(range(256)) * 9000  # 2.3 MB
+    for frag in (0, 131_000, 16_384):
+        conn = large_receive.server_connection(Budget(1 << 30, RegionCache(64 << 20)))
+        message = large_receive.receive(conn, large_receive.frames(payload, frag), 131_000)
+        assert isinstance(message, Message) and message.data == payload
+        message.release()
+    large_receive.main(["--size", "2MiB", "--rounds", "1", "--frag", "0,131000"])
+    out = capsys.readouterr().out
+    assert "one frame" in out and "131,000-byte frames" in out
