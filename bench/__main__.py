@@ -25,7 +25,7 @@ from .procs import cpu_split
 from .report import markdown, plots, write_json
 from .runner import Options, Runner
 from .scenarios import SCENARIOS, SHAPES, with_shape
-from .servers import DEFAULT_SERVERS, SERVERS
+from .servers import DEFAULT_SERVERS, SERVERS, fastws_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -111,6 +111,8 @@ def make_parser() -> argparse.ArgumentParser:
                      help="server processes: fastws --workers N, N SO_REUSEPORT processes for"
                      " picows and aiohttp (others skipped); server and generator share all"
                      " cpus unless --server-cpus/--client-cpus say otherwise")  # fmt: skip
+    run.add_argument("--fastws-tree", type=Path, default=None,
+                     help="a fastws source tree to run as server fastws-tree (A/B in one run)")  # fmt: skip
     run.add_argument("--out", type=Path, default=None, help="default bench/results/<date>")
     run.add_argument("--no-plots", action="store_true")
     prof = sub.add_parser("profile", help="profile fastws under one scenario")
@@ -129,6 +131,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.fastws_tree is not None:
+        if not (args.fastws_tree / "fastws" / "__init__.py").is_file():
+            print(f"--fastws-tree {args.fastws_tree}: no fastws/ package there")
+            return 2
+        SERVERS["fastws-tree"] = fastws_tree(args.fastws_tree)
     unknown = [s for s in args.servers if s not in SERVERS]
     unknown += [s for s in args.scenarios if s not in SCENARIOS]
     unknown += [s for s in args.client_shape if s not in SHAPES]

@@ -344,7 +344,39 @@ SERVERS: dict[str, ServerSpec] = {
 DEFAULT_SERVERS = [name for name in SERVERS if name != "picows-assembled"]
 SERVERS.update((s.name, s) for s in ASGI_SERVERS)
 
+
+def fastws_tree(tree: Path) -> ServerSpec:
+    """`fastws-tree`: the fastws server (built-in Echo) from another source tree, e.g.
+    `git worktree add /tmp/before HEAD~1`: an A/B of two trees in the same run, alternating
+    like any two servers (`python -m bench run --fastws-tree /tmp/before --servers
+    fastws,fastws-tree,picows`). `python -P` keeps the current directory (this checkout)
+    off sys.path, so PYTHONPATH decides which fastws runs."""
+    base = SERVERS["fastws"]
+
+    def command(host: str, port: int, bins: dict[str, Path]) -> list[str]:
+        argv = base.command(host, port, bins)
+        return ["env", f"PYTHONPATH={tree.resolve()}", argv[0], "-P", *argv[1:]]
+
+    return ServerSpec(
+        "fastws-tree",
+        f"fastws serve from {tree} (built-in echo, uvloop, one process)",
+        command,
+        modules=base.modules,
+        features=base.features,
+        compression_args=base.compression_args,
+        workers_args=base.workers_args,
+    )
+
+
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios
 PEER_EXCLUDE = frozenset(
-    {"fastws", "fastws-coroutine", "raw-tcp", "fastws-asgi", "fastws-asgi-zc", "fastws-asgi-w2"}
+    {
+        "fastws",
+        "fastws-coroutine",
+        "fastws-tree",
+        "raw-tcp",
+        "fastws-asgi",
+        "fastws-asgi-zc",
+        "fastws-asgi-w2",
+    }
 )

@@ -162,3 +162,21 @@ def test_large_receive_assembles_every_fragment_size(capsys: pytest.CaptureFixtu
     large_receive.main(["--size", "2MiB", "--rounds", "1", "--frag", "0,131000"])
     out = capsys.readouterr().out
     assert "one frame" in out and "131,000-byte frames" in out
+
+
+def test_fastws_tree_runs_another_checkout_beside_this_one(tmp_path: Path) -> None:
+    """--fastws-tree DIR adds server fastws-tree (fastws from DIR, here this checkout) to run
+    beside fastws in the same run; a directory without fastws/ is refused."""
+    repo = Path(__file__).resolve().parents[2]
+    proc = run_bench(
+        "run", "--fastws-tree", str(repo), "--servers", "fastws,fastws-tree",
+        "--scenarios", "a", "--duration", "0.2", "--warmup", "0.1", "--no-plots",
+        "--out", str(tmp_path / "ab"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "ab" / "results.json").read_text())
+    runs = {r["server"]: r for r in data["runs"]}
+    assert runs["fastws-tree"]["ok"] and runs["fastws"]["ok"], runs
+    assert str(repo) in data["meta"]["servers"]["fastws-tree"]
+    refused = run_bench("run", "--fastws-tree", str(tmp_path), "--servers", "fastws-tree")
+    assert refused.returncode == 2 and "no fastws/ package" in refused.stdout
