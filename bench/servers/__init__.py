@@ -136,24 +136,29 @@ def _asgi(*argv: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
     return command
 
 
-def _fastws_asgi(app: str, workers: int = 1) -> Callable[[str, int, dict[str, Path]], list[str]]:
+def _fastws_asgi(app: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
     return _asgi(
         PY, "-m", "fastws", "serve", app, "--host", "{host}", "--port", "{port}",
-        "--workers", str(workers), "--max-message-size", str(64 << 20), "--ping-interval", "off",
+        "--workers", "1", "--max-message-size", str(64 << 20), "--ping-interval", "off",
         "--backlog", "2048", "--log-level", "warning",
     )  # fmt: skip
 
 
-def _uvicorn(ws: str, workers: int = 1) -> Callable[[str, int, dict[str, Path]], list[str]]:
-    argv = (
+def _uvicorn(ws: str) -> Callable[[str, int, dict[str, Path]], list[str]]:
+    return _asgi(
         PY, "-m", "uvicorn", ASGI_APP, "--host", "{host}", "--port", "{port}",
         "--loop", "uvloop", "--http", "httptools", "--ws", ws,
         "--ws-max-size", str(64 << 20), "--ws-ping-interval", "86400",
         "--ws-per-message-deflate", "false", "--backlog", "2048", "--log-level", "warning",
         "--no-access-log",
     )  # fmt: skip
-    # uvicorn's --workers: a supervisor process and N workers on one shared socket.
-    return _asgi(*argv, "--workers", str(workers)) if workers > 1 else _asgi(*argv)
+
+
+def _workers_flag(n: int) -> tuple[str, ...]:
+    """`--workers n` after the command's own (the last one wins): fastws's master forks n
+    workers; uvicorn starts a supervisor and n processes on one shared socket; Hypercorn and
+    Granian n workers."""
+    return ("--workers", str(n))
 
 
 #: The ASGI servers: the same Starlette app on each (not in the default matrix).
@@ -163,30 +168,35 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
         "fastws serve running the Starlette echo app (ASGI), one worker",
         _fastws_asgi(ASGI_APP),
         modules=("fastws", "starlette"),
+        workers_args=_workers_flag,
     ),
     ServerSpec(
         "fastws-asgi-zc",
         "the same app with fastws's zero-copy extension (binary messages as views, no copy)",
         _fastws_asgi("bench.servers.starlette_echo:zero_copy_app"),
         modules=("fastws", "starlette"),
+        workers_args=_workers_flag,
     ),
     ServerSpec(
         "uvicorn-websockets",
         "uvicorn (uvloop, httptools, its websockets implementation), one process",
         _uvicorn("websockets"),
         modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
+        workers_args=_workers_flag,
     ),
     ServerSpec(
         "uvicorn-websockets-sansio",
         "uvicorn (uvloop, httptools, websockets' Sans-I/O core: uvicorn's default, --ws auto)",
         _uvicorn("websockets-sansio"),
         modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
+        workers_args=_workers_flag,
     ),
     ServerSpec(
         "uvicorn-wsproto",
         "uvicorn (uvloop, httptools, its wsproto implementation), one process",
         _uvicorn("wsproto"),
         modules=("uvicorn", "wsproto", "httptools", "uvloop", "starlette"),
+        workers_args=_workers_flag,
     ),
     ServerSpec(
         "hypercorn",
@@ -202,6 +212,7 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
             "python:bench.servers.hypercorn_conf",
         ),
         modules=("hypercorn", "uvloop", "starlette"),
+        workers_args=_workers_flag,
     ),
     ServerSpec(
         "granian",
@@ -228,32 +239,7 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
             ASGI_APP,
         ),
         modules=("granian", "uvloop", "starlette"),
-    ),
-    # Two workers each (`-w2`): run them with the server on every cpu (`--server-cpus 0,1
-    # --client-cpus 0,1 --client-procs 1`); on a 2-core machine the load generator shares them.
-    ServerSpec(
-        "fastws-asgi-w2",
-        "fastws serve running the Starlette echo app (ASGI), two workers",
-        _fastws_asgi(ASGI_APP, workers=2),
-        modules=("fastws", "starlette"),
-    ),
-    ServerSpec(
-        "uvicorn-websockets-w2",
-        "uvicorn (uvloop, httptools, websockets), --workers 2",
-        _uvicorn("websockets", workers=2),
-        modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
-    ),
-    ServerSpec(
-        "uvicorn-websockets-sansio-w2",
-        "uvicorn (uvloop, httptools, websockets-sansio), --workers 2",
-        _uvicorn("websockets-sansio", workers=2),
-        modules=("uvicorn", "websockets", "httptools", "uvloop", "starlette"),
-    ),
-    ServerSpec(
-        "uvicorn-wsproto-w2",
-        "uvicorn (uvloop, httptools, wsproto), --workers 2",
-        _uvicorn("wsproto", workers=2),
-        modules=("uvicorn", "wsproto", "httptools", "uvloop", "starlette"),
+        workers_args=_workers_flag,
     ),
 )
 
@@ -370,13 +356,5 @@ def fastws_tree(tree: Path) -> ServerSpec:
 
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios
 PEER_EXCLUDE = frozenset(
-    {
-        "fastws",
-        "fastws-coroutine",
-        "fastws-tree",
-        "raw-tcp",
-        "fastws-asgi",
-        "fastws-asgi-zc",
-        "fastws-asgi-w2",
-    }
+    {"fastws", "fastws-coroutine", "fastws-tree", "raw-tcp", "fastws-asgi", "fastws-asgi-zc"}
 )
