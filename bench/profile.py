@@ -182,11 +182,14 @@ def _sampled(
     spy: list[subprocess.Popen[bytes]] = []
     try:
         server.wait_listening()
-        argv = record(server)
+        # The command is made when the sampler starts: by then a master has forked its
+        # workers (they may not exist yet when the listening socket first answers).
         timer = threading.Timer(
             opts.warmup + 0.3,
             lambda: spy.append(
-                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.Popen(
+                    record(server), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
             ),
         )
         timer.start()
