@@ -4,7 +4,10 @@ Each WebSocket the ASGI application owns is an ordinary `ServerProtocol`: the sa
 core, limits, timeouts, compression, backpressure and counters as a fastws handler. This
 module only translates: the connection's handshake waits for the application
 (`websocket.connect` -> `websocket.accept` / `websocket.close` / `websocket.http.response.*`),
-then `receive()` is `ws.recv()` and `send()` is `ws.send()` / `ws.close()`.
+then `receive()` is `ws.recv()` and `send()` is `ws.send()` / `ws.close()`, both without a
+coroutine of the connection's in between on the per-message path (`receive()` awaits the
+connection's next message itself; `send()` queues with `send_nowait()` and waits only while
+the client is not reading).
 
 Extensions the scope announces:
 
