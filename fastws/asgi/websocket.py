@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..buffers import MMAP_MIN
 from ..message import Message
-from ..protocol.connection import Chunk
 from ..protocol.handshake import Response, parse_header_list
 from ..websocket import ConnectionClosed
 from . import scope as scopes
@@ -92,8 +91,8 @@ class Session:
         self._last: tuple[memoryview, Message] | None = None  # the last view handed out
 
     async def receive(self) -> dict[str, Any]:
-        # The per-message path: one coroutine frame of ours between the application and the
-        # connection's waiter (WebSocket._next; recv()'s frame is skipped), and the event's
+        # The per-message path: the message as received (ws.next_message(): no conversion
+        # of the connection's; a small binary message is its own bytes object), the event's
         # dict built in one literal.
         if self._state is not _OPEN:
             if self._state is _CONNECTING:
@@ -105,27 +104,19 @@ class Session:
             return self._disconnect
         ws = self.ws
         try:
-            message: Any = await ws._next()
-            kind = type(message)
-            if kind is str:
-                return {"type": "websocket.receive", "text": message}
-            if kind is bytes:  # a small binary message: its own bytes object, no copy
-                return {"type": "websocket.receive", "bytes": message}
-            if kind is Chunk:  # not asked for here; only if the connection was streamed
-                message = await ws._skip_stream(message)
-                return await self._event(message)
+            message = await ws.next_message()
         except ConnectionClosed as exc:
             return self._disconnected(exc)
-        return await self._event(message)
-
-    async def _event(self, message: str | bytes | Message) -> dict[str, Any]:
-        """The receive event of a message that is not a plain str or bytes: a `Message` (a
-        large binary one in its own memory region), as bytes or, zero-copy, as its view."""
-        if type(message) is str:
+        kind = type(message)
+        if kind is str:
             return {"type": "websocket.receive", "text": message}
-        if type(message) is bytes:
+        if kind is bytes:  # a small binary message: its own bytes object, no copy
             return {"type": "websocket.receive", "bytes": message}
-        assert type(message) is Message
+        return self._large(message)  # type: ignore[arg-type]
+
+    def _large(self, message: Message) -> dict[str, Any]:
+        """The receive event of a large binary message (in a memory region of its own): as
+        bytes, or, zero-copy, as its view."""
         if not self._zero_copy or len(message) < MMAP_MIN:
             with message:  # ASGI's one copy; the region goes back for the next message
                 return {"type": "websocket.receive", "bytes": message.tobytes()}
@@ -151,8 +142,8 @@ class Session:
                         ws.send_nowait(text)
                     else:
                         self._send_bytes(message["bytes"], message.get("fastws.release"))
-                    if ws._writing_paused:
-                        await ws._wait_drain()
+                    if ws.writing_paused:
+                        await ws.drain()
                 elif kind == "websocket.close":
                     await ws.close(message.get("code") or 1000, message.get("reason") or "")
                 else:
