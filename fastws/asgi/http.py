@@ -173,21 +173,21 @@ class Cycle:
                 return _DISCONNECT
             if self.body or (self.body_done and not self.delivered):
                 break
-            if self._continue and conn._transport is not None:
+            if self._continue and conn.transport is not None:
                 # RFC 9110 10.1.1: "A server that receives a 100-continue expectation in an
                 # HTTP/1.1 request ... MAY send a 100 (Continue) interim response"; sent
                 # only now, when the application wants the body.
                 self._continue = False
-                conn._transport.write(_CONTINUE)
-            conn._want_body()
-            self._wake = conn._loop.create_future()
+                conn.transport.write(_CONTINUE)
+            conn.want_body()
+            self._wake = conn.loop.create_future()
             await self._wake
         chunks = self.body
         self.body = []
         if self.body_done:
             self.delivered = True  # later calls wait for the end (http.disconnect)
         else:
-            conn._want_body()
+            conn.want_body()
         if not chunks:
             body = b""
         elif len(chunks) == 1:
@@ -232,8 +232,8 @@ class Cycle:
             if not more:
                 self.complete = True
                 if self._length:
-                    conn._close_after = True  # shorter than announced: the client must know
-            transport = conn._transport
+                    conn.close_after = True  # shorter than announced: the client must know
+            transport = conn.transport
             if out and transport is not None:
                 if len(out) == 1:
                     transport.write(out[0])
@@ -241,8 +241,8 @@ class Cycle:
                     transport.write(b"".join(out))
             if self.complete:
                 self.wake()
-            elif conn._writing_paused:
-                await conn._drain()
+            elif conn.writing_paused:
+                await conn.drain()
             return
         if kind == "http.response.start":
             if self.started:
@@ -258,7 +258,7 @@ class Cycle:
         length: int | None = None
         chunked = False
         # A 100-continue never sent: the client may or may not send the body now.
-        keep_alive = self.keep_alive and not self._conn._closing and not self._continue
+        keep_alive = self.keep_alive and not self._conn.closing and not self._continue
         for name, value in message.get("headers", ()):
             lname = bytes(name).lower()
             if lname == b"content-length":
@@ -289,7 +289,7 @@ class Cycle:
         parts.append(_date_header())
         if not keep_alive:
             parts.append(b"connection: close\r\n\r\n")
-            self._conn._close_after = True
+            self._conn.close_after = True
         elif self.scope["http_version"] == "1.0":
             parts.append(b"connection: keep-alive\r\n\r\n")
         else:
@@ -311,9 +311,9 @@ class HTTPConnection(asyncio.Protocol):
         self._max_body = config.max_message_size
         self._timeout = config.handshake_timeout
         self._body_timeout = config.body_timeout
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None
         self._client: Any = None
         # The PROXY protocol header expected first (see server.proxy), the client it named.
         self._proxy: ProxyHeaderParser | None = server.proxies.reader()
@@ -331,10 +331,10 @@ class HTTPConnection(asyncio.Protocol):
         # body_timeout for the body arriving (self._current's): armed only while one does.
         self._body_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
-        self._writing_paused = False
+        self.writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._closing = False  # the server stops: close once the current answers are out
-        self._close_after = False  # the response being sent ends the connection
+        self.closing = False  # the server stops: close once the current answers are out
+        self.close_after = False  # the response being sent ends the connection
         self._refusal: bytes | None = None  # an error answer waiting for earlier answers
         # process_request and the access log, when configured (server.hooks.HTTPGate).
         self._gate = HTTPGate.for_server(server)
@@ -342,16 +342,16 @@ class HTTPConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=self._server.config.write_limit)  # type: ignore[attr-defined]
         self._client = scopes.address(transport.get_extra_info("peername"))
         self._sockname = scopes.sockname(transport)
         self._application.connections.add(self)
-        self._timer = self._loop.call_later(self._timeout, self._timed_out)
+        self._timer = self.loop.call_later(self._timeout, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._application.connections.discard(self)
-        self._transport = None
+        self.transport = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -376,7 +376,7 @@ class HTTPConnection(asyncio.Protocol):
             if self._current is not None and self._body_timer is None and self._body_timeout:
                 # A request body has begun and is not complete (requests without a body,
                 # or whose body came with the head, never arm it).
-                self._body_timer = self._loop.call_later(
+                self._body_timer = self.loop.call_later(
                     self._body_timeout, self._body_timed_out, self._current
                 )
         except httptools.HttpParserUpgrade as exc:
@@ -397,20 +397,20 @@ class HTTPConnection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self.writing_paused = True
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
+        self.writing_paused = False
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _drain(self) -> None:
-        if self._transport is None:
+    async def drain(self) -> None:
+        if self.transport is None:
             return
         waiter = self._drain_waiter
         if waiter is None or waiter.done():
-            waiter = self._drain_waiter = self._loop.create_future()
+            waiter = self._drain_waiter = self.loop.create_future()
         await asyncio.shield(waiter)
 
     # -- httptools callbacks -----------------------------------------------------------------
@@ -561,14 +561,14 @@ class HTTPConnection(asyncio.Protocol):
     def _hand_over(self) -> None:
         assert self._upgrade is not None
         request, leftover = self._upgrade
-        transport = self._transport
+        transport = self.transport
         if transport is None:
             return
         self._application.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._transport = None
+        self.transport = None
         if self._reading_paused:
             transport.resume_reading()
         ServerProtocol.upgrade(self._server, transport, request, leftover, self._proxied)
@@ -578,8 +578,8 @@ class HTTPConnection(asyncio.Protocol):
         route = self._server.routes.http.get(cycle.scope["path"])
         app = self._app if route is None else _route_app(self._server, route)
         if self._gate is not None:  # the request hook first, then the route or the app
-            app = self._gate.wrap(app, self._transport)
-        self._loop.create_task(self._run(cycle, app))
+            app = self._gate.wrap(app, self.transport)
+        self.loop.create_task(self._run(cycle, app))
 
     async def _run(self, cycle: Cycle, app: Any) -> None:
         try:
@@ -597,24 +597,24 @@ class HTTPConnection(asyncio.Protocol):
             )  # fmt: skip
             if not cycle.started:
                 self._write_error(500, "Internal Server Error")
-            elif not cycle.complete and self._transport is not None:
-                self._transport.close()  # the response is cut short: the client must see it
+            elif not cycle.complete and self.transport is not None:
+                self.transport.close()  # the response is cut short: the client must see it
         else:
             if not cycle.started:
                 logger.error(
                     "ASGI application returned without a response to %s", cycle.scope["path"]
                 )
                 self._write_error(500, "Internal Server Error")
-            elif not cycle.complete and self._transport is not None:
+            elif not cycle.complete and self.transport is not None:
                 logger.error("ASGI application returned with its response to %s unfinished", cycle.scope["path"])  # fmt: skip
-                self._transport.close()
+                self.transport.close()
         finally:
             self._finished(cycle)
 
     def _write_error(self, status: int, text: str) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(_error(status, text))
-            self._close_after = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_error(status, text))
+            self.close_after = True
 
     def _finished(self, cycle: Cycle) -> None:
         """A response is complete: next request, the pending upgrade, or wait for more."""
@@ -623,10 +623,10 @@ class HTTPConnection(asyncio.Protocol):
         cycles = self._cycles
         if cycles and cycles[0] is cycle:
             cycles.popleft()
-        transport = self._transport
+        transport = self.transport
         if transport is None:
             return
-        if self._close_after or self._closing:
+        if self.close_after or self.closing:
             transport.close()
             return
         if cycles:
@@ -642,21 +642,21 @@ class HTTPConnection(asyncio.Protocol):
             self._reading_paused = False
             transport.resume_reading()
         if not cycles and self._timer is None:
-            self._timer = self._loop.call_later(self._timeout, self._timed_out)
+            self._timer = self.loop.call_later(self._timeout, self._timed_out)
 
-    def _want_body(self) -> None:
+    def want_body(self) -> None:
         """The application waits for body bytes: read again if that was paused for it."""
         if self._reading_paused and len(self._cycles) <= _PIPELINE // 2:
             self._reading_paused = False
-            if self._transport is not None:
-                self._transport.resume_reading()
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     def _proxy_header(self, reader: ProxyHeaderParser, data: bytes) -> bytes | None:
         """Read the PROXY protocol header; the bytes after it once complete, else None."""
         try:
             rest, client = self._server.proxies.take_header(reader, data, self._client)
         except ProxyHeaderError as exc:
-            drop(self._transport, str(self._client), exc)
+            drop(self.transport, str(self._client), exc)
             return None
         if rest is None:
             return None
@@ -666,9 +666,9 @@ class HTTPConnection(asyncio.Protocol):
         return rest
 
     def _pause_reading(self) -> None:
-        if not self._reading_paused and self._transport is not None:
+        if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
-            self._transport.pause_reading()
+            self.transport.pause_reading()
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request we will not pass on, after the answers before it; then close."""
@@ -681,7 +681,7 @@ class HTTPConnection(asyncio.Protocol):
         if current is not None and current in self._cycles:
             current.disconnected = True  # its body will not come
             current.wake()
-        transport = self._transport
+        transport = self.transport
         if transport is not None:
             if not self._cycles:
                 transport.write(self._refusal)
@@ -691,7 +691,7 @@ class HTTPConnection(asyncio.Protocol):
                 # is out yet: the refusal is its answer, now (the application's run ends with
                 # http.disconnect; whatever it sends is dropped).
                 transport.write(self._refusal)
-                self._close_after = True
+                self.close_after = True
                 transport.close()
         if self._gate is not None:  # the access log's line
             self._gate.refused(transport, self._client, status)
@@ -709,15 +709,13 @@ class HTTPConnection(asyncio.Protocol):
         """body_timeout passed with `cycle`'s body incomplete: 408 (or, once its response
         has begun, close), unless the wait was the server's own."""
         self._body_timer = None
-        if self._current is not cycle or self._transport is None or self._refusal is not None:
+        if self._current is not cycle or self.transport is None or self._refusal is not None:
             return
         if self._reading_paused or (cycle._continue and not cycle.complete):
             # Reading paused for the application, or a 100 Continue the client waits for
             # not sent yet: not the client's delay. The period starts again.
             assert self._body_timeout is not None
-            self._body_timer = self._loop.call_later(
-                self._body_timeout, self._body_timed_out, cycle
-            )
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_timed_out, cycle)
             return
         reason = (
             f"request body incomplete after {self._body_timeout:g} s"
@@ -729,8 +727,8 @@ class HTTPConnection(asyncio.Protocol):
             logger.info("HTTP request from %s: %s; connection closed", self._who(), reason)
             cycle.disconnected = True
             cycle.wake()
-            self._close_after = True
-            self._transport.close()
+            self.close_after = True
+            self.transport.close()
             return
         # RFC 9110 15.5.9: 408 "the server did not receive a complete request message
         # within the time that it was prepared to wait".
@@ -738,18 +736,18 @@ class HTTPConnection(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._transport is not None and not self._cycles:
-            self._transport.close()  # idle keep-alive, or a request head too slow
+        if self.transport is not None and not self._cycles:
+            self.transport.close()  # idle keep-alive, or a request head too slow
 
     def shutdown(self) -> None:
         """The server stops: close now if idle, else after the responses in progress."""
-        self._closing = True
-        if not self._cycles and self._transport is not None:
-            self._transport.close()
+        self.closing = True
+        if not self._cycles and self.transport is not None:
+            self.transport.close()
 
     def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 def _route_app(server: Server, route: HTTPRoute) -> Any:

@@ -90,6 +90,11 @@ class Session:
         self._disconnect: dict[str, Any] | None = None
         self._last: tuple[memoryview, Message] | None = None  # the last view handed out
 
+    @property
+    def accepted(self) -> bool:
+        """The application accepted the WebSocket (and has not closed it)."""
+        return self._state is _OPEN
+
     async def receive(self) -> dict[str, Any]:
         # The per-message path: the message as received (ws.next_message(): no conversion
         # of the connection's; a small binary message is its own bytes object), the event's
@@ -200,7 +205,7 @@ async def run(application: ASGIApplication, ws: ServerProtocol) -> None:
     try:
         await application.app(session.scope, session.receive, session.send)
     except Exception as exc:
-        if session._state is not _OPEN or not ws.closed:
+        if not session.accepted or not ws.closed:
             raise  # the server logs it, and answers 500 or closes with 1011
         # The client left and the application let the error of its next send escape (e.g.
         # Starlette's WebSocketDisconnect): the end of the connection, not a failure.
