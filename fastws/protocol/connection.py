@@ -391,6 +391,20 @@ class Connection(FrameChecks, Closing, Compression):
             return None
         return _lone_frame(data, n, self.max_message_size, self.max_frame_size)
 
+    def lone_pong(self, data: memoryview, n: int) -> bool:
+        """Whether `data[:n]` is exactly one Pong frame from a client (no reserved bits, at
+        most 125 bytes of payload), between frames of an open connection. Such a frame changes
+        nothing here (a Pong event only carries its payload up), so an I/O layer that needs no
+        payload, keepalive's, may take it as it is. False: give the bytes to `receive_data()`.
+        """
+        return (
+            5 < n < 132
+            and data[0] == 0x8A
+            and data[1] - 0x80 == n - 6  # MASK set (5.1), a 7-bit length, nothing after it
+            and not (self._tail or self._remaining or self._mop or self.client or self.blocked)
+            and self.state is State.OPEN
+        )
+
     def payload_target(self) -> memoryview | None:
         """Where the next payload bytes may be written directly, if that is worth it."""
         if self._target is None or self._remaining < DIRECT_MIN or self.state is State.CLOSED:

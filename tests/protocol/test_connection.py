@@ -360,6 +360,41 @@ def test_receive_one_declines_while_something_is_in_progress() -> None:
     assert conn.receive_one(memoryview(whole), len(whole)) is None
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    opcode=st.sampled_from([0xA, 0x9, 0x2, 0x0]),
+    payload=st.binary(max_size=130),
+    masked=st.booleans(),
+    rsv1=st.booleans(),
+    extra=st.binary(max_size=3),
+)
+def test_lone_pong_is_exactly_what_the_parser_takes_as_one_pong(
+    opcode: int, payload: bytes, masked: bool, rsv1: bool, extra: bytes
+) -> None:
+    """lone_pong() says yes only to a read the general parser turns into one Pong and nothing
+    else (no failure, nothing to send): an I/O layer that skips the parser for it misses
+    nothing; a bad or unfinished frame, or more bytes, still go to the parser."""
+    data = client_frame(opcode, payload, masked=masked, rsv=4 if rsv1 else 0) + extra
+    general = Connection()
+    general.receive_data(data)
+    if Connection().lone_pong(memoryview(data), len(data)):
+        assert repr(general.events) == repr([Pong(payload)])
+        assert general.state is State.OPEN and not general.data_to_send()
+
+
+def test_lone_pong_declines_while_something_is_in_progress() -> None:
+    """Half a frame before it, a client connection, or a closing one: the parser decides."""
+    pong = client_frame(0xA, b"ka")
+    conn = Connection()
+    assert conn.lone_pong(memoryview(pong), len(pong))
+    conn.receive_data(client_frame(0x2, b"x" * 100)[:3])
+    assert not conn.lone_pong(memoryview(pong), len(pong))
+    assert not Connection(client=True).lone_pong(memoryview(pong), len(pong))
+    conn = Connection()
+    conn.send_close(1000)
+    assert not conn.lone_pong(memoryview(pong), len(pong))
+
+
 def test_deferred_failure_lets_answers_go_before_the_close_frame() -> None:
     """With defer_failure, a violation after a complete message reports the message, then
     Failure; no Close frame is queued yet and data may still be framed; close_failed() then
