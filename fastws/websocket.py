@@ -232,6 +232,8 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         if self._direct:
             conn.payload_written(nbytes)
         else:
+            if nbytes < 132 and self._rbuf[0] == 0x8A and self._pong_only(nbytes):
+                return  # a lone pong, keepalive's (see Keepalive._pong_only)
             listener = self._listener
             if listener is not None:  # a message in one read goes straight to the listener
                 message = conn.receive_one(self._rbuf, nbytes)

@@ -185,6 +185,7 @@ class Probe(Keepalive):
         "_ping_interval",
         "_ping_timeout",
         "_pings",
+        "_rbuf",
         "_transport",
         "failed",
     )
@@ -200,6 +201,7 @@ class Probe(Keepalive):
         self._message_timeout = None
         self._partial = None
         self._pings = None
+        self._rbuf = memoryview(bytearray(256))
         self.failed: list[tuple[int, str]] = []
 
     def fail(self, code: int, reason: str) -> None:
@@ -310,3 +312,49 @@ def test_closed_connection_leaves_the_wheel_without_a_ping() -> None:
     probe._transport = None
     assert probe.keepalive_due(100, 1.0) is None
     assert probe.pings == 0
+
+
+def _read(probe: Probe, data: bytes) -> int:
+    probe._rbuf[: len(data)] = data
+    return len(data)
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def test_a_lone_pong_answers_keepalive_without_the_parser() -> None:
+    """The pong to a keepalive ping, alone in a read, answers it on the short path."""
+    probe = Probe(1.0, 1.0)
+    probe.keepalive_due(100, 1.0)
+    assert probe._pong_only(_read(probe, _client_frame(0xA, KEEPALIVE_PAYLOAD)))
+    assert probe.keepalive_due(101, 1.0) == 102 and probe.failed == []
+
+
+@pytest.mark.parametrize(
+    "case", ["unmasked", "two frames", "partial", "app ping waits", "mid-frame", "closing"]
+)
+def test_anything_but_a_lone_client_pong_goes_to_the_parser(case: str) -> None:
+    """The short path takes only what the parser would take as one complete pong: an
+    unmasked one (1002, RFC 6455 5.1), one followed by more bytes, half a frame, a read in the
+    middle of another frame, or any pong while the application's ping() waits for it (it
+    needs its payload) go to the parser; a connection no longer open ignores it there too."""
+    probe = Probe(1.0, 1.0)
+    probe.keepalive_due(100, 1.0)
+    frame = _client_frame(0xA, KEEPALIVE_PAYLOAD)
+    if case == "unmasked":
+        frame = bytes([0x8A, len(KEEPALIVE_PAYLOAD)]) + KEEPALIVE_PAYLOAD
+    elif case == "two frames":
+        frame += _client_frame(0x1, b"hi")
+    elif case == "partial":
+        frame = frame[:-1]
+    elif case == "app ping waits":
+        probe._pings = {}
+    elif case == "mid-frame":
+        probe._conn.receive_data(_client_frame(0x2, b"x" * 100)[:20])
+    elif case == "closing":
+        probe._conn.state = State.CLOSING
+    assert not probe._pong_only(_read(probe, frame))
+    assert probe._ka_sent == 100  # not answered by the short path
