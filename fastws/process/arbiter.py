@@ -77,6 +77,9 @@ class Worker:
     spawned: float
     stop_sent: float | None = None
     ready: bool = False
+    #: When the master first found its heartbeat older than worker_timeout (it kills on the
+    #: next look if that is still so), None while it beats.
+    overdue: float | None = None
 
 
 class Arbiter:
@@ -386,14 +389,27 @@ class Arbiter:
             if timeout is None or worker.stop_sent is not None:
                 continue
             last = max(view.heartbeat, worker.spawned) if view.state != BOOTING else worker.spawned
-            if now - last > timeout:
-                logger.error(
-                    "worker %d (slot %d) timed out: no heartbeat for %.1f s; killing it",
-                    worker.pid,
-                    worker.listener,
-                    now - last,
-                )
-                self._stop_worker(worker, signal.SIGKILL, force=True)
+            if now - last <= timeout:
+                worker.overdue = None
+                continue
+            if worker.overdue is None:
+                # Seen once: look again on the next tick before killing (a fraction of a
+                # second), so one odd read of the slot never costs a worker's connections.
+                worker.overdue = now
+                continue
+            logger.error(
+                "worker %d (slot %d) timed out: no heartbeat for %.1f s; killing it"
+                " (its scoreboard slot %d: pid %d, %s, last beat %.1f s ago; forked %.1f s ago)",
+                worker.pid,
+                worker.listener,
+                now - last,
+                worker.slot,
+                view.pid,
+                view.state_name,
+                now - view.heartbeat,
+                now - worker.spawned,
+            )
+            self._stop_worker(worker, signal.SIGKILL, force=True)
         self.kill_overdue()
 
     def kill_overdue(self) -> None:

@@ -33,6 +33,7 @@ _MESSAGE_SIZE = 160
 _COUNTERS = struct.Struct(f"={counters.SIZE}q")
 _SLOT_SIZE = -(-(_HEAD.size + _MESSAGE_SIZE + _COUNTERS.size) // 64) * 64  # cache-line aligned
 _COUNTERS_AT = _HEAD.size + _MESSAGE_SIZE
+_BEAT_AT = 32  # the heartbeat's offset in a slot (the last field of _HEAD)
 #: The counters an exited worker's counts are added on for (everything but the gauges).
 _CUMULATIVE = [
     i
@@ -69,8 +70,14 @@ class Scoreboard:
         self._retired_at = (slots + 1) * _SLOT_SIZE
         size = self._retired_at + slots * _COUNTERS.size
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+        # Heartbeats are written and read as one aligned 8-byte word each (an item of this
+        # view is one store, one load), not through struct, whose standard-size packing of a
+        # double goes byte by byte (PyFloat_Pack8): a reader must never take half of one beat
+        # and half of the next for a time minutes in the past.
+        self._beats = memoryview(self._map).cast("d")
 
     def close(self) -> None:
+        self._beats.release()
         self._map.close()
 
     # -- the master ------------------------------------------------------------------------
@@ -114,7 +121,7 @@ class Scoreboard:
         _COUNTERS.pack_into(self._map, base + _COUNTERS_AT, *counters.values)
         if state is not None:
             struct.pack_into("=q", self._map, base + 8, state)
-        struct.pack_into("=d", self._map, base + 32, time.monotonic())
+        self._beats[(base + _BEAT_AT) // 8] = time.monotonic()
 
     def fail(self, slot: int, message: str) -> None:
         """Say why this worker is about to exit (the master logs it)."""
@@ -154,7 +161,8 @@ class Scoreboard:
     # -- layout ---------------------------------------------------------------------------
 
     def _head(self, slot: int) -> tuple[int, int, int, float, float]:
-        return _HEAD.unpack_from(self._map, slot * _SLOT_SIZE)
+        pid, state, listener, started, _ = _HEAD.unpack_from(self._map, slot * _SLOT_SIZE)
+        return pid, state, listener, started, self._beats[(slot * _SLOT_SIZE + _BEAT_AT) // 8]
 
     def _write_head(
         self, slot: int, pid: int, state: int, listener: int, started: float, beat: float

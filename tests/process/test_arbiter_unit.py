@@ -238,13 +238,37 @@ def test_a_worker_whose_heartbeat_stops_is_killed(
     master: Arbiter, fake_os: FakeOS, clock: FakeTime
 ) -> None:
     """worker_timeout without a heartbeat (its event loop is blocked): SIGKILL, to that
-    worker only; its sibling, which kept beating, is left alone."""
+    worker only, at the master's second look (the next tick); its sibling, which kept
+    beating, is left alone."""
     assert master.scoreboard is not None and master.config.worker_timeout is not None
     stuck, beating = started(master, fake_os)
     clock.now += master.config.worker_timeout + 1
     master.scoreboard.beat(master.workers[beating].slot, READY)
     master.murder_workers()
+    assert fake_os.killed == []
+    clock.now += 0.25
+    master.murder_workers()
     assert fake_os.killed == [(stuck, signal.SIGKILL)]
+
+
+def test_one_stale_look_at_a_beating_worker_does_not_kill_it(
+    master: Arbiter, fake_os: FakeOS, clock: FakeTime
+) -> None:
+    """Issue 21: workers were killed for a heartbeat the master read as older than
+    worker_timeout although they served thousands of connections. A worker found overdue
+    once but beating at the next look keeps running, and the next time it is overdue it
+    again gets that second look."""
+    assert master.scoreboard is not None and master.config.worker_timeout is not None
+    pids = started(master, fake_os)
+    clock.now += master.config.worker_timeout + 1
+    master.murder_workers()  # both overdue at this look
+    for pid in pids:
+        master.scoreboard.beat(master.workers[pid].slot, READY)
+    clock.now += 0.25
+    master.murder_workers()
+    clock.now += master.config.worker_timeout + 1
+    master.murder_workers()
+    assert fake_os.killed == []
 
 
 def test_hup_replaces_each_worker_once_its_successor_serves(
