@@ -158,7 +158,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             str(binary), "--port", str(port), "--conns", str(n), "--first", str(first),
             # Source ports below the ephemeral range (32768-60999 by default): other clients'
             # connections on the same 127.0.0.x addresses never hold them.
-            "--src-count", "4", "--port-base", "21000" if first else "22000",
+            "--src-count", "4", "--port-base", "21000" if first else "20000",
             "--key", key, "--accept", accept, "--max-seconds", "300",
         ]  # fmt: skip
         return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -180,7 +180,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     tracing = tracemalloc.is_tracing()
     snap0 = tracemalloc.take_snapshot() if tracing else None
     t_alloc0 = tracemalloc.get_traced_memory()[0]
-    client = spawn(args.connections, 1000)  # ports 22000 + 250 + i / 4
+    client = spawn(args.connections, 1000)  # ports 21000 + 250 + i / 4 (the warm-up: 20000 + i / 4)
     await until(50 + args.connections)
     await asyncio.sleep(args.settle)
     gc.collect()
