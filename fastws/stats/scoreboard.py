@@ -11,7 +11,11 @@ index /metrics labels its series with), so that each worker slot's counters keep
 across restarts and reloads.
 
 No locks: a reader may see one slot half-updated (a counter from before the update next to one
-from after); each 8-byte field is written whole, which is all a metrics reader needs.
+from after); each 8-byte field is written whole, which is all a metrics reader needs. Fields
+are written through memoryviews of 8-byte items, never with `struct.pack_into`: that zeroes
+its target before it packs, so a reader in another process could find a live worker's
+heartbeat at 0.0 (the master then counted from the fork and killed it: issue 21), its state
+FREE (a slot the master could hand to a new worker) or its counters at 0.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import mmap
 import struct
 import time
+from array import array
 from dataclasses import dataclass
 
 from . import counters
@@ -70,13 +75,13 @@ class Scoreboard:
         self._retired_at = (slots + 1) * _SLOT_SIZE
         size = self._retired_at + slots * _COUNTERS.size
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
-        # Heartbeats are written and read as one aligned 8-byte word each (an item of this
-        # view is one store, one load), not through struct, whose standard-size packing of a
-        # double goes byte by byte (PyFloat_Pack8): a reader must never take half of one beat
-        # and half of the next for a time minutes in the past.
+        # Every field is an aligned 8-byte word, written and read as one item of these views:
+        # one store, one load, nothing in between (see the module docstring).
+        self._words = memoryview(self._map).cast("q")
         self._beats = memoryview(self._map).cast("d")
 
     def close(self) -> None:
+        self._words.release()
         self._beats.release()
         self._map.close()
 
@@ -89,9 +94,7 @@ class Scoreboard:
                 now = time.monotonic()
                 self._write_head(slot, 0, BOOTING, listener, time.time(), now)
                 self._set_message(slot, "")
-                _COUNTERS.pack_into(
-                    self._map, slot * _SLOT_SIZE + _COUNTERS_AT, *[0] * counters.SIZE
-                )
+                self._put(slot * _SLOT_SIZE + _COUNTERS_AT, [0] * counters.SIZE)
                 return slot
         raise RuntimeError(f"all {self.slots} scoreboard slots are in use")
 
@@ -107,20 +110,20 @@ class Scoreboard:
             total = list(_COUNTERS.unpack_from(self._map, offset))
             for i in _CUMULATIVE:
                 total[i] += values[i]
-            _COUNTERS.pack_into(self._map, offset, *total)
+            self._put(offset, total)
         self._write_head(slot, 0, FREE, 0, 0.0, 0.0)
 
     # -- a worker (only ever its own slot) --------------------------------------------------
 
     def set_pid(self, slot: int, pid: int) -> None:
-        struct.pack_into("=q", self._map, slot * _SLOT_SIZE, pid)
+        self._words[slot * _SLOT_SIZE // 8] = pid
 
     def beat(self, slot: int, state: int | None = None) -> None:
         """Publish this process's counters and a fresh heartbeat (and optionally a new state)."""
         base = slot * _SLOT_SIZE
-        _COUNTERS.pack_into(self._map, base + _COUNTERS_AT, *counters.values)
+        self._put(base + _COUNTERS_AT, counters.values)
         if state is not None:
-            struct.pack_into("=q", self._map, base + 8, state)
+            self._words[(base + 8) // 8] = state
         self._beats[(base + _BEAT_AT) // 8] = time.monotonic()
 
     def fail(self, slot: int, message: str) -> None:
@@ -167,7 +170,15 @@ class Scoreboard:
     def _write_head(
         self, slot: int, pid: int, state: int, listener: int, started: float, beat: float
     ) -> None:
-        _HEAD.pack_into(self._map, slot * _SLOT_SIZE, pid, state, listener, started, beat)
+        at = slot * _SLOT_SIZE // 8
+        self._words[at : at + 3] = array("q", (pid, state, listener))
+        self._beats[at + 3] = started
+        self._beats[at + 4] = beat
+
+    def _put(self, offset: int, values: list[int]) -> None:
+        """8-byte integers at `offset`, each written whole (no struct: see the docstring)."""
+        at = offset // 8
+        self._words[at : at + len(values)] = array("q", values)
 
     def _retired_offset(self, listener: int) -> int | None:
         if 0 <= listener < self.slots:

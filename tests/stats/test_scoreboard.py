@@ -5,6 +5,7 @@ counted is kept (in the server's totals and in its worker slot) so counters neve
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -76,3 +77,39 @@ def test_close_codes_are_counted_by_code_and_other(board: Scoreboard) -> None:
     """RFC 6455 7.4.1's codes each have a counter; any other code lands in "other"."""
     assert counters.close_index(1000) != counters.close_index(1011)
     assert counters.close_index(4000) == counters.close_index(3999) == counters.CLOSE_OTHER
+
+
+def test_a_reader_never_sees_a_beating_worker_half_written(board: Scoreboard) -> None:
+    """Issue 21: workers serving thousands of connections were killed minutes after
+    worker_timeout "without a heartbeat since they booted". struct.pack_into zeroes its target
+    before it packs, so the master, reading while a worker beat, could find the heartbeat at
+    0.0 (counted from the fork instead) or the state FREE. While another process beats as
+    fast as it can, every read shows the worker's real pid, state, counters and a heartbeat."""
+    slot = board.claim(listener=0)
+    publish(board, slot, messages_in=7, open_now=3)
+    board.set_pid(slot, 4242)
+    child = os.fork()
+    if child == 0:  # the worker: beat, state and pid rewritten in a tight loop
+        try:
+            for _ in range(200_000):
+                board.beat(slot, READY)
+                board.set_pid(slot, 4242)
+        finally:
+            os._exit(0)
+    seen = set()
+    try:
+        while os.waitpid(child, os.WNOHANG) == (0, 0):
+            view = board.read(slot)
+            seen.add(
+                (
+                    view.pid,
+                    view.state,
+                    view.heartbeat > 0,
+                    view.values[counters.MESSAGES_IN],
+                    view.values[counters.CONNECTIONS_OPEN],
+                )
+            )
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
+    assert seen == {(4242, READY, True, 7, 3)}
