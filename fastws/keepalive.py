@@ -54,7 +54,10 @@ def ticks(seconds: float, tick: float) -> int:
 
 
 class _Visited(Protocol):
-    _keepalive: set[Any] | None
+    """What the wheel visits. `keepalive_bucket` is the wheel's bookkeeping on the connection:
+    the bucket it waits in (None: not in the wheel), set by the wheel as it moves it."""
+
+    keepalive_bucket: set[Any] | None
 
     def keepalive_due(self, due: int, tick: float) -> int | None: ...
 
@@ -75,14 +78,14 @@ class KeepaliveWheel:
 
     def add(self, conn: _Visited, delay: float) -> set[Any]:
         """Visit `conn` (call its `keepalive_due`) in about `delay` s. Its token for `discard`
-        (the bucket it waits in, shared with the others there) is in `conn._keepalive`, which
+        (the bucket it waits in, shared with the others there) is in `conn.keepalive_bucket`, which
         the wheel updates as it moves the connection."""
         due = math.ceil((self._loop.time() + delay) / self._tick)
         bucket = self._buckets.get(due)
         if bucket is None:
             bucket = self._buckets[due] = set()
         bucket.add(conn)
-        conn._keepalive = bucket
+        conn.keepalive_bucket = bucket
         if due < self._next:
             self._arm(due)
         return bucket
@@ -124,7 +127,7 @@ class KeepaliveWheel:
                     logger.exception("keepalive ping failed")
                     nxt = None
                 if nxt is None:
-                    conn._keepalive = None
+                    conn.keepalive_bucket = None
                 else:
                     if nxt != to_key or to_set is None:
                         to_key = max(nxt, due + 1)
@@ -132,7 +135,7 @@ class KeepaliveWheel:
                         if to_set is None:
                             to_set = buckets[to_key] = set()
                     to_set.add(conn)
-                    conn._keepalive = to_set
+                    conn.keepalive_bucket = to_set
                 if bucket and clock() > deadline:  # the rest in the next iteration
                     self._next = due
                     self._timer = self._loop.call_soon(self._fire)
@@ -172,7 +175,7 @@ class Keepalive(asyncio.BufferedProtocol):
     _transport: asyncio.Transport | None
     _out: Outbox
     _pings: dict[bytes, tuple[asyncio.Future[float], float]] | None
-    _keepalive: set[Any] | None  # the KeepaliveWheel bucket we wait in
+    keepalive_bucket: set[Any] | None  # the KeepaliveWheel bucket we wait in
     # The keepalive ping in flight: the tick it was sent at; _ANSWERED once a pong came; None
     # when the next visit pings.
     _ka_sent: int | None
@@ -245,17 +248,7 @@ class Keepalive(asyncio.BufferedProtocol):
         The pong to every keepalive ping comes this way: parsing it (an event object, the
         unmasking, the dispatch) was a quarter of what keepalive cost an idle connection.
         """
-        conn = self._conn
-        if (
-            self._rbuf[1] - 0x80 != n - 6  # masked (5.1), 7-bit length, nothing after it
-            or self._pings is not None
-            or conn.client
-            or conn._tail
-            or conn._remaining
-            or conn._mop
-            or conn.blocked
-            or conn.state is not State.OPEN
-        ):
+        if self._pings is not None or not self._conn.lone_pong(self._rbuf, n):
             return False
         sent = self._ka_sent
         if sent is not None and sent > 0:

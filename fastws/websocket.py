@@ -94,7 +94,6 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         "_flusher",
         "_holding",
         "_ka_sent",
-        "_keepalive",
         "_listener",
         "_loop",
         "_lost",
@@ -118,6 +117,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         "_writing_paused",
         "close_code",
         "close_reason",
+        "keepalive_bucket",
         "remote_address",
         "request",
         "subprotocol",
@@ -196,7 +196,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         # Pings waiting for their pong; made with the first ping (an idle connection that is
         # never pinged does not carry an empty dict).
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
-        self._keepalive: set[Any] | None = None  # our bucket in the loop's KeepaliveWheel
+        self.keepalive_bucket: set[Any] | None = None  # our bucket in the loop's KeepaliveWheel
         self._ka_sent: int | None = None  # the keepalive ping in flight (see keepalive.py)
         self._close_timer: asyncio.TimerHandle | None = None
         # Made when someone waits for the end (close(), wait_closed()): an idle connection
@@ -275,11 +275,11 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         if self.close_code is None:
             self.close_code = CloseCode.ABNORMAL
             self.close_reason = ""
-        if self._keepalive is not None:
+        if self.keepalive_bucket is not None:
             period = self._tick_period()
             assert period is not None
-            wheel(self._loop, period).discard(self, self._keepalive)
-            self._keepalive = None
+            wheel(self._loop, period).discard(self, self.keepalive_bucket)
+            self.keepalive_bucket = None
         for timer in (self._close_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
@@ -324,7 +324,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         self._open = True
         period = self._tick_period()
         if period is not None:
-            self._keepalive = wheel(self._loop, period).add(self, period)
+            self.keepalive_bucket = wheel(self._loop, period).add(self, period)
         if listener is not None:
             self._listener = listener
             try:

@@ -25,7 +25,7 @@ class FakeConnection:
         self.dues: list[int] = []
         self.fail = fail
         self.again = again
-        self._keepalive: set[Any] | None = None
+        self.keepalive_bucket: set[Any] | None = None
 
     def keepalive_due(self, due: int, tick: float) -> int | None:
         self.pinged_at.append(self.loop.time())
@@ -144,9 +144,9 @@ def test_the_wheel_moves_a_connection_to_the_tick_its_visit_names() -> None:
             await asyncio.sleep(0.01)
         first = every3.dues[0]
         assert every3.dues[:4] == [first, first + 3, first + 6, first + 9]
-        assert len(once.dues) == 1 and once._keepalive is None
-        assert every3._keepalive is not None and every3 in every3._keepalive
-        keepalive.discard(every3, every3._keepalive)
+        assert len(once.dues) == 1 and once.keepalive_bucket is None
+        assert every3.keepalive_bucket is not None and every3 in every3.keepalive_bucket
+        keepalive.discard(every3, every3.keepalive_bucket)
         assert len(keepalive) == 0
 
     asyncio.run(main())
@@ -178,7 +178,6 @@ class Probe(Keepalive):
     __slots__ = (
         "_conn",
         "_ka_sent",
-        "_keepalive",
         "_message_timeout",
         "_out",
         "_partial",
@@ -188,6 +187,7 @@ class Probe(Keepalive):
         "_rbuf",
         "_transport",
         "failed",
+        "keepalive_bucket",
     )
 
     def __init__(self, interval: float | None, timeout: float | None, client: bool = False) -> None:
@@ -195,7 +195,7 @@ class Probe(Keepalive):
         self._transport: Any = object()
         self._out: Any = _Out()
         self._ka_sent = None
-        self._keepalive = None
+        self.keepalive_bucket = None
         self._ping_interval = interval
         self._ping_timeout = timeout
         self._message_timeout = None
