@@ -9,9 +9,10 @@ numpy 2.4): the int trick costs 0.7 us at 64 B, 4 us at 1 KiB, 16 us at 4 KiB, 5
 (it grows faster than linearly); numpy (copy in, XOR, copy out) costs a flat ~3.5 us up to
 4 KiB and 0.1 ms at 1 MiB. They meet near 1 KiB, so `NUMPY_MIN` is 1 KiB.
 
-With the compiled kernels (accel.py) short payloads go to C instead, up to `SMALL_MAX` = 64 KiB,
-where numpy's SIMD loop overtakes C's word loop (C: 0.03 us at 64 B, 0.5 us at 16 KiB, 2.9 us
-at 64 KiB in place; numpy 2.8 us at 64 KiB, 16 us at 1 MiB against C's 40 us).
+With the compiled kernels (accel.py) in-place unmasking below `SMALL_MAX` = 64 KiB goes to C
+(0.06 us at 64 B, 0.4 us at 16 KiB, 1.9 us at 64 KiB; numpy: a flat ~2.6 us up to there, then
+the same pace as C's vectorised loop, ~18 us per MiB), and `unmask()` into new bytes goes to C
+at every size: one pass, where numpy needs a copy in and a copy out.
 
 `phase` is how many bytes of the current frame's payload came before this chunk: the key is
 applied from byte `phase % 4`, so a payload unmasked in pieces (as it arrives from the socket)
@@ -62,7 +63,7 @@ def unmask(data: bytes | bytearray | memoryview, mask: bytes, phase: int = 0) ->
     if phase & 3:
         mask = rotate(mask, phase)
     n = len(data)
-    if n < SMALL_MAX:
+    if n < SMALL_MAX or _c is not None:  # C: one pass into the new bytes at any size
         return _xor(data, mask)
     buf = bytearray(data)
     if _np is None:
