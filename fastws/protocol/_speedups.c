@@ -110,6 +110,43 @@ unmask_inplace(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(unmask_into_doc,
+"unmask_into(data, mask, out) -> None\n\n"
+"Write `data` XORed with the 4-byte `mask` into the writable buffer `out` of the same length:\n"
+"one pass, where a copy and an in-place XOR take two.");
+
+static PyObject *
+unmask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data, out;
+    unsigned char key[4];
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "unmask_into() takes 3 arguments (data, mask, out)");
+        return NULL;
+    }
+    if (get_key(args[1], key) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &out, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (out.len != data.len) {
+        PyErr_SetString(PyExc_ValueError, "out must be as long as data");
+    } else {
+        xor_n(out.buf, data.buf, data.len, key);
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&data);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(lone_frame_doc,
 "lone_frame(data, n, max_message_size, max_frame_size) -> bytes | str | None\n\n"
 "If data[:n] is exactly one masked, final text or binary frame with a 7-bit length within\n"
@@ -192,6 +229,7 @@ static PyMethodDef methods[] = {
     {"unmask", (PyCFunction)(void (*)(void))unmask, METH_FASTCALL, unmask_doc},
     {"unmask_inplace", (PyCFunction)(void (*)(void))unmask_inplace, METH_FASTCALL,
      unmask_inplace_doc},
+    {"unmask_into", (PyCFunction)(void (*)(void))unmask_into, METH_FASTCALL, unmask_into_doc},
     {"lone_frame", (PyCFunction)(void (*)(void))lone_frame, METH_FASTCALL, lone_frame_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -37,7 +37,7 @@ from .frames import (
     encode_header,
     lone_frame,
 )
-from .mask import NUMPY_MIN, SMALL_MAX, mask_into, unmask, unmask_inplace
+from .mask import NUMPY_MIN, SMALL_MAX, mask_into, rotate, unmask, unmask_inplace
 from .utf8 import TextDecoder
 
 __all__ = ["Blocked", "Chunk", "Close", "Connection", "Event", "Failure", "Pong", "State"]
@@ -58,6 +58,7 @@ SLICE_FRAMES: Final = 1024
 # The compiled twin when it was built (see accel.py).
 _lone_frame = lone_frame if speedups is None else speedups.lone_frame
 _c_unmask = None if speedups is None else speedups.unmask
+_c_unmask_into = None if speedups is None else speedups.unmask_into
 
 
 class Connection(FrameChecks, Closing, Compression):
@@ -351,9 +352,14 @@ class Connection(FrameChecks, Closing, Compression):
                 assert target is not None
                 k = min(n - done, len(target) - self._mlen)
                 view = memoryview(target)[self._mlen : self._mlen + k]
-                view[:] = chunk[done : done + k]
-                if self._fmask is not None:
-                    unmask_inplace(view, self._fmask, self._fdone + done)
+                if self._fmask is not None and _c_unmask_into is not None:  # one pass
+                    _c_unmask_into(
+                        chunk[done : done + k], rotate(self._fmask, self._fdone + done), view
+                    )
+                else:
+                    view[:] = chunk[done : done + k]
+                    if self._fmask is not None:
+                        unmask_inplace(view, self._fmask, self._fdone + done)
                 self._mlen += k
                 done += k
                 if done == n:

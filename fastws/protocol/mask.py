@@ -118,6 +118,9 @@ def mask_into(
     application's), and this is that one copy.
     """
     n = len(data)
+    if _c is not None:
+        _c.unmask_into(data, mask, out)
+        return
     if n < SMALL_MAX or _np is None:
         view = memoryview(out)
         src = memoryview(data)

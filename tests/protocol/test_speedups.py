@@ -104,6 +104,17 @@ def test_unmask_twins_agree(data: bytes, key: bytes) -> None:
     assert buf == _xor_int(data, key)
 
 
+@given(st.binary(max_size=3000), st.binary(min_size=4, max_size=4), st.integers(0, 7))
+def test_unmask_into_equals_copy_then_unmask(data: bytes, key: bytes, offset: int) -> None:
+    """The one-pass copy-and-unmask writes what a copy and the int kernel give, at any
+    alignment of source and target, and nothing outside its target."""
+    c = _compiled()
+    out = bytearray(b"\xaa" * (len(data) + 16))
+    c.unmask_into(memoryview(data), key, memoryview(out)[offset : offset + len(data)])
+    assert out[offset : offset + len(data)] == _xor_int(data, key)
+    assert out[:offset] == b"\xaa" * offset and out[offset + len(data) :] == b"\xaa" * (16 - offset)
+
+
 def test_unmask_rejects_bad_arguments() -> None:
     """A wrong key or a read-only target is a Python exception, not memory corruption."""
     c = _compiled()
@@ -113,6 +124,10 @@ def test_unmask_rejects_bad_arguments() -> None:
         c.unmask_inplace(b"read-only", b"abcd")
     with pytest.raises(ValueError):
         c.lone_frame(b"\x82\x80", 6, 10, 10)  # n beyond the buffer
+    with pytest.raises(ValueError):
+        c.unmask_into(b"abc", b"abcd", bytearray(2))  # lengths differ
+    with pytest.raises(BufferError):
+        c.unmask_into(b"abc", b"abcd", b"xyz")  # read-only target
 
 
 def test_pure_python_path_passes_the_suites() -> None:
