@@ -126,6 +126,7 @@ def lone_frame(
         or length > max_frame_size
     ):
         return None
+    # mask._xor_int's int trick, inline: importing mask would load numpy with the vocabulary.
     from_bytes = int.from_bytes
     key = from_bytes((bytes(data[2:6]) * ((length >> 2) + 1))[:length], "little")
     payload = (from_bytes(data[6:n], "little") ^ key).to_bytes(length, "little")

@@ -125,11 +125,11 @@ def mask_into(
         view = memoryview(out)
         src = memoryview(data)
         for start in range(0, n, _INT_CHUNK):
-            view[start : start + _INT_CHUNK] = _xor(src[start : start + _INT_CHUNK], mask)
+            view[start : start + _INT_CHUNK] = _xor_int(src[start : start + _INT_CHUNK], mask)
         return
     n8 = n & ~7
     key = _np.frombuffer(mask * 2, dtype=_np.uint64)[0]
     words = _np.frombuffer(data, dtype=_np.uint64, count=n8 >> 3)
     _np.bitwise_xor(words, key, out=_np.frombuffer(out, dtype=_np.uint64, count=n8 >> 3))
     if n8 != n:
-        memoryview(out)[n8:] = _xor(memoryview(data)[n8:], mask)
+        memoryview(out)[n8:] = _xor_int(memoryview(data)[n8:], mask)
