@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .buffers import release
+from .protocol.accel import speedups
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,14 +36,51 @@ class MessageReleased(RuntimeError):
     """The message's memory was released; its data cannot be used any more."""
 
 
-class Message:
-    """A binary message: `len(message)`, `.data` (memoryview), `.array()`, `bytes(message)`."""
+class _MessageBase:
+    """What a message holds: its buffer and size. The pure-Python twin of the compiled
+    `_speedups.MessageBase` (one is made for every binary message a handler receives, so
+    the compiled one is used where it was built; tests/test_message.py runs on both)."""
 
     __slots__ = ("_buffer", "_size")
 
     def __init__(self, buffer: Any, size: int | None = None) -> None:
         self._buffer: Any = buffer
-        self._size = len(buffer) if size is None else size
+        self._size: int = len(buffer) if size is None else size
+
+    @property
+    def buffer(self) -> Any:
+        """What holds the payload: `bytes` for a small message, a memory region for a large
+        one (None once released). For senders that write it as it is; use `.data` to read."""
+        return self._buffer
+
+    @property
+    def released(self) -> bool:
+        """Whether release() was called."""
+        return self._buffer is None
+
+    def release(self) -> None:
+        """Give the memory back now (views taken before keep it until they go). Idempotent."""
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None and type(buffer) is not bytes:  # bytes: nothing to give back
+            self._give_back(buffer)
+
+    def _give_back(self, buffer: Any) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._size
+
+
+if TYPE_CHECKING:
+    _Base = _MessageBase
+else:
+    _Base = _MessageBase if speedups is None else speedups.MessageBase
+
+
+class Message(_Base):
+    """A binary message: `len(message)`, `.data` (memoryview), `.array()`, `bytes(message)`."""
+
+    __slots__ = ()
 
     @property
     def data(self) -> memoryview:
@@ -73,9 +111,6 @@ class Message:
     def __bytes__(self) -> bytes:
         return self.tobytes()
 
-    def __len__(self) -> int:
-        return self._size
-
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Message):
             other = other.data
@@ -86,21 +121,9 @@ class Message:
 
     __hash__ = None  # type: ignore[assignment]  # mutable memory
 
-    @property
-    def buffer(self) -> Any:
-        """What holds the payload: `bytes` for a small message, a memory region for a large
-        one (None once released). For senders that write it as it is; use `.data` to read."""
-        return self._buffer
-
-    @property
-    def released(self) -> bool:
-        return self._buffer is None
-
-    def release(self) -> None:
-        """Give the memory back now (views taken before keep it until they go). Idempotent."""
-        buffer, self._buffer = self._buffer, None
-        if buffer is not None and type(buffer) is not bytes:  # bytes: nothing to give back
-            release(buffer)
+    def _give_back(self, buffer: Any) -> None:
+        """release() of a large message: its region goes back to the worker's cache."""
+        release(buffer)
 
     def __enter__(self) -> Message:
         return self

@@ -61,15 +61,15 @@ def flusher(loop: asyncio.AbstractEventLoop) -> Flusher:
 class Outbox:
     """Frames waiting to be written to one transport."""
 
-    __slots__ = ("_counts", "_flusher", "_frames", "_scheduled", "_transport", "deferred", "size")
+    __slots__ = ("_flusher", "_frames", "_scheduled", "_transport", "counts", "deferred", "size")
 
     def __init__(
         self, transport: asyncio.WriteTransport, loop_flusher: Flusher, *, counted: bool = True
     ) -> None:
         self._transport: asyncio.WriteTransport | None = transport
-        # The process's counters (/metrics bytes_out), or a scratch copy for a connection that
-        # is not traffic (a dashboard viewer).
-        self._counts = _stats if counted else [0] * len(_stats)
+        #: Where the bytes written are counted: the process's counters (/metrics bytes_out),
+        #: or a scratch copy for a connection that is not traffic (a dashboard viewer).
+        self.counts = _stats if counted else [0] * len(_stats)
         self._flusher = loop_flusher
         self._frames: list[Any] = []
         self._scheduled = False
@@ -92,7 +92,7 @@ class Outbox:
             frames.append(payload)
             n = len(header) + len(payload)
         self.size += n
-        self._counts[_BYTES_OUT] += n
+        self.counts[_BYTES_OUT] += n
 
     def write(self, frame: Any) -> None:  # a Frame
         """Queue a frame and write everything queued now."""
@@ -101,10 +101,10 @@ class Outbox:
             self.add(frame)
             self.flush()
         elif type(frame) is bytes:
-            self._counts[_BYTES_OUT] += len(frame)
+            self.counts[_BYTES_OUT] += len(frame)
             transport.write(frame)
         else:
-            self._counts[_BYTES_OUT] += len(frame[0]) + len(frame[1])
+            self.counts[_BYTES_OUT] += len(frame[0]) + len(frame[1])
             transport.writelines(frame)
 
     def flush(self) -> None:

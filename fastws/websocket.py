@@ -41,6 +41,7 @@ from .protocol.connection import (
 from .protocol.frames import SMALL_HEADERS as _SMALL_HEADERS
 from .protocol.frames import CloseCode, Opcode
 from .stats.counters import BYTES_IN, ERRORS, MESSAGES_IN, MESSAGES_OUT
+from .stats.counters import BYTES_OUT as _BYTES_OUT
 from .stats.counters import values as _stats
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ __all__ = ["ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "W
 _BINARY = int(Opcode.BINARY)
 _TEXT = int(Opcode.TEXT)
 _OPEN = State.OPEN
+_CLOSED = State.CLOSED
 
 logger = logging.getLogger("fastws")
 
@@ -216,10 +218,12 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         self.remote_address = transport.get_extra_info("peername")
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        target = self._conn.payload_target()
-        if target is not None:
-            self._direct = True
-            return target
+        conn = self._conn
+        if conn.target is not None:  # a large binary message is being received
+            target = conn.payload_target()
+            if target is not None:
+                self._direct = True
+                return target
         self._direct = False
         return self._rbuf
 
@@ -232,11 +236,10 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         if self._direct:
             conn.payload_written(nbytes)
         else:
-            if nbytes < 132 and self._rbuf[0] == 0x8A and self._pong_only(nbytes):
-                return  # a lone pong, keepalive's (see Keepalive._pong_only)
+            rbuf = self._rbuf
             listener = self._listener
             if listener is not None:  # a message in one read goes straight to the listener
-                message = conn.receive_one(self._rbuf, nbytes)
+                message = conn.receive_one(rbuf, nbytes)
                 if message is not None:
                     _stats[MESSAGES_IN] += 1
                     try:
@@ -253,13 +256,16 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
                 if waiter is not None and not self._queue and not waiter.done():
                     # A coroutine waits in recv() with nothing queued before: a message in
                     # one read goes straight to it too (no events list, no _dispatch).
-                    message = conn.receive_one(self._rbuf, nbytes)
+                    message = conn.receive_one(rbuf, nbytes)
                     if message is not None:
                         _stats[MESSAGES_IN] += 1
                         self._waiter = None
                         waiter.set_result(message)
                         return
-            conn.receive_data(self._rbuf[:nbytes])
+            # (After receive_one, which takes no pong: a data message is the common read.)
+            if nbytes < 132 and rbuf[0] == 0x8A and self._pong_only(nbytes):
+                return  # a lone pong, keepalive's (see Keepalive._pong_only)
+            conn.receive_data(rbuf[:nbytes])
         if conn.events or conn.out:
             self._dispatch()
         if conn.blocked:
@@ -359,7 +365,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
                         waiter.set_result(event)
                         handed = True
                         continue
-                if len(queue) >= self._max_queue and conn.state is not State.OPEN:
+                if len(queue) >= self._max_queue and conn.state is not _OPEN:
                     continue  # closing: nobody will read past a full queue, and we must read
                 if queue is _NO_QUEUE:
                     queue = self._queue = deque()
@@ -372,12 +378,12 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
                 self._peer_closed(event)  # type: ignore[arg-type]
         if conn.out:
             self._write_control()
-        if len(queue) >= self._max_queue and not self._reading_paused and conn.state is State.OPEN:
+        if len(queue) >= self._max_queue and not self._reading_paused and conn.state is _OPEN:
             transport = self._transport
             if transport is not None:
                 self._reading_paused = True
                 transport.pause_reading()
-        if conn.state is State.CLOSED:
+        if conn.state is _CLOSED:
             if conn.failing is not None and (handed or queue) and self._transport is not None:
                 # The handler answers what came before the violation; _next() or the grace
                 # timer sends our Close frame after its answers.
@@ -421,7 +427,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         self._holding = False
         if self._out.size:
             self._out.flush()
-        if conn.state is State.CLOSED:
+        if conn.state is _CLOSED:
             self._closed_by_protocol(events)
 
     def _listener_failed(self, exc: Exception) -> None:
@@ -538,7 +544,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             if self._reading_paused and len(queue) <= self._max_queue >> 1:
                 self._resume_reading()
             return message
-        if self._conn.state is State.CLOSED or self._transport is None:
+        if self._conn.state is _CLOSED or self._transport is None:
             if self._conn.failing is not None:  # the handler has read all it may answer
                 self._finish_failure()
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
@@ -608,20 +614,25 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             or transport.is_closing()
         ):
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
-        if conn.client:
-            conn.mask_buffer_free = self._out.empty
         _stats[MESSAGES_OUT] += 1
         if len(payload) < 126 and conn.deflate is None and not conn.client:
             frame: Frame = _SMALL_HEADERS[opcode][len(payload)] + payload  # send_data's first case
         else:
+            if conn.client:
+                conn.mask_buffer_free = self._out.empty
             frame = conn.send_data(opcode, payload)
-        # _write_data's first two cases, inline: this is the per-message path.
+        # _write_data's first two cases and Outbox.write's first, inline: this is the
+        # per-message path (nothing held in the outbox: `size` is 0).
+        out = self._out
         if self._holding:
-            self._out.add(frame)
-        elif not self._queue:
-            self._out.write(frame)
-        else:
+            out.add(frame)
+        elif self._queue:
             self._write_data(frame)
+        elif out.size or type(frame) is not bytes:
+            out.write(frame)
+        else:
+            out.counts[_BYTES_OUT] += len(frame)
+            transport.write(frame)
         if release and kind is Message:
             message.release()  # the transport's hold keeps the pages until it has written them
 
@@ -667,7 +678,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
 
     @property
     def closed(self) -> bool:
-        return self._transport is None or self._conn.state is State.CLOSED
+        return self._transport is None or self._conn.state is _CLOSED
 
     @property
     def writing_paused(self) -> bool:

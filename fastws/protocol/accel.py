@@ -2,8 +2,8 @@
 
 `fastws.protocol._speedups` (C, built by `pip install` where a compiler and Python's headers
 are found; see setup.py) implements a few hot functions whose pure-Python twins live beside
-their callers (`mask._xor_int`, `frames.lone_frame`); the two give the same result for every
-input (tests/protocol/test_speedups.py). Set FASTWS_NO_SPEEDUPS=1 to run the pure-Python ones
+their callers (`mask._xor_int`, `frames.lone_frame`, and `fastws.message._MessageBase` one
+layer up); the two give the same result for every input (tests/protocol/test_speedups.py). Set FASTWS_NO_SPEEDUPS=1 to run the pure-Python ones
 even where the compiled module exists (the suite runs both).
 """
 

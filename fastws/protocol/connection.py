@@ -55,6 +55,11 @@ MASK_BUFFER_MAX: Final = 16 << 20
 # is on: ~10 us each in CPython, so one slice keeps the event loop ~10 ms.
 SLICE_FRAMES: Final = 1024
 
+# The states as module constants: an enum member looked up on its class costs ~40 ns in
+# CPython 3.11 (no specialisation for class attributes), and the per-read paths check them.
+_OPEN: Final = State.OPEN
+_CLOSED: Final = State.CLOSED
+
 # The compiled twin when it was built (see accel.py).
 _lone_frame = lone_frame if speedups is None else speedups.lone_frame
 _c_unmask = None if speedups is None else speedups.unmask
@@ -85,7 +90,6 @@ class Connection(FrameChecks, Closing, Compression):
         "_remaining",
         "_sdeflate",
         "_tail",
-        "_target",
         "assembler",
         "begun",
         "blocked",
@@ -103,6 +107,7 @@ class Connection(FrameChecks, Closing, Compression):
         "slice_frames",
         "state",
         "streaming",
+        "target",
     )
 
     def __init__(
@@ -119,7 +124,7 @@ class Connection(FrameChecks, Closing, Compression):
         self.max_message_size = max_message_size
         self.max_frame_size = max_message_size if max_frame_size is None else max_frame_size
         self.max_fragments = max_fragments
-        self.state = State.OPEN
+        self.state = _OPEN
         # RFC 6455 7.1.7 fails the connection when the peer breaks the protocol. With
         # `defer_failure`, our Close frame is not queued at once: `failing` holds its code and
         # reason, data frames may still be sent (answers to the messages that were complete
@@ -139,8 +144,9 @@ class Connection(FrameChecks, Closing, Compression):
         self._ffin = False
         self._fmask: bytes | None = None
         self._fdone = 0  # payload bytes of this frame received so far (= the mask phase)
-        # A binary frame's payload goes to _target (the message buffer) at _mlen + _fdone.
-        self._target: Buffer | None = None
+        #: The message buffer a binary frame's payload goes to (at _mlen + _fdone), None
+        #: between large binary messages: an I/O layer asks `payload_target()` only when set.
+        self.target: Buffer | None = None
         self._ctrl = b""  # control payload gathered so far
         # The message being assembled from several frames (_mop != 0).
         self._mop = 0
@@ -189,7 +195,7 @@ class Connection(FrameChecks, Closing, Compression):
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Consume bytes from the peer. `data` may be reused by the caller afterwards."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         if self.blocked:
             self._tail += data
@@ -215,7 +221,7 @@ class Connection(FrameChecks, Closing, Compression):
         pos = 0
         if self._remaining:
             pos = self._consume(data, 0, end)
-            if self.state is State.CLOSED:
+            if self.state is _CLOSED:
                 return
         events = self.events
         from_bytes = int.from_bytes
@@ -289,7 +295,7 @@ class Connection(FrameChecks, Closing, Compression):
                 events.append(payload if opcode == Opcode.BINARY else payload.decode())
             elif opcode >= Opcode.CLOSE:
                 self._control(opcode, payload)
-                if self.state is State.CLOSED:
+                if self.state is _CLOSED:
                     return
             else:
                 self._data(opcode, fin, payload)
@@ -316,7 +322,7 @@ class Connection(FrameChecks, Closing, Compression):
             if self._mstream:
                 if self._mbuf is None or len(self._mbuf) == self._mlen:
                     self._next_chunk(length)
-                self._target = self._mbuf
+                self.target = self._mbuf
             elif not self._mdeflate:  # compressed payloads stream into the inflater instead
                 # Most of the payload still to come: memory only as it arrives (an mmap
                 # commits written pages only), so a declared length costs nothing by itself.
@@ -332,7 +338,7 @@ class Connection(FrameChecks, Closing, Compression):
                     self._mbuf = assembler.room(
                         self._mbuf, self._mlen, length, lazy, self.max_message_size
                     )
-                self._target = self._mbuf
+                self.target = self._mbuf
         elif opcode == Opcode.TEXT:
             if not self._mop:
                 self._begin_message(opcode)
@@ -345,10 +351,10 @@ class Connection(FrameChecks, Closing, Compression):
         """Take payload bytes of the frame in progress from `data[pos:end]`."""
         n = min(self._remaining, end - pos)
         chunk = data[pos : pos + n]
-        if self._target is not None:
+        if self.target is not None:
             done = 0
             while True:  # more than one pass only when streaming fills a chunk
-                target = self._target
+                target = self.target
                 assert target is not None
                 k = min(n - done, len(target) - self._mlen)
                 view = memoryview(target)[self._mlen : self._mlen + k]
@@ -365,7 +371,7 @@ class Connection(FrameChecks, Closing, Compression):
                 if done == n:
                     break
                 self._next_chunk(self._remaining - done)
-                self._target = self._mbuf
+                self.target = self._mbuf
         else:
             if self._fmask is not None:
                 chunk = unmask(chunk, self._fmask, self._fdone)
@@ -392,7 +398,7 @@ class Connection(FrameChecks, Closing, Compression):
             or self._mop
             or self.client
             or self.blocked
-            or self.state is not State.OPEN
+            or self.state is not _OPEN
         ):
             return None
         return _lone_frame(data, n, self.max_message_size, self.max_frame_size)
@@ -408,27 +414,27 @@ class Connection(FrameChecks, Closing, Compression):
             and data[0] == 0x8A
             and data[1] - 0x80 == n - 6  # MASK set (5.1), a 7-bit length, nothing after it
             and not (self._tail or self._remaining or self._mop or self.client or self.blocked)
-            and self.state is State.OPEN
+            and self.state is _OPEN
         )
 
     def payload_target(self) -> memoryview | None:
         """Where the next payload bytes may be written directly, if that is worth it."""
-        if self._target is None or self._remaining < DIRECT_MIN or self.state is State.CLOSED:
+        if self.target is None or self._remaining < DIRECT_MIN or self.state is _CLOSED:
             return None
-        room = min(self._remaining, len(self._target) - self._mlen)
-        return memoryview(self._target)[self._mlen : self._mlen + room]
+        room = min(self._remaining, len(self.target) - self._mlen)
+        return memoryview(self.target)[self._mlen : self._mlen + room]
 
     def payload_written(self, n: int) -> None:
         """`n` bytes were written at `payload_target()`: unmask them where they are."""
-        assert self._target is not None and 0 < n <= self._remaining
+        assert self.target is not None and 0 < n <= self._remaining
         try:
             if self._fmask is not None:
-                view = memoryview(self._target)[self._mlen : self._mlen + n]
+                view = memoryview(self.target)[self._mlen : self._mlen + n]
                 unmask_inplace(view, self._fmask, self._fdone)
             self._mlen += n
-            if self._mlen == len(self._target) and self._remaining > n:  # a full stream chunk
+            if self._mlen == len(self.target) and self._remaining > n:  # a full stream chunk
                 self._next_chunk(self._remaining - n)
-                self._target = self._mbuf
+                self.target = self._mbuf
             self._advance(n)
         except ProtocolError as exc:
             self._fail(exc.code, exc.reason)
@@ -445,7 +451,7 @@ class Connection(FrameChecks, Closing, Compression):
             self._control(opcode, self._ctrl)
             self._ctrl = b""
         elif opcode == Opcode.BINARY and not self._mdeflate:
-            self._target = None
+            self.target = None
             if self._ffin:
                 self._end_message()
         elif self._ffin:
@@ -526,7 +532,7 @@ class Connection(FrameChecks, Closing, Compression):
             return False
         self.blocked = None
         self._mbuf = self.assembler.begin(self._remaining, self._ffin, False, self.max_message_size)
-        self._target = self._mbuf
+        self.target = self._mbuf
         self.receive_data(b"")
         return True
 
@@ -556,7 +562,7 @@ class Connection(FrameChecks, Closing, Compression):
             # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
             # response, unless it already received a Close frame." ... "A Pong frame sent in
             # response to a Ping frame must have identical 'Application data'".
-            if self.state is State.OPEN:
+            if self.state is _OPEN:
                 self.out.append(self._frame(Opcode.PONG, payload))
         elif opcode == Opcode.PONG:
             # 5.5.3: "A response to an unsolicited Pong frame is not expected."
@@ -598,7 +604,7 @@ class Connection(FrameChecks, Closing, Compression):
         self._mbuf = None
         self._mstream = False
         self._mlen = 0
-        self._target = None
+        self.target = None
         self.blocked = None
         self._mop = 0
         self._mdeflate = False
@@ -630,7 +636,7 @@ class Connection(FrameChecks, Closing, Compression):
         `payload` must not change until it has been written. The server's frames are unmasked
         (5.1: "A server MUST NOT mask any frames"), so a large payload goes out as it is.
         """
-        if self.state is not State.OPEN and self.failing is None:
+        if self.state is not _OPEN and self.failing is None:
             raise RuntimeError(f"cannot send data: connection is {self.state.name}")
         n = len(payload)
         if n < 126 and fin and self.deflate is None and not self.client:  # the common case
@@ -664,13 +670,13 @@ class Connection(FrameChecks, Closing, Compression):
     def send_ping(self, payload: bytes = b"") -> bytes:
         if len(payload) > 125:
             raise ValueError("ping payload is longer than 125 bytes")
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             raise RuntimeError(f"cannot ping: connection is {self.state.name}")
         return self._frame(Opcode.PING, payload)
 
     def send_pong(self, payload: bytes = b"") -> bytes:
         if len(payload) > 125:
             raise ValueError("pong payload is longer than 125 bytes")
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             raise RuntimeError(f"cannot pong: connection is {self.state.name}")
         return self._frame(Opcode.PONG, payload)

@@ -1,6 +1,6 @@
 """The compiled kernels (fastws/protocol/_speedups.c) and their pure-Python twins agree on every
 input, the C module is built wherever a compiler is, and the pure-Python path passes the
-protocol and callback-handler tests on its own (FASTWS_NO_SPEEDUPS=1)."""
+protocol, callback-handler and Message tests on its own (FASTWS_NO_SPEEDUPS=1)."""
 
 from __future__ import annotations
 
@@ -130,9 +130,49 @@ def test_unmask_rejects_bad_arguments() -> None:
         c.unmask_into(b"abc", b"abcd", b"xyz")  # read-only target
 
 
+class _Region(bytearray):
+    """A buffer that is not bytes, as a large message's region is."""
+
+
+@pytest.mark.parametrize("buffer", [b"", b"abc", bytearray(b"xyz"), _Region(b"region")])
+@pytest.mark.parametrize("size", [None, 2])
+def test_message_base_twins_agree(buffer: bytes | bytearray, size: int | None) -> None:
+    """The compiled MessageBase (every binary message a handler gets is one) and the
+    pure-Python `_MessageBase` hold, report and give back a buffer the same way: len, buffer,
+    released, and release() idempotent, handing a non-bytes buffer to `_give_back` once."""
+    from fastws.message import _MessageBase
+
+    c = _compiled()
+    results = []
+    for base in (c.MessageBase, _MessageBase):
+
+        class Held(base):  # type: ignore[valid-type,misc]
+            __slots__ = ()
+            given_back: list[object] = []  # noqa: RUF012 (the test's record)
+
+            def _give_back(self, buf: object) -> None:
+                self.given_back.append(buf)
+
+        held = Held(buffer) if size is None else Held(buffer, size)
+        first = (len(held), held.buffer is buffer, held.released, held._buffer is buffer)
+        held.release()
+        held.release()
+        results.append(
+            (first, held.buffer, held.released, len(held), [b is buffer for b in Held.given_back])
+        )
+        assert Held(buffer=buffer, size=3)._size == 3  # keywords, as Message(...) allows
+        with pytest.raises(TypeError):
+            Held()
+        with pytest.raises(TypeError):
+            Held(object())  # no len() and no size
+    assert results[0] == results[1]
+    assert results[0][4] == ([] if type(buffer) is bytes else [True])
+
+
 def test_pure_python_path_passes_the_suites() -> None:
-    """FASTWS_NO_SPEEDUPS=1 runs the twins: the protocol core's tests and the callback
-    handler's (real server processes, which inherit the variable) pass on them too."""
+    """FASTWS_NO_SPEEDUPS=1 runs the twins: the protocol core's tests, the callback
+    handler's and Message's (real server processes, which inherit the variable) pass on
+    them too."""
     env = dict(os.environ, FASTWS_NO_SPEEDUPS="1")
     check = subprocess.run(
         [sys.executable, "-c", "from fastws.protocol import accel; print(accel.speedups)"],
@@ -142,7 +182,13 @@ def test_pure_python_path_passes_the_suites() -> None:
         check=True,
     )
     assert check.stdout.strip() == "None"
-    suites = ["tests/protocol", "tests/test_listener.py", "-k", "not pure_python_path"]
+    suites = [
+        "tests/protocol",
+        "tests/test_listener.py",
+        "tests/test_message.py",
+        "-k",
+        "not pure_python_path",
+    ]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *suites],
         cwd=ROOT,
