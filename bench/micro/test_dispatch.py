@@ -145,6 +145,14 @@ def test_listener_echo_one(benchmark: Any, listener_ws: WebSocket) -> None:
     benchmark(_receive_and_answer, listener_ws, data)
 
 
+def test_listener_echo_one_binary(benchmark: Any, listener_ws: WebSocket) -> None:
+    """As test_listener_echo_one with a 64-byte binary frame (bench scenario b's message):
+    adds the `Message` the listener gets and releases."""
+    data = client_frame(b"x" * 64)
+    data = bytes([0x82]) + data[1:]
+    benchmark(_receive_and_answer, listener_ws, data)
+
+
 def test_listener_echo_batch(benchmark: Any, listener_ws: WebSocket) -> None:
     """1,000 pipelined 64-byte frames in one read, each answered (one writev for all):
     cost per message = mean / 1000."""
