@@ -215,3 +215,39 @@ def test_a_sliced_reader_lets_the_assembler_wait_a_loop_iteration() -> None:
     ]
     conn.receive_eof()
     assert gate.calls[-1] == ("release", 3 * MiB)
+
+
+def test_whole_fragments_in_one_read_assemble_exactly() -> None:
+    """Fragments of INTO_MIN bytes and more that arrive whole inside one read are unmasked
+    straight into the message's buffer (`_fragment_into`): binary messages assemble exactly,
+    a ping between them is answered, and text, streaming and tiny fragments take the general
+    path with the same result."""
+    from fastws.protocol.connection import INTO_MIN
+
+    def wire(parts: list[bytes], opcode: int, ping_after: int = -1) -> bytes:
+        out = b""
+        for i, part in enumerate(parts):
+            head, key = header(len(part), opcode=0 if i else opcode, fin=i == len(parts) - 1)
+            out += head + masked(part, key)
+            if i == ping_after:
+                head, key = header(4, opcode=9)
+                out += head + masked(b"ping", key)
+        return out
+
+    sizes = (INTO_MIN, 16_384, 10, INTO_MIN + 1, 131_000, 7)
+    parts = [os.urandom(n) for n in sizes]
+    conn = Connection()
+    conn.receive_data(wire(parts, 2, ping_after=1))
+    assert take(conn) == [b"".join(parts)]
+    assert b"".join(conn.data_to_send()) == b"\x8a\x04ping"  # the ping, answered
+
+    text = ["é" * (INTO_MIN // 2), "x" * INTO_MIN, "ü"]
+    conn = Connection()
+    conn.receive_data(wire([t.encode() for t in text], 1))
+    assert take(conn) == ["".join(text)]
+
+    conn = Connection()
+    conn.streaming = True
+    conn.receive_data(wire(parts, 2))
+    chunks = take(conn)
+    assert b"".join(c.data if isinstance(c, Chunk) else c for c in chunks) == b"".join(parts)
