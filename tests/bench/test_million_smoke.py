@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_million_smoke(tmp_path: Path) -> None:
     """The whole run works end to end at small scale: every connection opens with a real
     handshake and stays open, the sample echoes come back byte-exactly, keepalive pings are
-    answered, every connection gets every broadcast, the worker spread and memory figures are
-    there, the results folder is written, and nothing the harness started is left running."""
+    answered (by generators that batch their passes, --batch-ms's default, and by the echo
+    sample's own process), every connection gets every broadcast, the worker spread, memory
+    and per-ping figures are there, the results folder is written, and nothing the harness
+    started is left running."""
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.million", "--smoke", "--no-sysctl", "--out", str(out)],
@@ -39,7 +41,11 @@ def test_million_smoke(tmp_path: Path) -> None:
     assert at_n["server_rss_per_conn"] > 0 and at_n["kernel_socket_slab_per_conn"] > 0
     assert r["hold"]["connections_lost"] == 0 and r["hold"]["pings"] > 0
     clients = r["clients"]
-    assert clients["processes"] == clients["reported"] == 3
+    assert r["plan"]["batch_ms"] > 0  # 3 batching processes + the sample's own
+    assert clients["processes"] == clients["reported"] == 4
+    per_ping = r["hold"]["per_ping"]
+    assert per_ping["server"]["cpu_us"] > 0 and per_ping["clients"]["cpu_us"] > 0
+    assert per_ping["tcp"]["OutSegs"] > 1  # a ping and its pong (machine-wide, so roughly)
     assert clients["echo_ok"] > 0 and clients["echo_bad"] == 0
     assert clients["server_closed"] == 0
     b = r["broadcast"]
