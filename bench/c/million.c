@@ -28,7 +28,9 @@
  * waking it. Asleep outside epoll_wait, nobody is woken by a ping: it waits in the socket
  * until the next pass, which answers all that came. Pongs leave up to B ms later than a
  * client on its own machine would send them; a load generator sharing the server's cores
- * should not spend them on wake-ups. The harness keeps its echo sample in processes of their
+ * should not spend them on wake-ups. Passes start on a grid of B ms of CLOCK_MONOTONIC that
+ * every process shares, so the pongs all generators send a worker arrive together and wake
+ * it once, not once per generator. The harness keeps its echo sample in processes of their
  * own without batching, so the echo round trips it reports are not lengthened by this.
  *
  * Output: a status line every --report seconds,
@@ -607,7 +609,7 @@ int main(int argc, char **argv) {
                (rate <= 0 || next_conn < (now - t0) * rate + 1))
             start_connect(now);
         if (batch > 0) { /* one pass per --batch-ms at most: see "Batching" above */
-            double until = last_pass + batch;
+            double until = ((double)(long long)(last_pass / batch) + 1) * batch; /* the shared grid */
             if (now < until) {
                 struct timespec ts = {.tv_sec = (time_t)(until - now),
                                       .tv_nsec = (long)((until - now - (time_t)(until - now)) * 1e9)};
