@@ -1132,7 +1132,7 @@ def _per_ping_rows(pp: dict[str, Any]) -> list[str]:
     t = pp.get("tcp")
     if t:
         rows.append(
-            f"| per ping, TCP (machine-wide): segments out, pure ACKs in, delayed ACKs |"
+            f"| per ping, TCP (machine-wide): TcpOutSegs, TcpExtTCPHPAcks + TCPPureAcks, TcpExtDelayedACKs |"
             f" {t['OutSegs']}, {t['TCPPureAcks'] + t['TCPHPAcks']}, {t['DelayedACKs']} |"
         )
     return rows
