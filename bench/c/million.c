@@ -30,7 +30,7 @@
  * client on its own machine would send them; a load generator sharing the server's cores
  * should not spend them on wake-ups. Passes start on a grid of B ms of CLOCK_MONOTONIC that
  * every process shares, so the pongs all generators send a worker arrive together and wake
- * it once, not once per generator. The harness keeps its echo sample in processes of their
+ * it once, not once per generator. The harness keeps its echo sample in a process of its
  * own without batching, so the echo round trips it reports are not lengthened by this.
  *
  * Output: a status line every --report seconds,
