@@ -55,6 +55,7 @@ from typing import Any
 
 from .build import build
 from .idle import metrics
+from .million_pings import Snapshot, SyscallCount, per_ping
 from .procs import cpu_seconds, descendants, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -582,10 +583,19 @@ class Run:
         key = base64.b64encode(os.urandom(16)).decode()
         accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
         n, k = a.connections, a.client_processes
+        # With --batch-ms the echo sample lives in a process of its own that answers at once
+        # (its round trips are the server's, not the batching's); the others batch.
+        apart = bool(a.batch_ms and a.sample)
+        shares = [(n - a.sample) // k + (i < (n - a.sample) % k) if apart else n // k + (i < n % k)
+                  for i in range(k)]  # fmt: skip
+        samples = [0] * k if apart else [a.sample // k + (i < a.sample % k) for i in range(k)]
+        batches = [a.batch_ms] * k
+        if apart:
+            shares.append(a.sample)
+            samples.append(a.sample)
+            batches.append(0.0)
         first = 0
-        for i in range(k):
-            share = n // k + (i < n % k)
-            sample = a.sample // k + (i < a.sample % k)
+        for i, (share, sample, batch) in enumerate(zip(shares, samples, batches, strict=True)):
             argv = [
                 str(binary), "--port", str(self.port), "--conns", str(share),
                 "--first", str(first), "--src-base", "2", "--src-count", str(a.sources),
@@ -599,6 +609,8 @@ class Run:
                 argv += ["--port-base", str(PORT_BASE)]
             if a.rate:
                 argv += ["--rate", str(a.rate / k)]
+            if batch:
+                argv += ["--batch-ms", str(batch)]
             self.clients.append(Client(argv, share))
             first += share
 
@@ -748,6 +760,13 @@ class Run:
         a = self.args
         first = self.sample("hold")
         m0 = metrics_or_empty(self.port)
+        client_pids = [c.proc.pid for c in self.clients]
+        snap0 = Snapshot(self.server_pids(), client_pids)
+        counting = (
+            SyscallCount({"server": self.server_pids(), "clients": client_pids})
+            if a.count_syscalls
+            else None
+        )
         end = time.monotonic() + a.hold
         next_pss = time.monotonic() + a.pss_every
         while time.monotonic() < end and not self.aborted:
@@ -756,6 +775,8 @@ class Run:
             if pss:
                 next_pss += a.pss_every
             self.check_memory(self.sample("hold", pss=pss))
+        syscalls = counting.stop() if counting else None
+        snap1 = Snapshot(self.server_pids(), client_pids)
         last = self.sample("hold", pss=True)
         m1 = metrics_or_empty(self.port)
         seconds = last["t"] - first["t"]
@@ -789,6 +810,7 @@ class Run:
             "workers": len(msgs1),
             "server_rss_end": last["server_rss"],
             "server_pss_end": last.get("server_pss"),
+            "per_ping": per_ping(snap0, snap1, pings, syscalls),
         }
         h = self.result["hold"]
         log(
@@ -949,7 +971,7 @@ class Run:
         self.result["plan"] = {
             k: getattr(a, k)
             for k in (
-                "connections", "app", "workers", "client_processes", "sources", "sample",
+                "connections", "app", "workers", "client_processes", "sources", "sample", "batch_ms",
                 "echo_interval", "echo_size", "hold", "broadcasts", "ping_interval",
                 "hs_concurrency", "ephemeral", "min_free_gib", "max_minutes", "worker_timeout",
                 "nice",
@@ -1089,6 +1111,33 @@ def kib(v: float | None) -> str:
     return "n/a" if v is None else f"{v / 1024:.2f} KiB"
 
 
+def _per_ping_rows(pp: dict[str, Any]) -> list[str]:
+    """The hold's per-ping rows (bench.million_pings)."""
+    rows = []
+    for side, name in (("server", "server"), ("clients", "load generator")):
+        d = pp.get(side)
+        if not d:
+            continue
+        calls = (
+            f"; syscalls {d['syscalls']} (epoll_wait {d['epoll_waits']}, read {d['reads']},"
+            f" write {d['writes']})"
+            if "syscalls" in d
+            else ""
+        )
+        rows.append(
+            f"| per ping, {name}: CPU user + sys (us), context switches vol. / invol.{calls and ', syscalls'}"
+            f" | {d['user_us']} + {d['sys_us']} = {d['cpu_us']}; {d['voluntary_switches']} /"
+            f" {d['involuntary_switches']}{calls} |"
+        )
+    t = pp.get("tcp")
+    if t:
+        rows.append(
+            f"| per ping, TCP (machine-wide): TcpOutSegs, TcpExtTCPHPAcks + TCPPureAcks, TcpExtDelayedACKs |"
+            f" {t['OutSegs']}, {t['TCPPureAcks'] + t['TCPHPAcks']}, {t['DelayedACKs']} |"
+        )
+    return rows
+
+
 def report_md(r: dict[str, Any], command: str) -> str:
     n = r.get("at_n", {})
     h = r.get("hold", {})
@@ -1140,6 +1189,7 @@ def report_md(r: dict[str, Any], command: str) -> str:
         f"| server CPU during hold (pings + sample echoes) | {h.get('server_cpu_cores')} cores,"
         f" {h.get('server_cpu_us_per_ping_incl_echo')} us per ping; whole machine busy"
         f" {h.get('machine_busy_cores')} of {r['machine']['cpus']} cores |",
+        *_per_ping_rows(h.get("per_ping") or {}),
         f"| sample echoes (ok / bad / pending), workers reached | {c.get('echo_ok')} /"
         f" {c.get('echo_bad')} / {c.get('echo_pending')},"
         f" {h.get('workers_with_sample_echoes')} of {h.get('workers')} |",
@@ -1224,6 +1274,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-minutes", type=float, default=40.0, help="hard bound of the whole run")
     p.add_argument("--no-sysctl", action="store_true", help="never change kernel settings")
+    p.add_argument("--batch-ms", type=float, default=20.0,
+                   help="generators: one event-loop pass per this many ms at most, so a process"
+                   " is not woken per ping (0: answer at once); the echo sample then has a"
+                   " process of its own that answers at once")  # fmt: skip
+    p.add_argument("--count-syscalls", action="store_true",
+                   help="count each side's system calls during the hold (perf stat)")  # fmt: skip
     p.add_argument(
         "--nice",
         type=int,

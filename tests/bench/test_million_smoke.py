@@ -13,17 +13,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_million_smoke(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [None, "0"], ids=["batched", "at-once"])
+def test_million_smoke(tmp_path: Path, batch: str | None) -> None:
     """The whole run works end to end at small scale: every connection opens with a real
     handshake and stays open, the sample echoes come back byte-exactly, keepalive pings are
-    answered, every connection gets every broadcast, the worker spread and memory figures are
-    there, the results folder is written, and nothing the harness started is left running."""
+    answered, every connection gets every broadcast, the worker spread, memory and per-ping
+    figures are there, the results folder is written, and nothing the harness started is
+    left running. Both ways of generating load: generators that batch their passes
+    (--batch-ms's default) with the echo sample in a process of its own, and generators that
+    answer at once (--batch-ms 0) with the sample spread over them."""
     out = tmp_path / "run"
+    extra = [] if batch is None else ["--batch-ms", batch]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.million", "--smoke", "--no-sysctl", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench.million",
+            "--smoke",
+            "--no-sysctl",
+            "--out",
+            str(out),
+            *extra,
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -39,7 +55,12 @@ def test_million_smoke(tmp_path: Path) -> None:
     assert at_n["server_rss_per_conn"] > 0 and at_n["kernel_socket_slab_per_conn"] > 0
     assert r["hold"]["connections_lost"] == 0 and r["hold"]["pings"] > 0
     clients = r["clients"]
-    assert clients["processes"] == clients["reported"] == 3
+    # batched: 3 generator processes + the sample's own
+    assert clients["processes"] == clients["reported"] == (4 if r["plan"]["batch_ms"] else 3)
+    assert (r["plan"]["batch_ms"] > 0) == (batch is None)
+    per_ping = r["hold"]["per_ping"]
+    assert per_ping["server"]["cpu_us"] > 0 and per_ping["clients"]["cpu_us"] > 0
+    assert per_ping["tcp"]["OutSegs"] > 1  # a ping and its pong (machine-wide, so roughly)
     assert clients["echo_ok"] > 0 and clients["echo_bad"] == 0
     assert clients["server_closed"] == 0
     b = r["broadcast"]
