@@ -200,7 +200,7 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
     ),
     ServerSpec(
         "hypercorn",
-        "Hypercorn (uvloop worker), one worker",
+        "Hypercorn (uvloop worker), one worker (--workers N: its own N worker processes)",
         _asgi(
             PY,
             "-m",
@@ -216,7 +216,7 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
     ),
     ServerSpec(
         "granian",
-        "Granian (Rust, ASGI interface, uvloop), one worker",
+        "Granian (Rust, ASGI interface, uvloop), one worker (--workers N: its own N)",
         _asgi(
             PY,
             "-m",
