@@ -5,7 +5,8 @@ the ones no server can reach on this machine.
 
 RUN is the directory of a one-worker `python -m bench run` of the ASGI servers with raw-tcp
 (results.json); RUN2 the same servers with `--workers 2`. Written to RUN/goals.md (and the
-plot RUN/goals.png), printed too:
+plot RUN/goals.png), printed too; what --profile and --syscalls measure also goes to
+RUN/ceiling.md, which later calls include:
 
 - **the goals**: fastws ASGI (and its zero-copy app) against the better uvicorn — for each
   figure the best of uvicorn's three WebSocket protocols in that run — and against Granian,
@@ -26,6 +27,7 @@ plot RUN/goals.png), printed too:
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import shutil
@@ -361,6 +363,17 @@ def plot(path: Path, one: list[Ratios], two: list[Ratios] | None) -> bool:
     return True
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def _load(run: Path) -> tuple[dict[str, Any], list[Ratios]]:
     data = json.loads((run / "results.json").read_text())
     return data["meta"], ratios(medians(data["runs"]))
@@ -377,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--syscalls",
         action="store_true",
-        help="strace -c: syscalls per message on a, same servers as --profile",
+        help="strace -c: syscalls per message, the servers and scenarios of --profile",
     )
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
@@ -400,31 +413,45 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *goals_table(two),
         ]
+    # The profiles and syscall counts (slow, run once, right after the run they explain):
+    # RUN/ceiling.md, included in goals.md from then on. Their raw files (perf.data, logs)
+    # go to bench/results/tmp/ (not committed).
+    ceiling = args.run / "ceiling.md"
+    work = Path(__file__).resolve().parent / "results" / "tmp" / f"{args.run.name}-ceiling"
+    measured: list[str] = []
     if args.profile:
         rows = profile(
             tuple(args.profile_servers.split(",")),
             tuple(args.profile_scenarios.split(",")),
             args.profile_duration,
-            args.run,
+            work,
         )
-        lines += [
+        measured += [
             "",
             f"Where the server's CPU goes (`perf record -e cpu-clock`, {args.profile_duration:g} s"
-            " after 1 s of warm-up, one worker, one profile at a time;"
-            f" `python -m bench.asgi_goals {args.run} --profile`):",
+            " after 1 s of warm-up, one worker, one profile at a time):",
             "",
             *kernel_table(rows),
             "",
             *bounds(rows),
         ]
     for scn_key in args.profile_scenarios.split(",") if args.syscalls else ():
-        lines += [
+        measured += [
             "",
             f"Syscalls per echoed message on {scn_key} (`strace -c -f` on the server's processes"
-            f" during one load run; `python -m bench.asgi_goals {args.run} --syscalls`):",
+            " during one load run of 2 s, no warm-up: every echo counted):",
             "",
-            *syscalls(tuple(args.profile_servers.split(",")), scn_key, 2.0, args.run),
+            *syscalls(tuple(args.profile_servers.split(",")), scn_key, 2.0, work),
         ]
+    if measured:
+        head = (
+            f"## The ceiling, measured {_now()} (load average {_loadavg()} at the end):"
+            f" `python -m bench.asgi_goals {args.run}{' --profile' if args.profile else ''}"
+            f"{' --syscalls' if args.syscalls else ''}`"
+        )
+        ceiling.write_text("\n".join([head, *measured]) + "\n")
+    if ceiling.exists():
+        lines += ["", ceiling.read_text().rstrip()]
     if not args.no_plot and plot(args.run / "goals.png", one, two):
         lines += ["", "![goals.png](goals.png)"]
     text = "\n".join(lines) + "\n"
