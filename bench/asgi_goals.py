@@ -326,33 +326,36 @@ def plot(path: Path, one: list[Ratios], two: list[Ratios] | None) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    series = [
-        ("fastws ASGI, rate", one, "fastws", "rate"),
-        ("fastws ASGI, per CPU", one, "fastws", "per CPU"),
-        ("raw-tcp (ceiling), rate", one, "ceiling", "rate"),
-        ("raw-tcp (ceiling), per CPU", one, "ceiling", "per CPU"),
+    series = [  # (label, ratios, attribute, figure, color): per CPU hatched
+        ("fastws ASGI, rate", one, "fastws", "rate", "C0"),
+        ("fastws ASGI, per CPU", one, "fastws", "per CPU", "C0"),
+        ("raw-tcp (ceiling), rate", one, "ceiling", "rate", "C7"),
+        ("raw-tcp (ceiling), per CPU", one, "ceiling", "per CPU", "C7"),
     ]
     if two:
         series += [
-            ("fastws ASGI, 2 workers, rate", two, "fastws", "rate"),
-            ("fastws ASGI, 2 workers, per CPU", two, "fastws", "per CPU"),
+            ("fastws ASGI, 2 workers, rate", two, "fastws", "rate", "C2"),
+            ("fastws ASGI, 2 workers, per CPU", two, "fastws", "per CPU", "C2"),
         ]
     scns = list(dict.fromkeys(r.scenario for r in one))
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(series)
-    for i, (label, rows, attr, figure) in enumerate(series):
+    for i, (label, rows, attr, figure, color) in enumerate(series):
         xs, ys = [], []
         for j, scn in enumerate(scns):
             r = next((r for r in rows if r.scenario == scn and r.figure == figure), None)
             if r is not None and getattr(r, attr):
                 xs.append(j + (i - (len(series) - 1) / 2) * width)
                 ys.append(getattr(r, attr))
-        ax.bar(xs, ys, width, label=label, color=f"C{i}", hatch="//" if "per CPU" in label else "")
+        hatch = "//" if figure == "per CPU" else ""
+        ax.bar(xs, ys, width, label=label, color=color, hatch=hatch, edgecolor="white")
     for j, scn in enumerate(scns):
         ax.hlines(GOALS[scn][0], j - 0.45, j + 0.45, colors="k", linestyles="--")
     ax.axhline(1, color="grey", linewidth=0.8)
     ax.set_xticks(range(len(scns)), [f"{s})" for s in scns])
     ax.set_yscale("log")
+    ticks = [0.5, 1, 2, 3, 5, 10, 20, 50, 100]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_ylabel("x the better uvicorn (log)")
     ax.set_title("ASGI (same Starlette echo app): fastws and raw-tcp over uvicorn; dashes: goal")
     ax.legend(fontsize="x-small", ncol=2)
