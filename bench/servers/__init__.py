@@ -321,6 +321,9 @@ SERVERS: dict[str, ServerSpec] = {
             # Echoes the compressed frames as sent; the generator inflates each one as it
             # would a server's echo: the generator's own limit in the compressed scenarios.
             features=DEFLATE,
+            # N processes, each its own SO_REUSEPORT socket (echo PORT HOST N): the ceiling
+            # of the --workers N runs too
+            workers_args=lambda n: (str(n),),
         ),
     )
 }
