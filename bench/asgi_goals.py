@@ -1,7 +1,7 @@
 """python -m bench.asgi_goals: issue 19's goals against a matrix run, and the evidence for
 the ones no server can reach on this machine.
 
-    python -m bench.asgi_goals RUN [--workers2 RUN2] [--profile]
+    python -m bench.asgi_goals RUN [--workers2 RUN2] [--profile] [--syscalls]
 
 RUN is the directory of a one-worker `python -m bench run` of the ASGI servers with raw-tcp
 (results.json); RUN2 the same servers with `--workers 2`. Written to RUN/goals.md (and the
@@ -14,14 +14,17 @@ RUN/ceiling.md, which later calls include:
   >= Granian on a-c, >= 3x uvicorn on d-e.
 - **the ceiling**: raw-tcp, the C epoll echo (no WebSocket, no Python, no copy; it even
   echoes a large message while it is still arriving), against the same uvicorn in the same
-  run. No WebSocket server can beat its rate, nor use less CPU per message than it; where
-  raw-tcp / uvicorn is below a goal, that goal cannot be reached here by any server.
+  run. No WebSocket server can beat its rate, nor, making the same syscalls per message
+  (`--syscalls`), use less CPU per message than it; where raw-tcp / uvicorn is below a goal,
+  that goal cannot be reached here by any server.
 - with `--profile`, **the kernel's share** (`perf record -e cpu-clock` on the server's
   processes, as `python -m bench profile --tool perf`) for fastws ASGI, uvicorn's default
   protocol and raw-tcp on a and d, and the CPU per message it stands for. A server with no
   user-space time at all and uvicorn's kernel cost per message would reach 1 / (uvicorn's
   kernel share) times uvicorn's figure per CPU: the bound on any improvement of the Python.
   Profiles run one at a time, after the matrix (the machine must be as quiet as for it).
+- with `--syscalls`, the syscalls per echoed message (`strace -c -f` on the server's
+  processes) of the same servers on the same scenarios.
 """
 
 from __future__ import annotations
