@@ -109,7 +109,8 @@ def make_parser() -> argparse.ArgumentParser:
                      " each; a shape other than default shows as e.g. e@chromium")  # fmt: skip
     run.add_argument("--workers", type=int, default=1,
                      help="server processes: fastws --workers N, N SO_REUSEPORT processes for"
-                     " picows and aiohttp (others skipped); server and generator share all"
+                     " picows, aiohttp and raw-tcp, the ASGI servers' own --workers N (others"
+                     " skipped); server and generator share all"
                      " cpus unless --server-cpus/--client-cpus say otherwise")  # fmt: skip
     run.add_argument("--fastws-tree", type=Path, default=None,
                      help="a fastws source tree to run as server fastws-tree (A/B in one run)")  # fmt: skip

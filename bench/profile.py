@@ -87,7 +87,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
             argv = base(host, port, bins)
             if "--workers" in argv:  # cProfile sees one process: serve without a master
                 argv[argv.index("--workers") + 1] = "0"
-            return [argv[0], "-m", "cProfile", "-o", str(prof), *argv[1:]]
+            # after the interpreter: the ASGI servers' commands start with `env VAR=...`
+            at = argv.index(sys.executable) + 1 if sys.executable in argv else 1
+            return [*argv[:at], "-m", "cProfile", "-o", str(prof), *argv[at:]]
 
         rec = runner.run_one(replace(spec, command=command), scn, 0)
         print(_summary_line(scn, rec))

@@ -62,9 +62,11 @@ def markdown(meta: dict[str, Any], records: list[dict[str, Any]], servers: list[
     workers = meta["options"].get("workers", 1)
     if workers > 1:
         lines += [
-            f"**{workers} server processes**: fastws `--workers {workers}`; picows and aiohttp"
-            f" as {workers} processes, each its own server on its own SO_REUSEPORT socket"
-            " (bench/servers/multiproc.py); servers without a multi-process mode: n/a. Server"
+            f"**{workers} server processes**: fastws `--workers {workers}`; picows, aiohttp"
+            f" and raw-tcp as {workers} processes, each its own server on its own SO_REUSEPORT"
+            " socket (bench/servers/multiproc.py, bench/c/echo.c); the ASGI servers with their own `--workers"
+            f" {workers}` (fastws's master, uvicorn's supervisor, Hypercorn, Granian: a parent"
+            " and its workers); servers without a multi-process mode: n/a. Server"
             " and generator share the cpus; per-server-CPU figures sum the server's processes.",
             "",
         ]

@@ -5,7 +5,9 @@
  * (the same backpressure a WebSocket server applies). It knows nothing of WebSocket:
  * the load generator's --raw mode expects its masked frames back unchanged.
  *
- *   echo PORT [HOST]      prints "listening" on stdout once accept() can succeed
+ *   echo PORT [HOST [N]]  prints "listening" on stdout once accept() can succeed; with N,
+ *                         N processes, each with its own SO_REUSEPORT socket and epoll (the
+ *                         kernel spreads the connections; the others die with the first)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,12 +82,20 @@ static void on_readable(conn_t *c) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: echo PORT [HOST]\n");
+        fprintf(stderr, "usage: echo PORT [HOST [N]]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    int workers = argc > 3 ? atoi(argv[3]) : 1;
+    for (int w = workers; w > 1; w--) {
+        if (fork() == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            break;
+        }
+    }
     int one = 1, lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (workers > 1) setsockopt(lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
     inet_pton(AF_INET, argc > 2 ? argv[2] : "127.0.0.1", &sa.sin_addr);
     if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, 4096)) {

@@ -200,7 +200,7 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
     ),
     ServerSpec(
         "hypercorn",
-        "Hypercorn (uvloop worker), one worker",
+        "Hypercorn (uvloop worker), one worker (--workers N: its own N worker processes)",
         _asgi(
             PY,
             "-m",
@@ -216,7 +216,7 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
     ),
     ServerSpec(
         "granian",
-        "Granian (Rust, ASGI interface, uvloop), one worker",
+        "Granian (Rust, ASGI interface, uvloop), one worker (--workers N: its own N)",
         _asgi(
             PY,
             "-m",
@@ -321,6 +321,9 @@ SERVERS: dict[str, ServerSpec] = {
             # Echoes the compressed frames as sent; the generator inflates each one as it
             # would a server's echo: the generator's own limit in the compressed scenarios.
             features=DEFLATE,
+            # N processes, each its own SO_REUSEPORT socket (echo PORT HOST N): the ceiling
+            # of the --workers N runs too
+            workers_args=lambda n: (str(n),),
         ),
     )
 }
