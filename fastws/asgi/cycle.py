@@ -26,6 +26,8 @@ class _Connection(Protocol):
 
     def want_body(self) -> None: ...
 
+    def restart_body_timer(self) -> None: ...
+
     async def drain(self) -> None: ...
 
 
@@ -134,6 +136,7 @@ class Cycle:
                 # only now, when the application wants the body.
                 self._continue = False
                 conn.transport.write(_CONTINUE)
+                conn.restart_body_timer()
             conn.want_body()
             self._wake = conn.loop.create_future()
             await self._wake

@@ -428,6 +428,16 @@ class HTTPConnection(asyncio.Protocol):
             self._reading_paused = False
             if self.transport is not None:
                 self.transport.resume_reading()
+            self.restart_body_timer()
+
+    def restart_body_timer(self) -> None:
+        """The server's own wait is over (reading resumed, or the 100 Continue sent): the
+        client gets a whole body_timeout from now, not what was left of the period."""
+        cycle = self._current
+        if self._body_timer is not None and cycle is not None:
+            self._body_timer.cancel()
+            assert self._body_timeout is not None
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_timed_out, cycle)
 
     def _proxy_header(self, reader: ProxyHeaderParser, data: bytes) -> bytes | None:
         """Read the PROXY protocol header; the bytes after it once complete, else None."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -86,16 +87,17 @@ def test_the_servers_own_waits_do_not_count(start_server: Any) -> None:
     """An application that reads its body only after longer than body_timeout: a large body
     (reading paused for the application) and an `Expect: 100-continue` body (the client
     waits for our 100, sent when the application asks) both arrive whole; a body sent at
-    once never meets the timer."""
-    server = start_server(STARLETTE, body_timeout="500ms", max_message_size="8MiB")
+    once never meets the timer. The client's period starts again when the server's wait
+    ends (a margin of a whole second: the check must not depend on this machine's load)."""
+    server = start_server(STARLETTE, body_timeout="1s", max_message_size="8MiB")
     body = b"y" * (4 << 20)
     with httpx.Client(base_url=http_base(server), timeout=30) as client:
-        answer = client.post("/slow-upload", params={"wait": "1.5"}, content=body)
+        answer = client.post("/slow-upload", params={"wait": "2.5"}, content=body)
         assert answer.status_code == 200
         assert answer.json() == {"size": len(body)}
     with socket.create_connection((server.host, server.port), timeout=20) as sock:
         sock.sendall(
-            b"POST /slow-upload?wait=1.5 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"POST /slow-upload?wait=2.5 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
             b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
         )
         interim = sock.recv(65536)
@@ -104,6 +106,26 @@ def test_the_servers_own_waits_do_not_count(start_server: Any) -> None:
         received = read_until_closed(sock)
     assert received.startswith(b"HTTP/1.1 200 "), received[:200]
     assert json.loads(received.partition(b"\r\n\r\n")[2]) == {"size": 5}
+    assert "408" not in server.stderr()
+
+
+def test_the_client_gets_a_whole_period_after_the_100(start_server: Any) -> None:
+    """The period the client has for its body starts when the 100 Continue leaves, not
+    where the server's own periods happened to be: the application asks after 3 s (the
+    timer's periods end at 2 s and 4 s), the client answers the 100 after 1.5 s (after 4 s,
+    within 2 s of the 100)."""
+    server = start_server(STARLETTE, body_timeout="2s")
+    with socket.create_connection((server.host, server.port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /slow-upload?wait=3 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        time.sleep(1.5)
+        sock.sendall(b"12345")
+        received = read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 200 "), received[:200]
     assert "408" not in server.stderr()
 
 
