@@ -325,12 +325,30 @@ SERVERS: dict[str, ServerSpec] = {
             # of the --workers N runs too
             workers_args=lambda n: (str(n),),
         ),
+        ServerSpec(
+            "uvloop-protocol",
+            "Python raw TCP echo on uvloop's transport (BufferedProtocol, no WebSocket): the"
+            " floor of a Python server on uvloop",
+            _script("uvloop_echo.py"),
+            websocket=False,
+            modules=("uvloop",),
+        ),
+        ServerSpec(
+            "uvloop-reader",
+            "Python raw TCP echo, a transport of its own on uvloop's loop (add_reader,"
+            " recv_into, send; no WebSocket)",
+            _script("uvloop_echo.py", "--reader"),
+            websocket=False,
+            modules=("uvloop",),
+        ),
     )
 }
 
+#: floors, not peers: run only when asked for (--servers ...,uvloop-protocol,uvloop-reader)
+FLOORS = frozenset({"uvloop-protocol", "uvloop-reader"})
 #: the servers `python -m bench run` runs unless --servers says otherwise (not the ASGI ones)
 #: (picows-assembled only matters with fragmenting client shapes: --client-shape chromium)
-DEFAULT_SERVERS = [name for name in SERVERS if name != "picows-assembled"]
+DEFAULT_SERVERS = [name for name in SERVERS if name != "picows-assembled" and name not in FLOORS]
 SERVERS.update((s.name, s) for s in ASGI_SERVERS)
 
 
@@ -360,4 +378,5 @@ def fastws_tree(tree: Path) -> ServerSpec:
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios
 PEER_EXCLUDE = frozenset(
     {"fastws", "fastws-coroutine", "fastws-tree", "raw-tcp", "fastws-asgi", "fastws-asgi-zc"}
+    | FLOORS
 )
