@@ -15,7 +15,12 @@ it on the real code path, fed from memory:
   listener** (the built-in callback echo) on the same harness, for comparison.
 
 The per-message figure includes one event-loop iteration and the driver's own await (the
-same for every row but the first). Compare rows of one run; `--messages N --repeat R`.
+same for every row but the first). Compare rows of one run; `--messages N --repeat R`,
+`--rows asgi,coroutine` for some of them. `--instructions` counts instructions per message
+under valgrind instead of CPU time: deterministic, so an A/B of a change to the path needs
+one run in each tree (`git worktree add /tmp/before HEAD~1`, build its C module in place,
+then `cd /tmp/before && python -m bench.asgi_path --instructions --rows asgi` and the same
+here), on a machine as busy as it likes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -181,43 +190,91 @@ async def _starlette_alone(app: Any, n: int) -> float:
     return (time.process_time() - start) / n
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.asgi_path", description=__doc__)
-    parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args(argv)
+#: the rows: key -> label (`--rows KEY,...`, `--instructions`)
+LABELS = {
+    "starlette": "starlette alone (receive/send never wait)",
+    "asgi": "fastws ASGI, Starlette echo",
+    "coroutine": "fastws coroutine echo",
+    "listener": "fastws listener echo",
+    "uvicorn-websockets": "uvicorn websockets, Starlette echo",
+    "uvicorn-wsproto": "uvicorn wsproto, Starlette echo",
+    "uvicorn-sansio": "uvicorn websockets-sansio, Starlette echo",
+}
 
-    import uvloop
 
+def _row(key: str, n: int) -> Callable[[], Any]:
+    """The coroutine factory that measures row `key` over `n` messages."""
     from fastws.apps.echo import Echo, echo
 
     from .servers.starlette_echo import app
 
-    rows: list[tuple[str, Callable[[], Any]]] = [
-        ("starlette alone (receive/send never wait)", lambda: _starlette_alone(app, args.messages)),
-        ("fastws ASGI, Starlette echo", lambda: _through_server(app, args.messages)),
-        ("fastws coroutine echo", lambda: _through_server(echo, args.messages)),
-        ("fastws listener echo", lambda: _through_server(Echo(), args.messages)),
-        (
-            "uvicorn websockets, Starlette echo",
-            lambda: _through_uvicorn(app, args.messages, "websockets"),
-        ),
-        (
-            "uvicorn wsproto, Starlette echo",
-            lambda: _through_uvicorn(app, args.messages, "wsproto"),
-        ),
-        (
-            "uvicorn websockets-sansio, Starlette echo",
-            lambda: _through_uvicorn(app, args.messages, "websockets-sansio"),
-        ),
-    ]
-    results: dict[str, list[float]] = {name: [] for name, _ in rows}
+    return {
+        "starlette": lambda: _starlette_alone(app, n),
+        "asgi": lambda: _through_server(app, n),
+        "coroutine": lambda: _through_server(echo, n),
+        "listener": lambda: _through_server(Echo(), n),
+        "uvicorn-websockets": lambda: _through_uvicorn(app, n, "websockets"),
+        "uvicorn-wsproto": lambda: _through_uvicorn(app, n, "wsproto"),
+        "uvicorn-sansio": lambda: _through_uvicorn(app, n, "websockets-sansio"),
+    }[key]
+
+
+def instructions(key: str, n: int) -> float:
+    """Instructions per message of row `key`, counted by valgrind (callgrind): the
+    difference between runs of `n` and `3n` messages over 2n, so start-up, imports and
+    warm-up cancel out. Deterministic, unlike CPU time on a shared machine: an A/B of a
+    per-message change is one number per side, whatever else the machine does."""
+
+    def count(messages: int) -> int:
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, "-m", "bench.asgi_path", "--rows", key,
+             "--messages", str(messages), "--repeat", "1"],
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
+        )  # fmt: skip
+        found = re.search(r"Collected : (\d+)", proc.stderr)
+        if found is None:
+            raise RuntimeError(f"no instruction count from valgrind: {proc.stderr[-500:]}")
+        return int(found.group(1))
+
+    return (count(3 * n) - count(n)) / (2 * n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.asgi_path", description=__doc__)
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--rows", default=",".join(LABELS), help=f"comma-separated, of: {', '.join(LABELS)}"
+    )
+    parser.add_argument(
+        "--instructions", action="store_true",
+        help="count instructions per message under valgrind instead (messages default 5,000)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    keys = [key for key in args.rows.split(",") if key]
+    unknown = [key for key in keys if key not in LABELS]
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(unknown)}")
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("--instructions needs valgrind (apt-get install valgrind)")
+        n = args.messages if "--messages" in (argv or sys.argv) else 5_000
+        print(f"instructions per 64-byte echo (callgrind, {3 * n:,} - {n:,} messages)")
+        for key in keys:
+            print(f"{instructions(key, n):10,.0f}  {LABELS[key]}")
+        return 0
+
+    import uvloop
+
+    results: dict[str, list[float]] = {key: [] for key in keys}
     for _ in range(args.repeat):  # rows interleaved: a busy moment hits all of them alike
-        for name, make in rows:
-            results[name].append(uvloop.run(make()))
+        for key in keys:
+            results[key].append(uvloop.run(_row(key, args.messages)()))
     print(f"CPU µs per 64-byte echo, median of {args.repeat} x {args.messages:,} messages")
-    for name, values in results.items():
-        print(f"{statistics.median(values) * 1e6:8.2f}  {name}")
+    for key, values in results.items():
+        print(f"{statistics.median(values) * 1e6:8.2f}  {LABELS[key]}")
     return 0
 
 

@@ -56,6 +56,7 @@ __all__ = ["ConnectionClosed", "ConnectionClosedError", "ConnectionClosedOK", "W
 _BINARY = int(Opcode.BINARY)
 _TEXT = int(Opcode.TEXT)
 _OPEN = State.OPEN
+_Future = asyncio.Future  # what poll_message() returns to wait with (uvloop's too)
 _CLOSED = State.CLOSED
 
 logger = logging.getLogger("fastws")
@@ -458,21 +459,26 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         every message received before has been read. A large binary message is copied into
         its `bytes`; `recv_message()` hands it over without a copy.
         """
-        # Awaiting _next() directly, not through helpers: every coroutine frame a waiting
-        # handler holds is memory an idle connection keeps.
-        message = await self._next()
+        # Awaiting the waiter itself, not a helper coroutine: every frame between the task
+        # and the Future is resumed and suspended again per message, and is memory an idle
+        # connection keeps.
+        message = self.poll_message()
+        if type(message) is _Future:
+            message = await message
         if isinstance(message, Chunk):
-            message = await self._skip_stream(message)
+            message = await self.skip_stream(message)
         if isinstance(message, Message):
             with message:
                 return message.tobytes()
-        return message
+        return message  # type: ignore[return-value]
 
     async def recv_message(self) -> str | Message:
         """The next message: `str` for text, a `Message` for binary (no copy; see Message)."""
-        message = await self._next()
+        message = self.poll_message()
+        if type(message) is _Future:
+            message = await message
         if isinstance(message, Chunk):
-            message = await self._skip_stream(message)
+            message = await self.skip_stream(message)
         if type(message) is bytes:
             return Message(message)
         return message  # type: ignore[return-value]
@@ -480,18 +486,22 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
     async def next_message(self) -> str | bytes | Message:
         """The next message as it was received, for adapters that convert it themselves
         (fastws.asgi): `str`, `bytes` for a small binary message, a `Message` for a large one."""
-        message = await self._next()
+        message = self.poll_message()
+        if type(message) is _Future:
+            message = await message
         if isinstance(message, Chunk):
-            return await self._skip_stream(message)
-        return message
+            return await self.skip_stream(message)
+        return message  # type: ignore[return-value]
 
     async def messages(self) -> AsyncIterator[str | Message]:
         """`async for message in ws.messages()`: like `async for`, with `recv_message()`."""
         while True:
             try:
-                message = await self._next()
+                message = self.poll_message()
+                if type(message) is _Future:
+                    message = await message
                 if isinstance(message, Chunk):
-                    message = await self._skip_stream(message)
+                    message = await self.skip_stream(message)
             except ConnectionClosedOK:
                 return
             yield Message(message) if type(message) is bytes else message  # type: ignore[misc]
@@ -522,8 +532,9 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         finally:
             conn.streaming = False
 
-    async def _skip_stream(self, item: Chunk) -> str | bytes | Message:
-        """Drop what is left of a stream abandoned half-way; return the next whole message."""
+    async def skip_stream(self, item: Chunk) -> str | bytes | Message:
+        """For a `Chunk` from poll_message() (a stream abandoned half-way): drop what is left
+        of it; return the next whole message."""
         while True:
             while True:  # the pieces of one message are consecutive in the queue
                 cast(Message, item.data).release()
@@ -536,6 +547,21 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             item = message
 
     async def _next(self) -> str | bytes | Message | Chunk:
+        message = self.poll_message()
+        if type(message) is _Future:
+            return await message
+        return message  # type: ignore[return-value]
+
+    def poll_message(self) -> str | bytes | Message | Chunk | asyncio.Future[Any]:
+        """The next item as received if one is queued, else a Future it will complete.
+
+        For code on the per-message path (recv(), fastws.asgi) that awaits the Future
+        itself: no coroutine frame between the waiting task and the Future. Items are `str`,
+        `bytes`, `Message`, or a `Chunk` of a stream abandoned half-way (skip_stream()
+        drops it).
+        Raises ConnectionClosed once the connection is closed and every message was read.
+        A Future whose awaiting task was cancelled is simply replaced by the next call.
+        """
         queue = self._queue
         if queue:
             message = queue.popleft()
@@ -548,16 +574,13 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             if self._conn.failing is not None:  # the handler has read all it may answer
                 self._finish_failure()
             raise _closed(self.close_code or CloseCode.ABNORMAL, self.close_reason or "")
-        if self._waiter is not None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
             raise RuntimeError("another coroutine is already waiting for the next message")
         if self._listener is not None:
             raise RuntimeError("messages go to this connection's listener, not to recv()")
         waiter = self._waiter = self._loop.create_future()
-        try:
-            return await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
+        return waiter
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
         return self

@@ -261,3 +261,32 @@ async def abandon_stream(ws: Any) -> None:
             break
         following = await ws.recv()
         await ws.send(json.dumps({"first": first, "next": len(following)}))
+
+
+async def patient_echo(ws: Any) -> None:
+    """Waits for each message at most 50 ms (asyncio.wait_for cancels recv() when it
+    expires), says "timeout" once per silence, echoes what then arrives."""
+    quiet = False
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.recv(), 0.05)
+        except TimeoutError:
+            if not quiet:
+                await ws.send("timeout")
+                quiet = True
+            continue
+        except Exception:  # the connection closed
+            return
+        quiet = False
+        await ws.send(message)
+
+
+async def two_readers(ws: Any) -> None:
+    """A second recv() while one waits: report its error, then echo what the first got."""
+    first = asyncio.ensure_future(ws.recv())
+    await asyncio.sleep(0.01)
+    try:
+        await ws.recv()
+    except RuntimeError as exc:
+        await ws.send(f"refused: {exc}")
+    await ws.send(await first)

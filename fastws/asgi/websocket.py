@@ -28,10 +28,12 @@ Extensions the scope announces:
 from __future__ import annotations
 
 import logging
+from asyncio import Future
 from typing import TYPE_CHECKING, Any
 
 from ..buffers import MMAP_MIN
 from ..message import Message
+from ..protocol.connection import Chunk
 from ..protocol.handshake import Response, parse_header_list
 from ..websocket import ConnectionClosed
 from . import scope as scopes
@@ -96,9 +98,10 @@ class Session:
         return self._state is _OPEN
 
     async def receive(self) -> dict[str, Any]:
-        # The per-message path: the message as received (ws.next_message(): no conversion
-        # of the connection's; a small binary message is its own bytes object), the event's
-        # dict built in one literal.
+        # The per-message path: the message as received (no conversion of the connection's;
+        # a small binary message is its own bytes object), awaited on the connection's
+        # Future itself (ws.poll_message(): no coroutine frame in between), the event's dict
+        # built in one literal.
         if self._state is not _OPEN:
             if self._state is _CONNECTING:
                 self._state = _CONNECTED
@@ -109,14 +112,22 @@ class Session:
             return self._disconnect
         ws = self.ws
         try:
-            message = await ws.next_message()
+            message = ws.poll_message()
+            if type(message) is Future:
+                message = await message
+            kind = type(message)
+            if kind is str:
+                return {"type": "websocket.receive", "text": message}
+            if kind is bytes:  # a small binary message: its own bytes object, no copy
+                return {"type": "websocket.receive", "bytes": message}
+            if kind is Chunk:  # what is left of a stream the application abandoned
+                message = await ws.skip_stream(message)  # type: ignore[arg-type]
+                if type(message) is str:
+                    return {"type": "websocket.receive", "text": message}
+                if type(message) is bytes:
+                    return {"type": "websocket.receive", "bytes": message}
         except ConnectionClosed as exc:
             return self._disconnected(exc)
-        kind = type(message)
-        if kind is str:
-            return {"type": "websocket.receive", "text": message}
-        if kind is bytes:  # a small binary message: its own bytes object, no copy
-            return {"type": "websocket.receive", "bytes": message}
         return self._large(message)  # type: ignore[arg-type]
 
     def _large(self, message: Message) -> dict[str, Any]:

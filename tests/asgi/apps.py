@@ -184,6 +184,28 @@ async def ws_ticker(websocket: StarletteWebSocket) -> None:
         await asyncio.sleep(0.01)
 
 
+async def ws_patient(websocket: StarletteWebSocket) -> None:
+    """Waits for each message at most 50 ms (asyncio.wait_for cancels the receive when it
+    expires), says "timeout" once per silence, echoes what then arrives."""
+    await websocket.accept()
+    quiet = False
+    while True:
+        try:
+            message = await asyncio.wait_for(websocket.receive(), 0.05)
+        except TimeoutError:
+            if not quiet:
+                await websocket.send_text("timeout")
+                quiet = True
+            continue
+        if message["type"] == "websocket.disconnect":
+            return
+        quiet = False
+        if message.get("text") is not None:
+            await websocket.send_text(message["text"])
+        else:
+            await websocket.send_bytes(message["bytes"])
+
+
 async def ws_room(websocket: StarletteWebSocket) -> None:
     """fastws channels from an ASGI app: subscribe the connection, publish what it sends."""
     await websocket.accept()
@@ -221,6 +243,7 @@ starlette_app = Starlette(
         WebSocketRoute("/room/{room}", ws_room),
         WebSocketRoute("/flood", ws_flood),
         WebSocketRoute("/ticker", ws_ticker),
+        WebSocketRoute("/patient", ws_patient),
     ],
     lifespan=lifespan,
 )

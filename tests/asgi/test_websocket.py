@@ -230,3 +230,18 @@ def test_a_send_after_the_client_left_is_not_an_error(start_server: Any) -> None
     asyncio.run(main())
     assert "ERROR" not in server.stderr()
     assert "Traceback" not in server.stderr()
+
+
+def test_receive_after_a_cancelled_receive(starlette_server: Any) -> None:
+    """An application that waits for messages with a timeout (asyncio.wait_for cancels its
+    receive() each time it expires) still receives every message after it, in order, text
+    and binary, small and large."""
+
+    async def main() -> None:
+        async with websockets.connect(ws_url(starlette_server, "/patient"), max_size=None) as ws:
+            for message in ("first", b"\x00" * 100, "third", bytes(range(256)) * 8192):
+                assert await ws.recv() == "timeout"  # a receive was cancelled before it
+                await ws.send(message)
+                assert await ws.recv() == message
+
+    asyncio.run(main())
