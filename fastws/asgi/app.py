@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 from . import scope as scopes
@@ -10,7 +11,6 @@ from .lifespan import Lifespan
 from .websocket import run
 
 if TYPE_CHECKING:
-    from ..server.protocol import ServerProtocol
     from ..server.server import Server
     from .http import HTTPConnection
 
@@ -29,15 +29,14 @@ class ASGIApplication:
     listener = None
 
     def __init__(self, app: Any) -> None:
-        self.handler = self._websocket
+        # `run(self, ws)` itself, not a method awaiting it: each coroutine frame between
+        # the connection's task and the application is resumed and suspended per message.
+        self.handler = functools.partial(run, self)
         self.app = app
         self.lifespan = Lifespan(app)
         self._server_address: tuple[str, int] | None = None
         #: Open HTTP connections (WebSockets are the server's, in Server.connections).
         self.connections: set[HTTPConnection] = set()
-
-    async def _websocket(self, ws: ServerProtocol) -> None:
-        await run(self, ws)
 
     def front(self, server: Server) -> asyncio.BaseProtocol:
         from .http import HTTPConnection
