@@ -178,6 +178,14 @@ ASGI_SERVERS: tuple[ServerSpec, ...] = (
         workers_args=_workers_flag,
     ),
     ServerSpec(
+        "fastws-asgi-raw",
+        "fastws serve running the same echo as a bare ASGI callable (no Starlette): with"
+        " fastws-asgi, what Starlette's layer costs per message",
+        _fastws_asgi("bench.servers.starlette_echo:raw_app"),
+        modules=("fastws",),
+        workers_args=_workers_flag,
+    ),
+    ServerSpec(
         "uvicorn-websockets",
         "uvicorn (uvloop, httptools, its websockets implementation), one process",
         _uvicorn("websockets"),
@@ -378,5 +386,6 @@ def fastws_tree(tree: Path) -> ServerSpec:
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios
 PEER_EXCLUDE = frozenset(
     {"fastws", "fastws-coroutine", "fastws-tree", "raw-tcp", "fastws-asgi", "fastws-asgi-zc"}
+    | {"fastws-asgi-raw"}
     | FLOORS
 )

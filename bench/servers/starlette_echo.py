@@ -5,7 +5,8 @@
 
 `zero_copy_app` is the same echo through fastws's zero-copy extension (each binary
 message a view of the memory it was received into, sent back as it is): what the `bytes`
-copy of ASGI costs on large messages.
+copy of ASGI costs on large messages. `raw_app` is the same echo as a bare ASGI callable,
+no framework: beside `app` on the same server, what Starlette's layer costs per message.
 """
 
 from typing import Any
@@ -50,3 +51,28 @@ async def hello(request: Any) -> PlainTextResponse:
 
 app = Starlette(routes=[WebSocketRoute("/", echo), Route("/hello", hello)])
 zero_copy_app = Starlette(routes=[WebSocketRoute("/", echo_zero_copy), Route("/hello", hello)])
+
+
+async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The WebSocket echo with nothing between the server and the loop but ASGI itself."""
+    if scope["type"] == "lifespan":
+        while True:
+            event = await receive()
+            await send({"type": event["type"] + ".complete"})
+            if event["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] != "websocket":
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
