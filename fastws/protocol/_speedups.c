@@ -4,8 +4,8 @@
  * input (tests/protocol/test_speedups.py checks them against each other); fastws.protocol.accel
  * picks this module when it was built and FASTWS_NO_SPEEDUPS is not set. Only what the
  * profile of the small-message path showed as Python's cost is here: unmasking a short
- * payload, recognising a lone small frame, and the object every binary message is handed in
- * (MessageBase). Everything that decides (state, limits, close codes) stays in Python.
+ * payload, recognising a lone small frame, the object every binary message is handed in
+ * (MessageBase), and the run of a fragmented message's pieces in one read (unmask_fragments). Everything that decides (state, limits, close codes) stays in Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -226,6 +226,100 @@ lone_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+PyDoc_STRVAR(unmask_fragments_doc,
+"unmask_fragments(data, pos, end, out, opos, oend, max_frame_size, max_frames)\n"
+"    -> (pos, opos, frames, fin)\n\n"
+"Unmask the whole masked continuation frames (opcode 0, reserved bits clear) found at\n"
+"data[pos:end], one after the other, into out[opos:oend]; stop before anything else: a\n"
+"frame of another kind, one not all in data, longer than max_frame_size or than the room\n"
+"left in out, or after max_frames frames or a final frame (fin). The pieces of one\n"
+"fragmented message in one read, in one call: the caller's parser judges what stopped it.");
+
+static PyObject *
+unmask_fragments(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data, out;
+    Py_ssize_t pos, end, opos, oend, max_frame, max_frames, frames = 0;
+    int fin = 0;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "unmask_fragments() takes 8 arguments (data, pos, end, out, opos, oend,"
+                        " max_frame_size, max_frames)");
+        return NULL;
+    }
+    pos = PyLong_AsSsize_t(args[1]);
+    end = PyLong_AsSsize_t(args[2]);
+    opos = PyLong_AsSsize_t(args[4]);
+    oend = PyLong_AsSsize_t(args[5]);
+    if ((pos == -1 || end == -1 || opos == -1 || oend == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (as_limit(args[6], &max_frame) < 0 || as_limit(args[7], &max_frames) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[3], &out, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (pos < 0 || end > data.len || pos > end || opos < 0 || oend > out.len || opos > oend) {
+        PyErr_SetString(PyExc_ValueError, "positions outside the buffers");
+        goto fail;
+    }
+    {
+        const unsigned char *p = (const unsigned char *)data.buf;
+        unsigned char *o = (unsigned char *)out.buf;
+        while (frames < max_frames && end - pos >= 6) {
+            unsigned char b0 = p[pos], b1 = p[pos + 1];
+            Py_ssize_t hlen = 2;
+            uint64_t length = b1 & 0x7F;
+            if ((b0 & 0x7F) != 0 || !(b1 & 0x80)) {
+                break; /* not a masked continuation frame with reserved bits clear */
+            }
+            if (length == 126) {
+                if (end - pos < 8) {
+                    break;
+                }
+                length = ((uint64_t)p[pos + 2] << 8) | p[pos + 3];
+                hlen = 4;
+            }
+            else if (length == 127) {
+                int i;
+                if (end - pos < 14) {
+                    break;
+                }
+                length = 0;
+                for (i = 0; i < 8; i++) {
+                    length = (length << 8) | p[pos + 2 + i];
+                }
+                hlen = 10;
+            }
+            if (length > (uint64_t)max_frame || length > (uint64_t)(end - pos - hlen - 4) ||
+                length > (uint64_t)(oend - opos)) {
+                break; /* too long, not all here, or no room: the parser's to judge */
+            }
+            xor_n(o + opos, p + pos + hlen + 4, (Py_ssize_t)length, p + pos + hlen);
+            pos += hlen + 4 + (Py_ssize_t)length;
+            opos += (Py_ssize_t)length;
+            frames++;
+            if (b0 & 0x80) {
+                fin = 1;
+                break;
+            }
+        }
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&data);
+    return Py_BuildValue("nnnO", pos, opos, frames, fin ? Py_True : Py_False);
+fail:
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
+
 /* MessageBase: what a received binary message holds (its buffer and size), the base class of
  * fastws.message.Message; its pure-Python twin is fastws.message._MessageBase. Made for every
  * binary message a handler receives, so construction, `buffer` and `release()` are here: a
@@ -372,6 +466,8 @@ static PyMethodDef methods[] = {
      unmask_inplace_doc},
     {"unmask_into", (PyCFunction)(void (*)(void))unmask_into, METH_FASTCALL, unmask_into_doc},
     {"lone_frame", (PyCFunction)(void (*)(void))lone_frame, METH_FASTCALL, lone_frame_doc},
+    {"unmask_fragments", (PyCFunction)(void (*)(void))unmask_fragments, METH_FASTCALL,
+     unmask_fragments_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from ctypes import addressof as _addressof
 from ctypes import c_char as _c_char
 from types import ModuleType
+from typing import Any
 
 from .accel import speedups as _c
 
@@ -33,7 +34,15 @@ try:  # numpy is a dependency, but the protocol core must stay importable withou
 except ImportError:  # pragma: no cover - exercised only where numpy is missing
     _np = None
 
-__all__ = ["NUMPY_MIN", "SMALL_MAX", "mask_into", "rotate", "unmask", "unmask_inplace"]
+__all__ = [
+    "NUMPY_MIN",
+    "SMALL_MAX",
+    "mask_into",
+    "rotate",
+    "unmask",
+    "unmask_fragments",
+    "unmask_inplace",
+]
 
 NUMPY_MIN = 1024
 # Below this the small kernel runs: the C one where it was built, else the int trick.
@@ -133,3 +142,58 @@ def mask_into(
     _np.bitwise_xor(words, key, out=_np.frombuffer(out, dtype=_np.uint64, count=n8 >> 3))
     if n8 != n:
         memoryview(out)[n8:] = _xor_int(memoryview(data)[n8:], mask)
+
+
+def unmask_fragments(
+    data: bytes | bytearray | memoryview,
+    pos: int,
+    end: int,
+    out: bytearray | memoryview | Any,
+    opos: int,
+    oend: int,
+    max_frame_size: int,
+    max_frames: int,
+) -> tuple[int, int, int, bool]:
+    """Unmask the whole masked continuation frames at `data[pos:end]` into `out[opos:oend]`.
+
+    One after the other, stopping before anything else: a frame of another kind or with
+    reserved bits set, one not all in `data`, longer than `max_frame_size` or than the room
+    left in `out`, or after `max_frames` frames or a final frame. Returns `(pos, opos,
+    frames, fin)`. The pieces of one fragmented message in one read, in one call; the
+    caller's parser judges whatever stopped it. The twin of the compiled
+    `_speedups.unmask_fragments` (accel.py): same result for every input.
+    """
+    if pos < 0 or end > len(data) or pos > end or opos < 0 or oend > len(out) or opos > oend:
+        raise ValueError("positions outside the buffers")
+    frames = 0
+    fin = False
+    target = memoryview(out).cast("B")
+    while frames < max_frames and end - pos >= 6:
+        b0 = data[pos]
+        b1 = data[pos + 1]
+        if b0 & 0x7F or not b1 & 0x80:
+            break
+        length = b1 & 0x7F
+        hlen = 2
+        if length == 126:
+            if end - pos < 8:
+                break
+            length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            hlen = 4
+        elif length == 127:
+            if end - pos < 14:
+                break
+            length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            hlen = 10
+        if length > max_frame_size or length > end - pos - hlen - 4 or length > oend - opos:
+            break
+        key = bytes(data[pos + hlen : pos + hlen + 4])
+        start = pos + hlen + 4
+        target[opos : opos + length] = unmask(data[start : start + length], key)
+        pos = start + length
+        opos += length
+        frames += 1
+        if b0 & 0x80:
+            fin = True
+            break
+    return pos, opos, frames, fin

@@ -251,3 +251,60 @@ def test_whole_fragments_in_one_read_assemble_exactly() -> None:
     conn.receive_data(wire(parts, 2))
     chunks = take(conn)
     assert b"".join(c.data if isinstance(c, Chunk) else c for c in chunks) == b"".join(parts)
+
+
+def test_runs_of_fragments_in_one_read_assemble_exactly_and_keep_every_limit() -> None:
+    """After a whole fragment of INTO_MIN bytes or more, the continuation frames that follow
+    whole in the same read are taken in one run (`_fragments_into`, the C kernel): the
+    message assembles exactly whatever the read size, and every check the parser makes per
+    frame still fails the connection at the frame that breaks it — the fragment count, the
+    message and frame limits, reserved bits — and the slicing quota still counts each frame."""
+    from fastws.protocol.connection import INTO_MIN
+    from tests.protocol.test_connection import client_frame, failure, feed
+
+    first = os.urandom(INTO_MIN)
+    rest = [os.urandom(n) for n in (16_384,) * 40 + (1, 0, 125, 126, 70_000, 7)]
+    wire = client_frame(2, first, fin=False)
+    wire += b"".join(client_frame(0, p, fin=i == len(rest) - 1) for i, p in enumerate(rest))
+    whole = first + b"".join(rest)
+    for step in (None, 131_000, 262_144, 65_536):
+        assert feed(Connection(max_message_size=64 * MiB), wire, step) == [whole]
+
+    class Counting(Connection):
+        headers = 0
+
+        def _check_header(self, b0: int, b1: int, length: int, mask: bytes | None) -> int:
+            Counting.headers += 1
+            return super()._check_header(b0, b1, length, mask)
+
+    assert feed(Counting(max_message_size=64 * MiB), wire) == [whole]
+    from fastws.protocol import connection
+
+    if connection._c_unmask_fragments is not None:  # the run is the C kernel's
+        assert Counting.headers < 5, "the parser judged the fragments one by one"
+
+    def run(count: int, size: int = 16_384, **changes: int) -> bytes:
+        frames = [client_frame(0, b"x" * size, fin=False) for _ in range(count)]
+        for index, value in changes.items():
+            frames[int(index[1:])] = client_frame(0, b"x" * size, fin=False, rsv=value)
+        return client_frame(2, first, fin=False) + b"".join(frames) + client_frame(0, b"end")
+
+    # 22 frames: the first, 20, and the final one
+    assert failure(Connection(max_fragments=21), run(20)) == (1009, "too many fragments")
+    assert feed(Connection(max_fragments=22), run(20)) == [first + b"x" * 16_384 * 20 + b"end"]
+    code, reason = failure(Connection(max_message_size=INTO_MIN + 16_384 * 5), run(20))
+    assert (code, reason.split(" ")[0]) == (1009, "message")
+    code, reason = failure(Connection(max_frame_size=16_383, max_message_size=MiB), run(3))
+    assert code == 1009 and "frame limit" in reason
+    assert failure(Connection(), run(20, r7=4)) == (1002, "reserved bits set")
+
+    conn = Connection()
+    conn.slice_frames = 5
+    conn.receive_data(run(20))
+    slices = 1
+    while conn.blocked is Blocked.SLICE:
+        assert not conn.events  # the message is not complete before its last slice
+        conn.resume()
+        slices += 1
+    assert take(conn) == [first + b"x" * 16_384 * 20 + b"end"]
+    assert slices == 5  # 22 frames, 5 per slice

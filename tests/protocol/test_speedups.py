@@ -115,6 +115,63 @@ def test_unmask_into_equals_copy_then_unmask(data: bytes, key: bytes, offset: in
     assert out[:offset] == b"\xaa" * offset and out[offset + len(data) :] == b"\xaa" * (16 - offset)
 
 
+def _frame(b0: int, payload: bytes, key: bytes, masked: bool = True) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = bytes((b0, (0x80 if masked else 0) | n))
+    elif n < 65536:
+        head = bytes((b0, (0x80 if masked else 0) | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((b0, (0x80 if masked else 0) | 127)) + n.to_bytes(8, "big")
+    return head + (key + _xor_int(payload, key) if masked else payload)
+
+
+fragment_st = st.builds(
+    _frame,
+    st.sampled_from([0x00, 0x00, 0x00, 0x80, 0x10, 0x40, 0x02, 0x82, 0x89, 0x0F]),
+    st.one_of(st.binary(max_size=140), st.integers(0, 70_000).map(lambda n: b"\x5a" * n)),
+    st.binary(min_size=4, max_size=4),
+    st.booleans().map(lambda unmasked: not unmasked),
+)
+
+
+@given(
+    st.lists(fragment_st, max_size=6),
+    st.integers(0, 3),
+    st.integers(0, 20),
+    st.integers(0, 200_000),
+    st.integers(0, 3),
+    st.sampled_from([0, 125, 140, 5_000, 1 << 62]),
+    st.sampled_from([0, 1, 2, 5, 1 << 62]),
+)
+def test_unmask_fragments_twins_agree(
+    frames: list[bytes],
+    pos: int,
+    cut: int,
+    room: int,
+    opos: int,
+    max_frame: int,
+    max_frames: int,
+) -> None:
+    """The run of continuation frames: C and Python take the same frames and stop at the
+    same one — another opcode, reserved bits, no mask, an incomplete frame (the data cut
+    short), no room left, the frame limit, the frame count, a final frame — and write the
+    same bytes, nothing outside the room."""
+    c = _compiled()
+    from fastws.protocol.mask import unmask_fragments
+
+    data = b"\x00" * pos + b"".join(frames)
+    end = max(pos, len(data) - cut)
+    size = opos + room + 8
+    out_c, out_py = bytearray(b"\xaa" * size), bytearray(b"\xaa" * size)
+    args = (pos, end)
+    limits = (opos, opos + room, max_frame, max_frames)
+    got = c.unmask_fragments(data, *args, out_c, *limits)
+    assert got == unmask_fragments(data, *args, out_py, *limits)
+    assert out_c == out_py
+    assert out_c[opos + room :] == b"\xaa" * 8
+
+
 def test_unmask_rejects_bad_arguments() -> None:
     """A wrong key or a read-only target is a Python exception, not memory corruption."""
     c = _compiled()
@@ -128,6 +185,12 @@ def test_unmask_rejects_bad_arguments() -> None:
         c.unmask_into(b"abc", b"abcd", bytearray(2))  # lengths differ
     with pytest.raises(BufferError):
         c.unmask_into(b"abc", b"abcd", b"xyz")  # read-only target
+    with pytest.raises(ValueError):
+        c.unmask_fragments(b"abc", 0, 4, bytearray(4), 0, 4, 10, 10)  # end beyond data
+    with pytest.raises(ValueError):
+        c.unmask_fragments(b"abc", 0, 3, bytearray(4), 0, 5, 10, 10)  # room beyond out
+    with pytest.raises(BufferError):
+        c.unmask_fragments(b"abc", 0, 3, b"read-only", 0, 4, 10, 10)
 
 
 class _Region(bytearray):
