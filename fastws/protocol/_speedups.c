@@ -233,14 +233,15 @@ PyDoc_STRVAR(unmask_fragments_doc,
 "data[pos:end], one after the other, into out[opos:oend]; stop before anything else: a\n"
 "frame of another kind, one not all in data, longer than max_frame_size or than the room\n"
 "left in out, or after max_frames frames or a final frame (fin). The pieces of one\n"
-"fragmented message in one read, in one call: the caller's parser judges what stopped it.");
+"fragmented message in one read, in one call: the caller's parser judges what stopped it.\n"
+"out None: only count (opos advances by the payload bytes the frames would write).");
 
 static PyObject *
 unmask_fragments(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer data, out;
     Py_ssize_t pos, end, opos, oend, max_frame, max_frames, frames = 0;
-    int fin = 0;
+    int fin = 0, count_only = args[3] == Py_None;
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
                         "unmask_fragments() takes 8 arguments (data, pos, end, out, opos, oend,"
@@ -260,7 +261,12 @@ unmask_fragments(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if (PyObject_GetBuffer(args[3], &out, PyBUF_WRITABLE) < 0) {
+    if (count_only) {
+        out.buf = NULL;
+        out.len = PY_SSIZE_T_MAX;
+        out.obj = NULL;
+    }
+    else if (PyObject_GetBuffer(args[3], &out, PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&data);
         return NULL;
     }
@@ -300,7 +306,9 @@ unmask_fragments(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 length > (uint64_t)(oend - opos)) {
                 break; /* too long, not all here, or no room: the parser's to judge */
             }
-            xor_n(o + opos, p + pos + hlen + 4, (Py_ssize_t)length, p + pos + hlen);
+            if (!count_only) {
+                xor_n(o + opos, p + pos + hlen + 4, (Py_ssize_t)length, p + pos + hlen);
+            }
             pos += hlen + 4 + (Py_ssize_t)length;
             opos += (Py_ssize_t)length;
             frames++;

@@ -544,13 +544,19 @@ class Connection(FrameChecks, Closing, Compression):
         room = min(end - pos, self.max_message_size - self._msize)
         if frames <= 0 or room <= 0:
             return pos, quota
+        run = _c_unmask_fragments
+        assert run is not None  # _fragment_into ran first
+        # First count what the run takes, so the buffer grows by exactly that (a message
+        # still in a bytearray would otherwise be extended, zero-filled, by the whole read).
         filled = self._mlen
+        _, size, frames, _ = run(data, pos, end, None, 0, room, self.max_frame_size, frames)
+        if not frames:
+            return pos, quota
         buf = self._mbuf = self.assembler.room(
-            self._mbuf, filled, room, False, self.max_message_size
+            self._mbuf, filled, size, False, self.max_message_size
         )
-        assert _c_unmask_fragments is not None  # _fragment_into ran first
-        pos, mlen, taken, fin = _c_unmask_fragments(
-            data, pos, end, buf, filled, filled + room, self.max_frame_size, frames
+        pos, mlen, taken, fin = run(
+            data, pos, end, buf, filled, filled + size, self.max_frame_size, frames
         )
         self._mlen = mlen
         self._msize += mlen - filled

@@ -148,7 +148,7 @@ def unmask_fragments(
     data: bytes | bytearray | memoryview,
     pos: int,
     end: int,
-    out: bytearray | memoryview | Any,
+    out: bytearray | memoryview | Any | None,
     opos: int,
     oend: int,
     max_frame_size: int,
@@ -160,14 +160,16 @@ def unmask_fragments(
     reserved bits set, one not all in `data`, longer than `max_frame_size` or than the room
     left in `out`, or after `max_frames` frames or a final frame. Returns `(pos, opos,
     frames, fin)`. The pieces of one fragmented message in one read, in one call; the
-    caller's parser judges whatever stopped it. The twin of the compiled
+    caller's parser judges whatever stopped it. `out` None: only count (`opos` advances by
+    the payload bytes the frames would write). The twin of the compiled
     `_speedups.unmask_fragments` (accel.py): same result for every input.
     """
-    if pos < 0 or end > len(data) or pos > end or opos < 0 or oend > len(out) or opos > oend:
+    size = len(out) if out is not None else oend
+    if pos < 0 or end > len(data) or pos > end or opos < 0 or oend > size or opos > oend:
         raise ValueError("positions outside the buffers")
     frames = 0
     fin = False
-    target = memoryview(out).cast("B")
+    target = memoryview(out).cast("B") if out is not None else None
     while frames < max_frames and end - pos >= 6:
         b0 = data[pos]
         b1 = data[pos + 1]
@@ -187,9 +189,10 @@ def unmask_fragments(
             hlen = 10
         if length > max_frame_size or length > end - pos - hlen - 4 or length > oend - opos:
             break
-        key = bytes(data[pos + hlen : pos + hlen + 4])
         start = pos + hlen + 4
-        target[opos : opos + length] = unmask(data[start : start + length], key)
+        if target is not None:
+            key = bytes(data[pos + hlen : pos + hlen + 4])
+            target[opos : opos + length] = unmask(data[start : start + length], key)
         pos = start + length
         opos += length
         frames += 1

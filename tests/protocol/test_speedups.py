@@ -156,7 +156,7 @@ def test_unmask_fragments_twins_agree(
     """The run of continuation frames: C and Python take the same frames and stop at the
     same one — another opcode, reserved bits, no mask, an incomplete frame (the data cut
     short), no room left, the frame limit, the frame count, a final frame — and write the
-    same bytes, nothing outside the room."""
+    same bytes, nothing outside the room; counting only (out None) takes the same frames."""
     c = _compiled()
     from fastws.protocol.mask import unmask_fragments
 
@@ -170,6 +170,9 @@ def test_unmask_fragments_twins_agree(
     assert got == unmask_fragments(data, *args, out_py, *limits)
     assert out_c == out_py
     assert out_c[opos + room :] == b"\xaa" * 8
+    # Counting only (no buffer): the same frames, the same stop.
+    assert c.unmask_fragments(data, *args, None, *limits) == got
+    assert unmask_fragments(data, *args, None, *limits) == got
 
 
 def test_unmask_rejects_bad_arguments() -> None:
