@@ -209,6 +209,7 @@ class Runner:
         sampler = threading.Thread(target=sample, daemon=True)
         per_process = cpu_by_pid(server.tree())
         t0 = time.monotonic()
+        samples.append((t0, cpu_seconds(server.tree())))
         sampler.start()
         try:
             lg = self._loadgen(
@@ -227,18 +228,17 @@ class Runner:
         finally:
             stop.set()
             sampler.join()
+        samples.append((time.monotonic(), cpu_seconds(server.tree())))
         hwm = hwm_bytes(server.tree())
         # CPU seconds of each server process over the whole load (warm-up included): shows
         # how the work spread over --workers processes
         after = cpu_by_pid(server.tree())
         per_process = {pid: round(c - per_process.get(pid, 0.0), 3) for pid, c in after.items()}
         rec["loadgen"] = lg
-        window = [
-            (t, c) for t, c in samples if t0 + opt.warmup <= t <= t0 + opt.warmup + opt.duration
-        ]
-        server_cpu = None
-        if len(window) >= 2 and window[-1][0] > window[0][0]:
-            server_cpu = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+        # The generator's own measured window (its clock is time.monotonic's): connecting
+        # first can start it well after t0 + warm-up on a busy machine.
+        start, end = lg.get("window") or (t0 + opt.warmup, t0 + opt.warmup + opt.duration)
+        server_cpu = cpu_share(samples, start, end)
         in_flight = scn.conns * scn.depth * scn.size
         rec["server_stats"] = {
             "rss_base": base_rss,
@@ -330,6 +330,16 @@ def _at(samples: list[tuple[float, float]], t: float) -> float:
         if t1 <= t <= t2:
             return c1 + (c2 - c1) * (t - t1) / (t2 - t1) if t2 > t1 else c1
     return samples[-1][1]
+
+
+def cpu_share(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """The server's CPU seconds per second over [start, end], from (time, CPU seconds)
+    samples in time order: interpolated at both ends, so a sampler thread that a loaded
+    machine ran late (few or no samples inside the window) still gives the figure as long
+    as samples lie on both sides. None when they do not, or the window is empty."""
+    if end <= start or len(samples) < 2 or samples[0][0] > start or samples[-1][0] < end:
+        return None
+    return (_at(samples, end) - _at(samples, start)) / (end - start)
 
 
 def _record(
