@@ -117,7 +117,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="default bench/results/<date>")
     run.add_argument("--no-plots", action="store_true")
     prof = sub.add_parser("profile", help="profile fastws under one scenario")
-    prof.add_argument("--scenario", default="c")
+    prof.add_argument("--scenario", default="c", help='a scenario, e.g. "d", or "d@chromium"')
     prof.add_argument("--tool", choices=("cprofile", "py-spy", "perf"), default="cprofile")
     prof.add_argument("--server", default=None, help="a server of the matrix (default fastws)")
     prof.add_argument("--duration", type=float, default=5.0)

@@ -38,7 +38,7 @@ from typing import Any
 
 from .procs import ServerProcess, free_port
 from .runner import HOST, Options, Runner, _summary_line
-from .scenarios import SCENARIOS, Scenario
+from .scenarios import Scenario, scenario
 from .servers import SERVERS, ServerSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,7 +69,7 @@ def folded_summary(path: Path, top: int) -> str:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    scn = SCENARIOS[args.scenario]
+    scn = scenario(args.scenario)  # "d", or "d@chromium": under a client shape
     if scn.idle:
         print(f"profile runs a load scenario (a-e, g, h), not {scn.key}", file=sys.stderr)
         return 2
