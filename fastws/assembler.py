@@ -1,9 +1,10 @@
 """Message assembly and memory admission for the I/O layer: the `Assembler` the servers and
 clients of this package inject into the protocol core (see protocol/assembly.py).
 
-Small messages are assembled in bytearrays and delivered as `bytes`. From `MMAP_MIN` on a
-message lives in an anonymous mmap region (see buffers) that the kernel writes into and the
-handler receives as a zero-copy `Message`; a new large message is admitted against the
+Small messages are assembled in bytearrays and delivered as `bytes`. From `MMAP_MIN` on (on
+a server also from a first fragment of `RESERVE_FROM` bytes on) a message lives in an
+anonymous mmap region (see buffers) that the kernel writes into and the handler receives as
+a zero-copy `Message`; a new large message is admitted against the
 process's `Budget` (its connection stops reading while the others hold too much) and, when a
 region of its size class is about to come back from a transport, waits one loop iteration for
 it instead of mapping a second one.
@@ -18,7 +19,11 @@ from .message import Message
 from .protocol.assembly import Buffer
 from .protocol.events import Blocked
 
-__all__ = ["UNBOUNDED", "RegionAssembler"]
+__all__ = ["RESERVE_FROM", "UNBOUNDED", "RegionAssembler"]
+
+#: Where regions are recycled, a fragmented message whose first fragment is this large is
+#: assembled in a reservation from the start (a `Message` even if it ends below MMAP_MIN).
+RESERVE_FROM = 64 << 10
 
 
 class RegionAssembler:
@@ -50,6 +55,13 @@ class RegionAssembler:
         charged = length if length >= MMAP_MIN and self.budget is not None else 0
         return self._room(None, 0, length, limit, exact=whole, charged=charged, lazy=lazy)
 
+    def _small_max(self) -> int:
+        """Below this a message with no buffer yet starts in a bytearray: MMAP_MIN, or
+        RESERVE_FROM where released regions are recycled (a server's budget with a cache;
+        elsewhere each region would be mapped and faulted in afresh per message)."""
+        budget = self.budget
+        return RESERVE_FROM if budget is not None and budget.cache is not None else MMAP_MIN
+
     def room(self, buf: Buffer | None, filled: int, length: int, lazy: bool, limit: int) -> Buffer:
         return self._room(buf, filled, length, limit, lazy=lazy)
 
@@ -68,11 +80,13 @@ class RegionAssembler:
         `exact`: the whole message is this one frame, allocate exactly. A fragmented message
         of unknown size grows in a bytearray while small, then moves once (under MMAP_MIN
         bytes to copy) into a reservation of `limit` (max_message_size) bytes that never
-        moves again. `charged`: budget bytes already taken for it. `lazy`: map it even when
+        moves again; on a server (regions recycled), one whose first fragment is RESERVE_FROM
+        bytes or more starts in the reservation (a browser's large message: Chromium sends
+        131,000-byte fragments), so it is neither zero-filled fragment by fragment nor moved. `charged`: budget bytes already taken for it. `lazy`: map it even when
         small.
         """
         need = filled + length
-        if buf is None and (exact or need < MMAP_MIN):
+        if buf is None and (exact or need < self._small_max()):
             return allocate(need, self.budget, charged, lazy=lazy)
         if buf is not None and len(buf) >= need:
             if type(buf) is Region and need > buf.charged:

@@ -69,6 +69,43 @@ def test_fragmented_large_message_is_assembled_in_one_region() -> None:
         assert all(np.shares_memory(array, np.frombuffer(t, np.uint8)) for t in after_the_move)
 
 
+def test_a_browsers_fragments_start_in_a_region() -> None:
+    """On a server (regions recycled through its cache), a fragmented message whose first
+    fragment is RESERVE_FROM bytes or more (Chromium sends 131,000-byte ones) is assembled in
+    a reservation from the start: every fragment is written in place where the message is
+    delivered from (no growth in a bytearray, no move at MMAP_MIN), and it is a `Message`
+    even when it ends below MMAP_MIN. Without a cache (a client) a message under MMAP_MIN
+    stays in a bytearray: bytes, no region mapped and faulted in for it."""
+    from fastws.assembler import RESERVE_FROM
+
+    for total in (7 * 131_000 + 50, 3 * MMAP_MIN):
+        payload = os.urandom(total)
+        sizes = [131_000] * (total // 131_000) + [total % 131_000]
+        assert sizes[0] >= RESERVE_FROM
+        conn = region_connection(Budget(1 << 30, RegionCache(64 * MiB)))
+        targets: list[memoryview] = []
+        done = 0
+        for i, size in enumerate(sizes):
+            head, key = header(size, opcode=0 if i else 2, fin=i == len(sizes) - 1)
+            conn.receive_data(head)
+            part = masked(payload[done : done + size], key)
+            targets += write_like_the_kernel(conn, part, chunk=65_537)
+            done += size
+        (message,) = take(conn)
+        assert isinstance(message, Message) and isinstance(message._buffer, Region)
+        assert message == payload
+        array = message.array()
+        assert targets and all(np.shares_memory(array, np.frombuffer(t, np.uint8)) for t in targets)
+
+    conn = region_connection()  # no budget, no cache: a client's
+    parts = [os.urandom(131_000), os.urandom(5)]
+    for i, part in enumerate(parts):
+        head, key = header(len(part), opcode=0 if i else 2, fin=i == 1)
+        conn.receive_data(head + masked(part, key))
+    (message,) = take(conn)
+    assert type(message) is bytes and message == b"".join(parts)
+
+
 def test_small_fragmented_message_is_bytes() -> None:
     """Below MMAP_MIN a reassembled message is plain bytes, like any small message."""
     conn = region_connection()
