@@ -197,11 +197,19 @@ class HTTPGate:
     def _logged(self, app: ASGIApp, transport: Any) -> ASGIApp:
         async def logged(scope: dict[str, Any], receive: Any, send: Any) -> None:
             status: int | None = None
+            received: int | None = None  # bytes received before the response's last part
 
             async def send_seen(message: dict[str, Any]) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
+                nonlocal status, received
+                kind = message["type"]
+                if kind == "http.response.start":
                     status = message["status"]
+                elif kind == "http.response.body" and not message.get("more_body", False):
+                    # Counted before the last part leaves: once the client has the response
+                    # it may send its next request, which the kernel counts on arrival,
+                    # before this coroutine ends and the line is written.
+                    counts = access.socket_bytes(transport)
+                    received = counts[0] if counts is not None else None
                 await send(message)
 
             started = self._loop.time()
@@ -209,18 +217,29 @@ class HTTPGate:
                 await app(scope, receive, send_seen)
             finally:
                 # No response started: the front end answers 500 for the application.
-                self._write(transport, scope["client"], _request(scope), status or 500, started)
+                self._write(
+                    transport, scope["client"], _request(scope), status or 500, started, received
+                )
 
         return logged
 
     def _write(
-        self, transport: Any, client: Any, request: Request | None, status: int, started: float
+        self,
+        transport: Any,
+        client: Any,
+        request: Request | None,
+        status: int,
+        started: float,
+        received: int | None = None,
     ) -> None:
         now = self._loop.time()
         counts = access.socket_bytes(transport)
         if counts is not None:
             # Written but still in the transport's buffer: this request's too.
-            counts = (counts[0], counts[1] + transport.get_write_buffer_size())
+            counts = (
+                counts[0] if received is None else received,
+                counts[1] + transport.get_write_buffer_size(),
+            )
             previous, self._counts = self._counts, counts
             counts = (counts[0] - previous[0], counts[1] - previous[1])
         self._since = now
