@@ -74,6 +74,9 @@ def test_startup_and_shutdown_run_once_per_worker(
     monkeypatch.setenv("ASGI_TEST_LIFESPAN_LOG", str(record))
     server = start_server("tests.asgi.apps:starlette_app", workers=2)
     assert httpx.get(http_base(server) + "/").status_code == 200
+    # The port answers once one worker serves; the other may still be starting up.
+    server.wait_for_log("serving (slot 1)", timeout=20)
+    server.wait_for_log("serving (slot 0)", timeout=20)
     started = {line.split()[1] for line in record.read_text().splitlines()}
     assert len(started) == 2 and str(server.pid) not in started  # the workers, not the master
     server.stop()
