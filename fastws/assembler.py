@@ -4,10 +4,10 @@ clients of this package inject into the protocol core (see protocol/assembly.py)
 Small messages are assembled in bytearrays and delivered as `bytes`. From `MMAP_MIN` on (on
 a server also from a first fragment of `RESERVE_FROM` bytes on) a message lives in an
 anonymous mmap region (see buffers) that the kernel writes into and the handler receives as
-a zero-copy `Message`; a new large message is admitted against the
-process's `Budget` (its connection stops reading while the others hold too much) and, when a
-region of its size class is about to come back from a transport, waits one loop iteration for
-it instead of mapping a second one.
+a zero-copy `Message`; a new large message is admitted against the process's `Budget` (its
+connection stops reading while the others hold too much) and, when a region of its size
+class is about to come back from a transport, waits one loop iteration for it instead of
+mapping a second one.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ class RegionAssembler:
         bytes to copy) into a reservation of `limit` (max_message_size) bytes that never
         moves again; on a server (regions recycled), one whose first fragment is RESERVE_FROM
         bytes or more starts in the reservation (a browser's large message: Chromium sends
-        131,000-byte fragments), so it is neither zero-filled fragment by fragment nor moved. `charged`: budget bytes already taken for it. `lazy`: map it even when
-        small.
+        131,000-byte fragments), so it is neither zero-filled fragment by fragment nor moved.
+        `charged`: budget bytes already taken for it. `lazy`: map it even when small.
         """
         need = filled + length
         if buf is None and (exact or need < self._small_max()):
