@@ -25,6 +25,13 @@ __all__ = ["RESERVE_FROM", "UNBOUNDED", "RegionAssembler"]
 #: assembled in a reservation from the start (a `Message` even if it ends below MMAP_MIN).
 RESERVE_FROM = 64 << 10
 
+# What a growing bytearray is extended with. A bytes(n) per extension is calloc'ed, and above
+# glibc's mmap threshold mapped and faulted in afresh each time (a 1 MiB message in 16 KiB
+# fragments: ~10 such per message); this one is read only, so its pages stay the kernel's
+# shared zero page and cost no memory.
+_ZEROS_SIZE = 256 << 10
+_ZEROS = memoryview(bytes(_ZEROS_SIZE))
+
 
 class RegionAssembler:
     """One per process (or per client connection): `budget` bounds the bytes its large
@@ -94,7 +101,11 @@ class RegionAssembler:
             return buf
         if type(buf) is bytearray and need < MMAP_MIN:
             try:
-                buf.extend(bytes(need - len(buf)))
+                grow = need - len(buf)
+                while grow > 0:  # zeros from one shared buffer: no temporary bytes per call
+                    step = min(grow, _ZEROS_SIZE)
+                    buf += _ZEROS[:step]
+                    grow -= step
             except BufferError:  # somebody still holds a view of it: move instead
                 moved = bytearray(need)
                 moved[:filled] = memoryview(buf)[:filled]

@@ -57,6 +57,37 @@ def test_receive_fragmented(benchmark) -> None:
     assert benchmark(_run, conn, data) == 1
 
 
+def _receive_in_reads(conn: Connection, data: memoryview, read: int) -> int:
+    """Feed `data` in reads of `read` bytes through receive_data (the shared buffer's path:
+    the frames here are smaller than a read), release the message; return the events."""
+    for pos in range(0, len(data), read):
+        conn.receive_data(data[pos : pos + read])
+    events, conn.events = conn.events, []
+    for event in events:
+        if isinstance(event, Message):
+            event.release()
+    return len(events)
+
+
+@pytest.mark.parametrize("fragment", [16_384, 131_000])
+def test_receive_fragmented_in_reads(benchmark, fragment: int) -> None:
+    """A 1 MiB binary message in fragments of 16 KiB (WebSocket-Node's client) or 131,000
+    bytes (Chromium), in 256 KiB reads, with a server's assembler: the whole fragments of a
+    read are unmasked into the message's buffer in one run (`_fragments_into`)."""
+    payload = os.urandom(1 << 20)
+    pieces = [payload[i : i + fragment] for i in range(0, len(payload), fragment)]
+    data = memoryview(
+        b"".join(
+            client_frame(2 if i == 0 else 0, p, i == len(pieces) - 1) for i, p in enumerate(pieces)
+        )
+    )
+    conn = Connection(
+        max_message_size=64 << 20,
+        assembler=RegionAssembler(Budget(1 << 30, RegionCache(64 << 20))),
+    )
+    assert benchmark(_receive_in_reads, conn, data, 256 << 10) == 1
+
+
 def _kernel_read(conn: Connection, frame: memoryview, pos: int, read: int) -> int:
     """One read of up to `read` bytes of `frame` from `pos` "by the kernel" (a copy here)
     straight into payload_target(); returns the new position."""
