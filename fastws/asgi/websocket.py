@@ -116,18 +116,15 @@ class Session:
             if type(message) is Future:
                 message = await message
             kind = type(message)
-            if kind is str:
-                return {"type": "websocket.receive", "text": message}
-            if kind is bytes:  # a small binary message: its own bytes object, no copy
-                return {"type": "websocket.receive", "bytes": message}
             if kind is Chunk:  # what is left of a stream the application abandoned
                 message = await ws.skip_stream(message)  # type: ignore[arg-type]
-                if type(message) is str:
-                    return {"type": "websocket.receive", "text": message}
-                if type(message) is bytes:
-                    return {"type": "websocket.receive", "bytes": message}
+                kind = type(message)
         except ConnectionClosed as exc:
             return self._disconnected(exc)
+        if kind is str:
+            return {"type": "websocket.receive", "text": message}
+        if kind is bytes:  # a small binary message: its own bytes object, no copy
+            return {"type": "websocket.receive", "bytes": message}
         return self._large(message)  # type: ignore[arg-type]
 
     def _large(self, message: Message) -> dict[str, Any]:

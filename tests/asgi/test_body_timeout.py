@@ -83,6 +83,21 @@ def test_chunked_body_that_stops_is_answered_408(start_server: Any) -> None:
     assert received.startswith(b"HTTP/1.1 408 "), received[:200]
 
 
+def _post_after_100(server: Any, wait: str, delay: float) -> bytes:
+    """POST a 5-byte body to /slow-upload?wait=WAIT with `Expect: 100-continue`: the body
+    goes `delay` seconds after the server's 100; everything the server answers after it."""
+    with socket.create_connection((server.host, server.port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /slow-upload?wait=" + wait.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        time.sleep(delay)
+        sock.sendall(b"12345")
+        return read_until_closed(sock)
+
+
 def test_the_servers_own_waits_do_not_count(start_server: Any) -> None:
     """An application that reads its body only after longer than body_timeout: a large body
     (reading paused for the application) and an `Expect: 100-continue` body (the client
@@ -95,15 +110,7 @@ def test_the_servers_own_waits_do_not_count(start_server: Any) -> None:
         answer = client.post("/slow-upload", params={"wait": "2.5"}, content=body)
         assert answer.status_code == 200
         assert answer.json() == {"size": len(body)}
-    with socket.create_connection((server.host, server.port), timeout=20) as sock:
-        sock.sendall(
-            b"POST /slow-upload?wait=2.5 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
-        )
-        interim = sock.recv(65536)
-        assert interim.startswith(b"HTTP/1.1 100 Continue")
-        sock.sendall(b"12345")
-        received = read_until_closed(sock)
+    received = _post_after_100(server, wait="2.5", delay=0)
     assert received.startswith(b"HTTP/1.1 200 "), received[:200]
     assert json.loads(received.partition(b"\r\n\r\n")[2]) == {"size": 5}
     assert "408" not in server.stderr()
@@ -115,16 +122,7 @@ def test_the_client_gets_a_whole_period_after_the_100(start_server: Any) -> None
     timer's periods end at 2 s and 4 s), the client answers the 100 after 1.5 s (after 4 s,
     within 2 s of the 100)."""
     server = start_server(STARLETTE, body_timeout="2s")
-    with socket.create_connection((server.host, server.port), timeout=20) as sock:
-        sock.sendall(
-            b"POST /slow-upload?wait=3 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
-        )
-        interim = sock.recv(65536)
-        assert interim.startswith(b"HTTP/1.1 100 Continue")
-        time.sleep(1.5)
-        sock.sendall(b"12345")
-        received = read_until_closed(sock)
+    received = _post_after_100(server, wait="3", delay=1.5)
     assert received.startswith(b"HTTP/1.1 200 "), received[:200]
     assert "408" not in server.stderr()
 
