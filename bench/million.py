@@ -524,7 +524,7 @@ class Run:
         argv = [
             sys.executable, "-m", "fastws", "serve", f"bench.million_app:{APPS[a.app]}",
             "--port", str(self.port), "--workers", str(a.workers), "--log-level", "warning",
-            "--ping-interval", f"{a.ping_interval}s", "--graceful-timeout", "5s",
+            "--ping-interval", f"{a.ping_interval}s", "--graceful-timeout", f"{a.graceful_timeout}s",
             "--worker-timeout", f"{a.worker_timeout}s",
             "--backlog", str(a.backlog),
         ]  # fmt: skip
@@ -876,6 +876,54 @@ class Run:
             "server_cpu_s": round(after["server_cpu"] - cpu0, 2),
         }
 
+    def shutdown(self) -> None:
+        """The graceful stop a deployment does, with every connection still open: SIGTERM to
+        the master; each worker sends Close 1001 to its clients, waits for their Close and
+        closes TCP (RFC 6455 7.1.1), then exits. Timed from the signal to the master's exit;
+        the generators answer each Close and wait for the server's FIN, and count the Close
+        frames by code and how TCP ended (in `finish_clients`)."""
+        a = self.args
+        if self.server is None or self.server.poll() is not None:
+            return
+        before = self.sample("shutdown")
+        log_path = self.out / "server.log"
+        lines_before = len(log_path.read_bytes().splitlines()) if log_path.exists() else 0
+        t = time.monotonic()
+        os.kill(self.server.pid, signal.SIGTERM)
+        halfway: float | None = None
+        limit = a.graceful_timeout + 30  # the master's own bound, and some
+        while self.server.poll() is None and time.monotonic() - t < limit:
+            time.sleep(0.2)
+            left = int(total(self.clients, "open"))
+            if halfway is None and left <= before["connections"] / 2:
+                halfway = time.monotonic() - t
+        exited = self.server.poll() is not None
+        seconds = time.monotonic() - t
+        time.sleep(a.interval + 0.5)  # the generators' last status lines
+        after = self.sample("shutdown")
+        server_lines = log_path.read_text(errors="replace").splitlines()[lines_before:]
+        self.result["shutdown"] = {
+            "connections": before["connections"],
+            "graceful_timeout_s": a.graceful_timeout,
+            "master_exited": exited,
+            "exit_code": self.server.returncode,
+            "seconds_to_exit": round(seconds, 2) if exited else None,
+            "seconds_to_half_closed": round(halfway, 2) if halfway is not None else None,
+            "open_after": after["connections"],
+            "client_cpu_s": round(after["client_cpu"] - before["client_cpu"], 2),
+            "workers_killed": sum("did not stop in time" in line for line in server_lines),
+            "connections_dropped_at_graceful_timeout": sum(
+                int(m.group(1))
+                for line in server_lines
+                if (m := re.search(r"graceful_timeout reached, dropping (\d+)", line))
+            ),
+        }
+        sd = self.result["shutdown"]
+        log(
+            f"shutdown: {sd['connections']:,} connections, master exited {exited} after"
+            f" {seconds:.1f} s, {sd['workers_killed']} workers killed"
+        )
+
     def finish_clients(self) -> None:
         for c in self.clients:
             c.command("Q")
@@ -915,6 +963,19 @@ class Run:
             "failure_reasons": _merge_reasons(finals),
             "stderr": [c.stderr.strip()[-300:] for c in self.clients if c.stderr.strip()][:5],
         }
+        if "shutdown" in self.result:  # what the generators saw of it
+            reasons = self.result["clients"]["failure_reasons"]
+            sd = self.result["shutdown"]
+            sd["close_codes"] = {
+                k.rsplit(" ", 1)[1]: v
+                for k, v in reasons.items()
+                if k.startswith("the server sent Close ")
+            }
+            sd["then_tcp_closed_by_server"] = reasons.get("then the server closed TCP", 0)
+            sd["then_reset"] = reasons.get("then a read error (reset)", 0)
+            sd["without_close"] = reasons.get("EOF from the server", 0) + reasons.get(
+                "read error", 0
+            )
         if "broadcast" in self.result:
             b = self.result["broadcast"]
             per_seq: dict[int, list[float]] = {}
@@ -1002,6 +1063,8 @@ class Run:
                 self.hold()
             if not self.aborted:
                 self.broadcast()
+            if not self.aborted:
+                self.shutdown()
         except (Exception, KeyboardInterrupt) as exc:  # SIGINT: stop, clean up, report
             self.result["error"] = f"{type(exc).__name__}: {exc}"
             log(self.result["error"])
@@ -1135,7 +1198,29 @@ def _per_ping_rows(pp: dict[str, Any]) -> list[str]:
             f"| per ping, TCP (machine-wide): TcpOutSegs, TcpExtTCPHPAcks + TCPPureAcks, TcpExtDelayedACKs |"
             f" {t['OutSegs']}, {t['TCPPureAcks'] + t['TCPHPAcks']}, {t['DelayedACKs']} |"
         )
+    m = pp.get("machine")
+    if m:
+        rows.append(
+            "| per ping, whole machine (us): busy; of it interrupts + softirq (charged to no"
+            " process: loopback TCP's receive path), steal, the rest beyond both sides (harness,"
+            f" kernel threads, others) | {m['busy_us']}; {m['irq_softirq_us']}, {m['steal_us']},"
+            f" {m['other_us']} |"
+        )
     return rows
+
+
+def _shutdown_rows(sd: dict[str, Any]) -> list[str]:
+    if not sd:
+        return []
+    return [
+        f"| graceful stop (SIGTERM, {sd['connections']:,} open): master exited, half the"
+        f" connections closed; workers killed, connections dropped at graceful_timeout"
+        f" {sd['graceful_timeout_s']:g} s | {sd['seconds_to_exit']} s, {sd['seconds_to_half_closed']}"
+        f" s; {sd['workers_killed']}, {sd['connections_dropped_at_graceful_timeout']} |",
+        f"| the clients' view: Close frames by code; then TCP closed by the server / reset;"
+        f" ended without a Close | {sd.get('close_codes')}; {sd.get('then_tcp_closed_by_server')}"
+        f" / {sd.get('then_reset')}; {sd.get('without_close')} |",
+    ]
 
 
 def report_md(r: dict[str, Any], command: str) -> str:
@@ -1203,6 +1288,7 @@ def report_md(r: dict[str, Any], command: str) -> str:
         f"| CPU per delivery: server / load generator (machine busy during broadcast) |"
         f" {b.get('server_cpu_us_per_delivery')} / {b.get('client_cpu_us_per_delivery')} us"
         f" ({b.get('machine_busy_cores')} cores) |",
+        *_shutdown_rows(r.get("shutdown") or {}),
         f"| load generator CPU (whole run) | {c.get('cpu_s')} s |",
         "",
         "Kernel settings (before the run):",
@@ -1222,7 +1308,11 @@ def report_md(r: dict[str, Any], command: str) -> str:
         lines += ["Server log (warnings and errors):", "", "```"]
         lines += [*r["server_log_problems"], "```", ""]
     if c.get("failure_reasons"):
-        lines += ["Failures by reason: " + json.dumps(c["failure_reasons"]), ""]
+        lines += [
+            "How connections ended or failed, by reason (the graceful stop's included): "
+            + json.dumps(c["failure_reasons"]),
+            "",
+        ]
     lines += ["![ramp](ramp.png)", ""]
     return "\n".join(lines)
 
@@ -1246,6 +1336,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--broadcasts", type=int, default=10, help="64 B messages at 1/s")
     p.add_argument("--broadcast-wait", type=float, default=120.0)
     p.add_argument("--ping-interval", type=float, default=30.0)
+    p.add_argument("--graceful-timeout", type=float, default=30.0,
+                   help="the server's graceful_timeout (fastws' default), for the final stop")  # fmt: skip
     p.add_argument(
         "--hs-concurrency",
         type=int,

@@ -11,6 +11,10 @@ accounts it. Counted over the hold, machine-wide where the kernel only counts th
   involuntary: it was preempted);
 - TCP segments sent, pure ACKs received, delayed ACKs sent (nstat's TcpOutSegs,
   TcpExtTCPPureAcks/TCPHPAcks, TcpExtDelayedACKs; machine-wide, so other traffic counts);
+- the whole machine's busy time by kind (/proc/stat): interrupt and softirq time, which the
+  kernel charges to no process (on loopback much of TCP's receive path runs there), steal
+  (the hypervisor), and what is left for everything else (the harness, kernel threads,
+  other programs);
 - with --count-syscalls and `perf` present: each side's system calls by kind (epoll_wait
   and epoll_pwait, read, write, all), from the kernel's tracepoints (`perf stat`).
 """
@@ -71,6 +75,18 @@ def _tcp() -> dict[str, int]:
     return out
 
 
+#: The fields of /proc/stat's "cpu" line, in order (seconds of all cores since boot).
+MACHINE = ("user", "nice", "sys", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _machine() -> dict[str, float]:
+    """The whole machine's CPU seconds by kind. Interrupt and softirq time (with the
+    kernel's IRQ time accounting) is charged to no process: on loopback that is much of
+    TCP's receive path, which neither side's own figures then include."""
+    first = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return {k: int(v) / CLK_TCK for k, v in zip(MACHINE, first, strict=False)}
+
+
 class Snapshot:
     """The counters at one moment: subtract two to get the hold's."""
 
@@ -78,6 +94,7 @@ class Snapshot:
         self.server = _group(server)
         self.clients = _group(clients)
         self.tcp = _tcp()
+        self.machine = _machine()
 
 
 class SyscallCount:
@@ -150,4 +167,14 @@ def per_ping(
             out[side]["reads"] = round(s.get("read", 0) / pings, 3)
             out[side]["writes"] = round(s.get("write", 0) / pings, 3)
     out["tcp"] = {k: round((b.tcp[k] - a.tcp[k]) / pings, 3) for k in a.tcp}
+    m = {k: b.machine[k] - a.machine[k] for k in a.machine}
+    busy = sum(v for k, v in m.items() if k not in ("idle", "iowait"))
+    both = sum(out[side]["cpu_us"] for side in ("server", "clients"))
+    out["machine"] = {
+        "busy_us": round(busy / pings * 1e6, 2),
+        "irq_softirq_us": round((m["irq"] + m["softirq"]) / pings * 1e6, 2),
+        "steal_us": round(m["steal"] / pings * 1e6, 2),
+        # what is left: the harness, kernel threads, other programs (machine-wide)
+        "other_us": round((busy - m["irq"] - m["softirq"] - m["steal"]) / pings * 1e6 - both, 2),
+    }
     return out

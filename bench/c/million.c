@@ -11,6 +11,9 @@
  *   - holds them, answering every ping with its pong (masked, payload echoed);
  *   - on --sample of them, sends a --echo-size text message every --echo-interval seconds
  *     (one in flight) and checks the echo byte for byte, timing the round trip;
+ *   - answers a Close from the server with a Close of the same code and waits for the server
+ *     to close TCP (RFC 6455 7.1.1), counting Close frames by code and how TCP ended (the
+ *     harness's graceful stop);
  *   - checks every binary message as a broadcast from the harness: 64 bytes, "FWSB", a
  *     big-endian u32 sequence number, 8 bytes of the publisher's clock, then 48 bytes that
  *     are a function of the sequence number (bcast_fill); per sequence number it counts
@@ -73,7 +76,8 @@
 #define MAXPEND (70 * 1024)
 #define MAXREASON 16
 
-enum { ST_FREE, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN };
+/* ST_CLOSING: the server's Close answered, waiting for it to close TCP (RFC 6455 7.1.1). */
+enum { ST_FREE, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING };
 
 typedef struct {
     uint8_t state;
@@ -262,7 +266,17 @@ static int on_frame(int fd, int fin, int op, const uint8_t *p, size_t n, double 
         return 0;
     }
     if (op == 0xA) return 0;
-    if (op == 8) return lost(fd, "the server sent Close"), -1;
+    if (op == 8) { /* 5.5.1: answer with a Close of the same code, then wait for its FIN */
+        char what[64];
+        snprintf(what, sizeof what, "the server sent Close %d", n >= 2 ? (p[0] << 8) | p[1] : 1005);
+        reason(what);
+        server_closed++;
+        send_frame(fd, 8, p, n >= 2 ? 2 : 0);
+        c->state = ST_CLOSING;
+        open_now--;
+        if (c->sample >= 0) samples[c->sample].fd = -1; /* no echo after our Close */
+        return -1; /* nothing may follow a Close (5.5.1); drop()'s bookkeeping is done */
+    }
     if (!fin || op == 0) return lost(fd, "fragmented message (not expected here)"), -1;
     if (op == 2) { /* a broadcast */
         if (n != 64 || memcmp(p, "FWSB", 4)) {
@@ -363,8 +377,16 @@ static void on_readable(int fd, double now) {
         ssize_t r = read(fd, rbuf + have, RBUF);
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
         if (r <= 0) {
+            if (c->state == ST_CLOSING) { /* counted at the Close; how TCP ended, apart */
+                reason(r == 0 ? "then the server closed TCP" : "then a read error (reset)");
+                return drop(fd);
+            }
             if (c->state == ST_OPEN) return lost(fd, r == 0 ? "EOF from the server" : "read error");
             return fail(fd, r == 0 ? "closed during the handshake" : "read", r < 0 ? errno : 0);
+        }
+        if (c->state == ST_CLOSING) { /* anything after the server's Close is ignored */
+            have = 0;
+            continue;
         }
         have += (size_t)r;
         if (c->state == ST_HANDSHAKE) {
@@ -422,7 +444,7 @@ static void on_event(int fd, uint32_t evs, double now) {
         c->state = ST_HANDSHAKE;
         return;
     }
-    if (c->state == ST_HANDSHAKE || c->state == ST_OPEN) on_readable(fd, now);
+    if (c->state == ST_HANDSHAKE || c->state == ST_OPEN || c->state == ST_CLOSING) on_readable(fd, now);
 }
 
 static uint32_t next_conn; /* connections started so far */

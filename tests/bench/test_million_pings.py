@@ -11,7 +11,7 @@ from bench.million_pings import Snapshot, per_ping
 
 def test_snapshot_reads_a_live_process_cpu_and_switches() -> None:
     """A snapshot of this process sees the CPU it burns (user time) and the sleeps it makes
-    (voluntary context switches), and reads the machine's TCP counters."""
+    (voluntary context switches), and reads the machine's TCP counters and CPU time."""
     me = [os.getpid()]
     before = Snapshot(me, [])
     end = time.process_time() + 0.1
@@ -25,6 +25,7 @@ def test_snapshot_reads_a_live_process_cpu_and_switches() -> None:
     assert after.clients == dict.fromkeys(("user", "sys", "vcsw", "ivcsw"), 0.0)
     assert {"OutSegs", "DelayedACKs", "TCPHPAcks", "TCPPureAcks"} <= set(after.tcp)
     assert after.tcp["OutSegs"] >= before.tcp["OutSegs"]
+    assert after.machine["user"] + after.machine["sys"] > before.machine["user"]
 
 
 def _snapshot(cpu: float, switches: float, segments: int) -> Snapshot:
@@ -32,6 +33,8 @@ def _snapshot(cpu: float, switches: float, segments: int) -> Snapshot:
     s.server = {"user": cpu, "sys": 2 * cpu, "vcsw": switches, "ivcsw": 0.0}
     s.clients = {"user": 0.0, "sys": cpu, "vcsw": 2 * switches, "ivcsw": switches}
     s.tcp = {"OutSegs": segments, "DelayedACKs": segments // 10}
+    s.machine = {"user": 4 * cpu, "nice": 0.0, "sys": 4 * cpu, "idle": 10 * cpu, "iowait": 0.0}
+    s.machine |= {"irq": 0.0, "softirq": cpu, "steal": 0.0}
     return s
 
 
@@ -63,5 +66,13 @@ def test_per_ping_divides_the_hold_by_its_pings() -> None:
     assert out["server"]["epoll_waits"] == 0.05 and out["clients"]["epoll_waits"] == 0.1
     assert out["server"]["syscalls"] == 2.1 and out["clients"]["reads"] == 1.0
     assert out["tcp"] == {"OutSegs": 3.0, "DelayedACKs": 0.3}
+    # The machine: busy 4.5 s (idle excluded), 0.5 of it softirq (charged to no process),
+    # 2.0 s in the two sides, so 2.0 s elsewhere.
+    assert out["machine"] == {
+        "busy_us": 4500.0,
+        "irq_softirq_us": 500.0,
+        "steal_us": 0.0,
+        "other_us": 2000.0,
+    }
     assert "syscalls" not in per_ping(a, b, 1000, None)["server"]
     assert per_ping(a, b, 0, syscalls) == {}

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_million_smoke(tmp_path: Path, batch: str | None) -> None:
     """The whole run works end to end at small scale: every connection opens with a real
     handshake and stays open, the sample echoes come back byte-exactly, keepalive pings are
-    answered, every connection gets every broadcast, the worker spread, memory and per-ping
-    figures are there, the results folder is written, and nothing the harness started is
-    left running. Both ways of generating load: generators that batch their passes
+    answered, every connection gets every broadcast, the graceful stop closes every one with
+    a closing handshake, the worker spread, memory and per-ping figures are there, the results
+    folder is written, and nothing the harness started is left running. Both ways of generating load: generators that batch their passes
     (--batch-ms's default) with the echo sample in a process of its own, and generators that
     answer at once (--batch-ms 0) with the sample spread over them."""
     out = tmp_path / "run"
@@ -62,7 +62,13 @@ def test_million_smoke(tmp_path: Path, batch: str | None) -> None:
     assert per_ping["server"]["cpu_us"] > 0 and per_ping["clients"]["cpu_us"] > 0
     assert per_ping["tcp"]["OutSegs"] > 1  # a ping and its pong (machine-wide, so roughly)
     assert clients["echo_ok"] > 0 and clients["echo_bad"] == 0
-    assert clients["server_closed"] == 0
+    # The graceful stop (SIGTERM) with every connection open: each got Close 1001, answered
+    # it, and the server then closed TCP; no worker needed killing.
+    sd = r["shutdown"]
+    assert sd["master_exited"] and sd["exit_code"] == 0 and sd["workers_killed"] == 0
+    assert sd["close_codes"] == {"1001": n} and sd["then_tcp_closed_by_server"] == n
+    assert sd["then_reset"] == sd["without_close"] == 0
+    assert clients["server_closed"] == n  # all of them at the stop, none before
     b = r["broadcast"]
     assert b["deliveries"] == b["expected_deliveries"] == n * b["messages"]
     assert all(row["deliveries"] == n for row in b["per_message"])
