@@ -42,6 +42,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -64,6 +65,9 @@ GIB = 2**30
 #: The generator binds (127.0.0.x, port) pairs of its own from this port up, below the
 #: ephemeral range, so other programs keep every ephemeral port.
 PORT_BASE = 10_000
+#: Set (to the host's TCP established hash size) in the run --ehash starts in its own network
+#: namespace.
+NETNS_ENV = "FASTWS_MILLION_NETNS"
 #: Connections per worker we aim at, below the 20,000 descriptors of a process.
 PER_WORKER = 16_000
 #: --app: bench.million_app's callback-style listener (no task per connection) or its
@@ -239,6 +243,7 @@ class Kernel:
         "net.ipv4.tcp_rmem",
         "net.ipv4.tcp_wmem",
         "net.ipv4.tcp_max_tw_buckets",
+        "net.ipv4.tcp_ehash_entries",
         "fs.file-max",
         "fs.nr_open",
         "fs.file-nr",
@@ -281,6 +286,20 @@ class Kernel:
             self.notes.append("conntrack is loaded but does not track loopback connections")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.before["RLIMIT_NOFILE"] = f"{soft} {hard}"
+        ehash = abs(int(self.before["net.ipv4.tcp_ehash_entries"] or 0))
+        if os.environ.get(NETNS_ENV):
+            self.notes.append(
+                f"ran in a network namespace of its own (--ehash): its TCP established hash"
+                f" has {ehash:,} buckets (the host's: {int(os.environ[NETNS_ENV]):,}), for"
+                f" {2 * n:,} sockets (both ends are on this machine)"
+            )
+        elif ehash:
+            self.notes.append(
+                f"TCP established hash: {ehash:,} buckets (sized at boot from memory) for"
+                f" {2 * n:,} sockets (both ends are on this machine): every segment's lookup"
+                f" walks chains of ~{2 * n / ehash:.1f}; --ehash N runs in a network namespace"
+                f" with N buckets"
+            )
 
     def _set(self, name: str, value: str, root: bool, why: str) -> None:
         old = self.before.get(name) or ""
@@ -325,6 +344,7 @@ class Client:
         self.status: dict[str, float] = dict.fromkeys(STATUS_FIELDS, 0.0)
         self.final: dict[str, Any] | None = None
         self.phase_hists: list[list[list[float]]] = []  # echo round trips per "L" command
+        self.gap_phases: list[dict[str, Any]] = []  # the time between pings, per "G" command
         self.stderr = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -336,6 +356,8 @@ class Client:
                 self.status = dict(zip(STATUS_FIELDS, map(float, line.split()[1:]), strict=False))
             elif line.startswith('{"phase_echo_ns"'):
                 self.phase_hists.append(json.loads(line)["phase_echo_ns"])
+            elif line.startswith('{"phase_ping_gaps"'):
+                self.gap_phases.append(json.loads(line)["phase_ping_gaps"])
             elif line.startswith("{"):
                 self.final = json.loads(line)
         assert self.proc.stderr is not None
@@ -602,6 +624,7 @@ class Run:
                 "--hs-concurrency", str(max(2, a.hs_concurrency // k)),
                 "--sample", str(min(sample, share)),
                 "--echo-interval", str(a.echo_interval), "--echo-size", str(a.echo_size),
+                "--gap-limit", str(a.ping_within),
                 "--key", key, "--accept", accept, "--id", str(i),
                 "--max-seconds", str(int(a.max_minutes * 60)),
             ]  # fmt: skip
@@ -767,6 +790,8 @@ class Run:
             if a.count_syscalls
             else None
         )
+        for c in self.clients:  # the gaps between pings from here on are the hold's
+            c.command("G")
         end = time.monotonic() + a.hold
         next_pss = time.monotonic() + a.pss_every
         while time.monotonic() < end and not self.aborted:
@@ -777,6 +802,8 @@ class Run:
             self.check_memory(self.sample("hold", pss=pss))
         syscalls = counting.stop() if counting else None
         snap1 = Snapshot(self.server_pids(), client_pids)
+        for c in self.clients:
+            c.command("G")
         last = self.sample("hold", pss=True)
         m1 = metrics_or_empty(self.port)
         seconds = last["t"] - first["t"]
@@ -811,12 +838,31 @@ class Run:
             "server_rss_end": last["server_rss"],
             "server_pss_end": last.get("server_pss"),
             "per_ping": per_ping(snap0, snap1, pings, syscalls),
+            "ping_gaps": self._ping_gaps(),
         }
         h = self.result["hold"]
         log(
             f"hold {seconds:.0f} s: {h['pings_per_s']} pings/s, server {h['server_cpu_cores']}"
             f" cores, {h['connections_lost']} connections lost"
         )
+
+    def _ping_gaps(self) -> dict[str, Any]:
+        """The time between two pings on one connection during the hold, from every
+        generator's second "G" answer: how many gaps, how many longer than --ping-within,
+        the longest, quantiles (s)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(len(c.gap_phases) < 2 for c in self.clients):
+            time.sleep(0.05)
+        phases = [c.gap_phases[1] for c in self.clients if len(c.gap_phases) >= 2]
+        out: dict[str, Any] = {
+            "generators_reporting": len(phases),
+            "within_s": self.args.ping_within,
+            "gaps": sum(p["n"] for p in phases),
+            "over": sum(p["over"] for p in phases),
+            "max_s": round(max((p["max"] for p in phases), default=0.0), 3),
+        }
+        out["quantiles_s"] = histogram_quantiles([x for p in phases for x in p["hist_ns"]], 1e9)
+        return out
 
     def broadcast(self) -> None:
         a = self.args
@@ -911,7 +957,13 @@ class Run:
             "seconds_to_half_closed": round(halfway, 2) if halfway is not None else None,
             "open_after": after["connections"],
             "client_cpu_s": round(after["client_cpu"] - before["client_cpu"], 2),
-            "workers_killed": sum("did not stop in time" in line for line in server_lines),
+            "workers_killed": len(
+                {
+                    m.group(1)
+                    for line in server_lines
+                    if (m := re.search(r"worker (\d+) did not stop in time", line))
+                }
+            ),
             "connections_dropped_at_graceful_timeout": sum(
                 int(m.group(1))
                 for line in server_lines
@@ -1209,6 +1261,17 @@ def _per_ping_rows(pp: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _gap_rows(g: dict[str, Any]) -> list[str]:
+    if not g.get("gaps"):
+        return []
+    q = g.get("quantiles_s", {})
+    return [
+        f"| time between two pings on a connection during the hold: gaps, longer than"
+        f" {g['within_s']:g} s, longest; p50 / p99 | {g['gaps']:,}, {g['over']:,}, {g['max_s']} s;"
+        f" {q.get('p50')} / {q.get('p99')} s |"
+    ]
+
+
 def _shutdown_rows(sd: dict[str, Any]) -> list[str]:
     if not sd:
         return []
@@ -1271,6 +1334,7 @@ def report_md(r: dict[str, Any], command: str) -> str:
         f"| hold | {h.get('seconds')} s, {h.get('connections_lost')} connections lost |",
         f"| keepalive pings/s, pings per connection per interval | {h.get('pings_per_s')},"
         f" {h.get('pings_per_conn_per_interval')} |",
+        *_gap_rows(h.get("ping_gaps") or {}),
         f"| server CPU during hold (pings + sample echoes) | {h.get('server_cpu_cores')} cores,"
         f" {h.get('server_cpu_us_per_ping_incl_echo')} us per ping; whole machine busy"
         f" {h.get('machine_busy_cores')} of {r['machine']['cpus']} cores |",
@@ -1336,6 +1400,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--broadcasts", type=int, default=10, help="64 B messages at 1/s")
     p.add_argument("--broadcast-wait", type=float, default=120.0)
     p.add_argument("--ping-interval", type=float, default=30.0)
+    p.add_argument("--ping-within", type=float, default=30.0,
+                   help="the requirement: every connection answers a ping at least this often"
+                   " (s); the generators count the gaps between two pings longer than this")  # fmt: skip
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="the server's graceful_timeout (fastws' default), for the final stop")  # fmt: skip
     p.add_argument(
@@ -1378,6 +1445,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="nice value for the server's and the generators' scheduler autogroups (root)",
     )
+    p.add_argument("--ehash", type=int, default=0,
+                   help="run in a network namespace whose TCP established hash has this many"
+                   " buckets (root, Linux >= 6.1; 0: the host's, sized at boot)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results folder (default bench/results/million-DATE)")
     p.add_argument("--smoke", action="store_true", help="seconds: 3,000 connections, 4 workers")
     a = p.parse_args(argv)
@@ -1418,8 +1488,43 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def in_own_netns(args: argparse.Namespace, argv: list[str]) -> int | None:
+    """--ehash N: run this same command again in a new network namespace whose TCP
+    established hash has N buckets, and return its exit code; None when this is that run
+    (or there is no --ehash). The host's table is sized at boot from memory (262,144 buckets
+    on 24 GiB) and here holds both ends' sockets: at a million connections its chains are ~8
+    long, and the lookup of every segment walks one (`__inet_lookup_established`, ~10 % of
+    the machine's samples while ramping to 1 M). A namespace's own table is the one knob
+    that exists at run time (net.ipv4.tcp_child_ehash_entries, Linux >= 6.1, root); on a
+    real server, `thash_entries=` on the kernel's command line does the same."""
+    if not args.ehash or os.environ.get(NETNS_ENV):
+        return None
+    knob = "net.ipv4.tcp_child_ehash_entries"
+    old = sysctl(knob)
+    if os.geteuid() != 0 or old is None or shutil.which("unshare") is None:
+        raise SystemExit("--ehash needs root, Linux >= 6.1 (tcp_child_ehash_entries), unshare(1)")
+    set_sysctl(knob, str(args.ehash))
+    log(f"sysctl {knob} = {args.ehash} (was {old}): the run goes on in a network namespace")
+    env = {**os.environ, NETNS_ENV: str(abs(int(sysctl("net.ipv4.tcp_ehash_entries") or 0)))}
+    command = [sys.executable, "-m", "bench.million", *argv]
+    try:  # (read when the namespace is made, at some point after Popen returns)
+        proc = subprocess.Popen(["unshare", "--net", "--", *command], cwd=ROOT, env=env)
+        signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+        while True:
+            with contextlib.suppress(KeyboardInterrupt):  # the run gets SIGINT too, and reports
+                return proc.wait()
+    finally:
+        set_sysctl(knob, old)
+        log(f"sysctl {knob} restored to {old}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    code = in_own_netns(args, sys.argv[1:] if argv is None else argv)
+    if code is not None:
+        return code
+    if os.environ.get(NETNS_ENV):
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)  # a new namespace's is down
     signal.signal(signal.SIGTERM, _interrupt)  # stop like SIGINT: clean up, report
     command = "python -m bench.million " + " ".join(sys.argv[1:] if argv is None else argv)
     run = Run(args)

@@ -42,7 +42,9 @@
  * and, at the end (a "Q" line or EOF on stdin, or --max-seconds), one JSON object, then it
  * closes everything and exits. It never runs longer than --max-seconds. A "P" line stops
  * opening connections (those open are held); an "L" line prints the echo round trips so far
- * ({"phase_echo_ns": ...}) and starts counting anew (the harness's phases).
+ * ({"phase_echo_ns": ...}) and starts counting anew (the harness's phases); a "G" line does
+ * the same for the time between two pings on a connection ({"phase_ping_gaps": ...}: how
+ * many, how many over --gap-limit seconds, the longest, a histogram).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -86,6 +88,7 @@ typedef struct {
     int32_t sample;  /* index in samples[], or -1 */
     uint32_t idx;    /* connection number (global) */
     float t_connect; /* seconds since start, for the handshake time */
+    float last_ping; /* seconds since start at the last ping (0: none yet) */
     uint8_t *pend;
 } conn_t;
 
@@ -116,6 +119,11 @@ static double t0;
 static uint64_t opened, open_now, failed, pings, echo_ok, echo_bad, echo_sent, bcast, bcast_bad,
     server_closed, write_short;
 static uint64_t lat[NB], hs[NB];
+/* Time between two pings on one connection (what "answering a ping every 30 s" means): how
+ * many, how many longer than --gap-limit, the longest, and a histogram (ns); a "G" line
+ * prints them and starts anew. */
+static uint64_t gaps[NB], gaps_n, gaps_over;
+static double gap_max, gap_limit;
 static uint32_t bc_count[MAXSEQ];
 static double bc_first[MAXSEQ], bc_last[MAXSEQ];
 static char first_error[256];
@@ -262,6 +270,15 @@ static int on_frame(int fd, int fin, int op, const uint8_t *p, size_t n, double 
     conn_t *c = &cs[fd];
     if (op == 9) { /* 5.5.2: answer a ping with a pong carrying its payload */
         pings++;
+        float at = (float)(now - t0);
+        if (c->last_ping > 0) {
+            double gap = (double)at - c->last_ping;
+            gaps[bucket((uint64_t)(gap * 1e9))]++;
+            gaps_n++;
+            gaps_over += gap_limit > 0 && gap > gap_limit;
+            if (gap > gap_max) gap_max = gap;
+        }
+        c->last_ping = at;
         send_frame(fd, 0xA, p, n);
         return 0;
     }
@@ -560,7 +577,7 @@ int main(int argc, char **argv) {
         {"echo-size", 1, 0, 'z'},  {"max-seconds", 1, 0, 'm'},   {"report", 1, 0, 'r'},
         {"key", 1, 0, 'k'},        {"accept", 1, 0, 'a'},        {"path", 1, 0, 'x'},
         {"id", 1, 0, 'I'},         {"rate", 1, 0, 'R'},          {"port-base", 1, 0, 'P'},
-        {"batch-ms", 1, 0, 'B'},   {0, 0, 0, 0}};
+        {"batch-ms", 1, 0, 'B'},   {"gap-limit", 1, 0, 'G'},     {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -583,6 +600,7 @@ int main(int argc, char **argv) {
         case 'R': rate = atof(optarg); break;
         case 'P': port_base = atoi(optarg); break;
         case 'B': batch = atof(optarg) / 1000.0; break;
+        case 'G': gap_limit = atof(optarg); break;
         default: fprintf(stderr, "million: bad option\n"); return 2;
         }
     }
@@ -654,6 +672,16 @@ int main(int argc, char **argv) {
                     printf("}\n");
                     fflush(stdout);
                     memset(lat, 0, sizeof lat);
+                }
+                if (r > 0 && memchr(line, 'G', (size_t)r)) { /* ping gaps so far, then anew */
+                    printf("{\"phase_ping_gaps\": {\"n\": %llu, \"over\": %llu, \"max\": %.4f, ",
+                           (unsigned long long)gaps_n, (unsigned long long)gaps_over, gap_max);
+                    print_hist("hist_ns", gaps);
+                    printf("}}\n");
+                    fflush(stdout);
+                    memset(gaps, 0, sizeof gaps);
+                    gaps_n = gaps_over = 0;
+                    gap_max = 0;
                 }
                 if (r == 0) epoll_ctl(ep, EPOLL_CTL_DEL, 0, NULL);
                 continue;

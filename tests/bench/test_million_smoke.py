@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +56,10 @@ def test_million_smoke(tmp_path: Path, batch: str | None) -> None:
     assert at_n["workers"] == 4 and sum(at_n["per_worker"]) == n
     assert at_n["server_rss_per_conn"] > 0 and at_n["kernel_socket_slab_per_conn"] > 0
     assert r["hold"]["connections_lost"] == 0 and r["hold"]["pings"] > 0
+    gaps = r["hold"]["ping_gaps"]  # the time between pings, from every generator
+    assert gaps["generators_reporting"] == r["clients"]["processes"] and gaps["gaps"] > 0
+    assert gaps["max_s"] > 0 and 0 <= gaps["over"] <= gaps["gaps"]
+    assert gaps["quantiles_s"]["count"] == gaps["gaps"]
     clients = r["clients"]
     # batched: 3 generator processes + the sample's own
     assert clients["processes"] == clients["reported"] == (4 if r["plan"]["batch_ms"] else 3)
@@ -114,3 +120,33 @@ def test_million_memory_breakdown(tmp_path: Path) -> None:
     assert objects["handler coroutine frames (chain)"] > 0
     assert objects["  request headers (Headers + list + tuples + str), deep"] > 0
     assert objects["Connection (protocol core), deep"] > 0
+
+
+def _can_make_netns() -> bool:
+    knob = Path("/proc/sys/net/ipv4/tcp_child_ehash_entries")
+    if os.geteuid() != 0 or not knob.exists() or shutil.which("unshare") is None:
+        return False
+    tried = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+    return tried.returncode == 0  # a container may forbid it
+
+
+@pytest.mark.skipif(not _can_make_netns(), reason="needs root, unshare and Linux >= 6.1")
+def test_million_smoke_in_its_own_network_namespace(tmp_path: Path) -> None:
+    """--ehash runs the whole benchmark again in a network namespace of its own whose TCP
+    established hash has that many buckets (the host's is sized at boot), says so in the
+    report, and leaves the host's setting as it was."""
+    knob = Path("/proc/sys/net/ipv4/tcp_child_ehash_entries")
+    before = knob.read_text()
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.million", "--smoke", "--no-sysctl", "--ehash", "65536",
+         "--broadcasts", "1", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert knob.read_text() == before
+    r = json.loads((out / "result.json").read_text())
+    assert r["at_n"]["connections"] == r["plan"]["connections"]
+    assert r["kernel"]["before"]["net.ipv4.tcp_ehash_entries"] == "65536"
+    assert any("network namespace of its own" in note for note in r["kernel"]["notes"])
+    assert r["leftover_processes"] == []
