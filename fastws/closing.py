@@ -157,14 +157,16 @@ class Closing(asyncio.BufferedProtocol):
         does not answer."""
         self._begin_close(code, reason)
 
-    def _begin_close(self, code: int, reason: str) -> None:
+    def _begin_close(self, code: int, reason: str, timer: bool = True) -> None:
+        """Send Close; without `timer` the caller bounds the wait for the peer's answer."""
         if self._conn.failing is not None:  # the peer broke the protocol: its Close code
             self._finish_failure()
             return
         transport = self._transport
         if transport is not None and self._conn.state is State.OPEN:
             self._out.write(self._conn.send_close(code, reason))
-            self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
+            if timer:
+                self._close_timer = self._loop.call_later(self._close_timeout, self._close_expired)
             if self._reading_paused:  # the peer's Close may be behind messages nobody reads
                 self._resume_reading()
             if self.close_code is None:

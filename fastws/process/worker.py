@@ -211,9 +211,12 @@ async def _serve(spec: WorkerSpec, handler: Handler, config: Config) -> int:
         signal.Signals(received).name,
         len(server.connections),
     )
+    # The closing handshakes get graceful_timeout less a second (for dropping the rest and
+    # exiting before the master's kill); wait_for is the backstop should the stop hang.
+    budget = max(config.graceful_timeout - 1.0, config.graceful_timeout / 2)
     try:
         await asyncio.wait_for(
-            server.shutdown(CloseCode.GOING_AWAY, "server shutting down"),
+            server.shutdown(CloseCode.GOING_AWAY, "server shutting down", budget),
             config.graceful_timeout,
         )
     except TimeoutError:

@@ -601,13 +601,14 @@ class ServerProtocol(WebSocket):
 
     def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Start closing for a server stop: Close `code` to open connections; a handshake in
-        progress completes first (a reload must not fail a connection attempt it accepted)."""
+        progress completes first (a reload must not fail a connection attempt it accepted).
+        No close timer: `Server.shutdown` decides when a peer has not answered."""
         if self._transport is None:
             return
         if not self._open:
             self._close_on_open = (code, reason)  # the handshake timeout still bounds the wait
         else:
-            self.close_nowait(code, reason)
+            self._begin_close(code, reason, timer=False)
 
 
 #: The connection a server's handlers get (coroutine handlers, Listener callbacks, hooks):

@@ -165,7 +165,40 @@ def test_term_drops_a_client_that_never_answers_after_graceful_timeout(start_ser
         assert server.proc.wait(timeout=10) == 0
         assert silent.recv_until_closed().startswith(b"\x88\x16\x03\xe9")  # Close 1001, then EOF
     assert time.monotonic() - started < 1 + 5  # graceful_timeout plus process exit
-    assert "graceful_timeout reached, dropping 1 connections" in server.stderr()
+    assert "stop: 1 connections still closing after" in server.stderr()
+
+
+def test_a_busy_worker_waits_for_the_close_answers_it_has_not_read_yet(start_server: Any) -> None:
+    """A stop while the worker is behind (its loop blocked 0.5 s at a time): a client that
+    answers Close 1001 after close_timeout, when the worker could not have read the answer
+    sooner anyway, still gets the end of a closing handshake (the server closes TCP after
+    reading its Close), not a reset at close_timeout; the stop ends well within
+    graceful_timeout."""
+    from tests.wire import WireClient
+
+    server = start_server(
+        "tests.process.apps:hog_on_message", workers=1, graceful_timeout=10, close_timeout=0.5
+    )
+    workers(server, 1)
+    with WireClient(server.port) as late:
+        late.handshake()
+        assert int(late.recv_message()[1]) > 0  # the worker's pid
+        late.send_text("hog")
+        assert late.recv_message()[1] == b"hog"
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert late.recv_close(timeout=5) == (1001, "server shutting down")
+        time.sleep(1.5)  # three times close_timeout, while the worker is still busy
+        late.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):  # still open: the server waits for our answer
+            late.sock.recv(1 << 16)
+        late.sock.setblocking(True)
+        late.send_close(1001)
+        late.sock.settimeout(10)
+        assert late.sock.recv(1 << 16) == b""  # FIN; a reset raises ConnectionResetError
+    assert server.proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    assert "stop:" not in server.stderr()  # nobody dropped
 
 
 def test_quit_stops_at_once_without_closing_handshakes(start_server: Any) -> None:
