@@ -3,7 +3,8 @@
 A timer per connection costs ~600 B each in uvloop (a TimerHandle and its libuv timer), which
 at 100,000 idle connections is 60 MB for clocks that mostly agree. Here connections wait in
 buckets of `tick` seconds; one timer per loop wakes at the next bucket and visits everyone in
-it. A ping leaves up to one tick late, which keepalive does not mind.
+it. A ping leaves up to one tick late, which keepalive does not mind; a loop that fell
+further behind pings as of now and does not make up for missed pings.
 
 A visit is the whole cost of keepalive for an idle connection, so it allocates nothing: the
 ping is one shared, preframed bytes object (server frames are not masked) written to the
@@ -116,13 +117,18 @@ class KeepaliveWheel:
         deadline = clock() + SLICE
         for due in sorted(key for key in buckets if key <= now):
             bucket = buckets[due]
+            # A bucket more than a tick late (the loop fell behind: CPU-starved, a stall) is
+            # visited as of now: its pings leave now and the next ones count from here, not in
+            # a burst that makes up for missed intervals when the machine has least to spare,
+            # nor with a ping_timeout counted from a tick the ping did not leave at.
+            at = due if now - due <= 1 else now
             # Most connections of a bucket go to the same next bucket: found once.
-            to_key: int = due
+            to_key: int = at
             to_set: set[_Visited] | None = None
             while bucket:
                 conn = bucket.pop()
                 try:
-                    nxt = conn.keepalive_due(due, tick)
+                    nxt = conn.keepalive_due(at, tick)
                 except Exception:  # one connection's failure must not stop the others' pings
                     logger.exception("keepalive ping failed")
                     nxt = None
@@ -130,7 +136,7 @@ class KeepaliveWheel:
                     conn.keepalive_bucket = None
                 else:
                     if nxt != to_key or to_set is None:
-                        to_key = max(nxt, due + 1)
+                        to_key = max(nxt, at + 1)
                         to_set = buckets.get(to_key)
                         if to_set is None:
                             to_set = buckets[to_key] = set()

@@ -4,6 +4,7 @@ keepalive visits: when it pings, when a missing pong fails it, what a pong answe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -148,6 +149,31 @@ def test_the_wheel_moves_a_connection_to_the_tick_its_visit_names() -> None:
         assert every3.keepalive_bucket is not None and every3 in every3.keepalive_bucket
         keepalive.discard(every3, every3.keepalive_bucket)
         assert len(keepalive) == 0
+
+    asyncio.run(main())
+
+
+def test_a_loop_that_fell_behind_does_not_make_up_for_missed_visits() -> None:
+    """After the loop stalls for many ticks (a CPU-starved worker), a connection is visited
+    as of now and then every period from there: no burst of back-to-back pings for the
+    periods it missed (at a million connections that burst was 15 % more pings in the
+    minutes after the ramp, on a machine with nothing to spare)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        keepalive = KeepaliveWheel(loop, tick=0.01)
+        every3 = FakeConnection(loop, again=3)
+        keepalive.add(every3, 0.01)
+        while not every3.pinged_at:
+            await asyncio.sleep(0.005)
+        time.sleep(0.15)  # the loop stalls for 15 ticks: five periods missed
+        stalled = loop.time()
+        while len(every3.pinged_at) < 4:
+            await asyncio.sleep(0.01)
+        after = [t for t in every3.pinged_at if t >= stalled]
+        gaps = [b - a for a, b in itertools.pairwise(after)]
+        assert gaps and min(gaps) > 0.02  # a period (30 ms) apart, not a burst
+        assert every3.dues[1] - every3.dues[0] > 3  # its next visit counted from the stall
 
     asyncio.run(main())
 
