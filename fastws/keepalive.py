@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,10 +69,6 @@ class KeepaliveWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
         self._loop = loop
         self._tick = tick
-        # Where in its tick this wheel fires, at random: the loops' clocks are the machine's
-        # monotonic clock, so without it every worker's pings would fall due at the same
-        # instants and queue behind one another for the cores.
-        self._phase = random.random() * tick
         self._buckets: dict[int, set[_Visited]] = {}
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._next = math.inf  # the tick the timer is set for
@@ -86,7 +81,7 @@ class KeepaliveWheel:
         """Visit `conn` (call its `keepalive_due`) in about `delay` s. Its token for `discard`
         (the bucket it waits in, shared with the others there) is in `conn.keepalive_bucket`, which
         the wheel updates as it moves the connection."""
-        due = math.ceil((self._loop.time() + delay - self._phase) / self._tick)
+        due = math.ceil((self._loop.time() + delay) / self._tick)
         bucket = self._buckets.get(due)
         if bucket is None:
             bucket = self._buckets[due] = set()
@@ -109,7 +104,7 @@ class KeepaliveWheel:
         if self._timer is not None:
             self._timer.cancel()
         self._next = due
-        self._timer = self._loop.call_at(due * self._tick + self._phase, self._fire)
+        self._timer = self._loop.call_at(due * self._tick, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
@@ -117,7 +112,7 @@ class KeepaliveWheel:
         tick = self._tick
         buckets = self._buckets
         # Timers may fire a hair early (uvloop rounds to milliseconds): allow 2 ms.
-        now = math.floor((self._loop.time() - self._phase + 0.002) / tick)
+        now = math.floor((self._loop.time() + 0.002) / tick)
         clock = time.monotonic
         deadline = clock() + SLICE
         for due in sorted(key for key in buckets if key <= now):
