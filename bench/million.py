@@ -67,7 +67,7 @@ GIB = 2**30
 PORT_BASE = 10_000
 #: Set (to the host's TCP established hash size) in the run --ehash starts in its own network
 #: namespace.
-NETNS_ENV = "FASTWS_MILLION_NETNS"
+NETNS_ENV = "BENCH_MILLION_NETNS"
 #: Connections per worker we aim at, below the 20,000 descriptors of a process.
 PER_WORKER = 16_000
 #: --app: bench.million_app's callback-style listener (no task per connection) or its
