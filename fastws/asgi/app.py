@@ -6,6 +6,7 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
+from ..assembler import BytesAssembler
 from . import scope as scopes
 from .lifespan import Lifespan
 from .websocket import run
@@ -37,6 +38,7 @@ class ASGIApplication:
         self._server_address: tuple[str, int] | None = None
         #: Open HTTP connections (WebSockets are the server's, in Server.connections).
         self.connections: set[HTTPConnection] = set()
+        self._bytes_assembler: BytesAssembler | None = None
 
     def front(self, server: Server) -> asyncio.BaseProtocol:
         from .http import HTTPConnection
@@ -49,6 +51,14 @@ class ASGIApplication:
         if address is None and server.sockets:
             address = self._server_address = scopes.address(server.sockets[0].getsockname())
         return address
+
+    def bytes_assembler(self, server: Server) -> BytesAssembler:
+        """The assembler of the WebSockets whose binary messages the application gets as
+        `bytes`: the server's budget, one instance for all of them."""
+        assembler = self._bytes_assembler
+        if assembler is None or assembler.budget is not server.budget:
+            assembler = self._bytes_assembler = BytesAssembler(server.budget)
+        return assembler
 
     async def startup(self, server: Server) -> None:
         await self.lifespan.startup()
