@@ -186,7 +186,7 @@ class BytesAssembler(RegionAssembler):
         # application gets the bytes. Not zero-filled: lazy by nature (malloc; a large one's
         # pages are committed as the kernel writes them).
         charged = length if length >= MMAP_MIN and self.budget is not None else 0
-        return BytesBuffer.new(length, self.budget, charged)  # type: ignore[return-value]
+        return BytesBuffer.new(length, self.budget, charged)
 
     def message(self, buf: Buffer | None, size: int) -> bytes | Message:
         if type(buf) is BytesBuffer:

@@ -43,11 +43,17 @@ def digest(data: bytes) -> str:
 
 async def exchange(server: Any, *messages: Any, compression: str | None = None) -> list[Any]:
     """Send each message (a list: its fragments); the app's reports (none for wait-held)."""
-    commands = [m for m in messages if isinstance(m, str) and m.startswith("wait-held")]
+    reports = []
     async with websockets.connect(url(server), max_size=None, compression=compression) as ws:
-        for message in messages:  # all sent first: wait-held waits for what follows it
+        for i, message in enumerate(messages):
             await ws.send(message)
-        return [json.loads(await ws.recv()) for _ in range(len(messages) - len(commands))]
+            if isinstance(message, str) and message.startswith("wait-held"):
+                rest = messages[i + 1 :]  # all sent first: the app waits for them
+                for later in rest:
+                    await ws.send(later)
+                return reports + [json.loads(await ws.recv()) for _ in rest]
+            reports.append(json.loads(await ws.recv()))  # one at a time: nothing else held
+    return reports
 
 
 def test_one_frame_is_received_into_the_bytes_delivered(server: Any) -> None:
