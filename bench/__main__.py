@@ -25,7 +25,7 @@ from .procs import cpu_split
 from .report import markdown, plots, write_json
 from .runner import Options, Runner
 from .scenarios import SCENARIOS, SHAPES, with_shape
-from .servers import DEFAULT_SERVERS, SERVERS, fastws_tree
+from .servers import DEFAULT_SERVERS, SERVERS, fastws_asgi_trees, fastws_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -113,7 +113,8 @@ def make_parser() -> argparse.ArgumentParser:
                      " skipped); server and generator share all"
                      " cpus unless --server-cpus/--client-cpus say otherwise")  # fmt: skip
     run.add_argument("--fastws-tree", type=Path, default=None,
-                     help="a fastws source tree to run as server fastws-tree (A/B in one run)")  # fmt: skip
+                     help="a fastws source tree to run as server fastws-tree (A/B in one run;"
+                          " also fastws-asgi-tree, fastws-asgi-zc-tree)")  # fmt: skip
     run.add_argument("--out", type=Path, default=None, help="default bench/results/<date>")
     run.add_argument("--no-plots", action="store_true")
     prof = sub.add_parser("profile", help="profile fastws under one scenario")
@@ -137,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"--fastws-tree {args.fastws_tree}: no fastws/ package there")
             return 2
         SERVERS["fastws-tree"] = fastws_tree(args.fastws_tree)
+        SERVERS.update((s.name, s) for s in fastws_asgi_trees(args.fastws_tree))
     unknown = [s for s in args.servers if s not in SERVERS]
     unknown += [s for s in args.scenarios if s not in SCENARIOS]
     unknown += [s for s in args.client_shape if s not in SHAPES]

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .buffers import MMAP_MIN, Budget, Region, allocate, release, reserve, size_class
+from .buffers import (
+    MMAP_MIN,
+    Budget,
+    BytesBuffer,
+    Region,
+    allocate,
+    release,
+    reserve,
+    size_class,
+)
 from .message import Message
 from .protocol.assembly import Buffer
 from .protocol.events import Blocked
 
-__all__ = ["RESERVE_FROM", "UNBOUNDED", "RegionAssembler"]
+__all__ = ["RESERVE_FROM", "UNBOUNDED", "BytesAssembler", "RegionAssembler"]
 
 #: Where regions are recycled, a fragmented message whose first fragment is this large is
 #: assembled in a reservation from the start (a `Message` even if it ends below MMAP_MIN).
@@ -154,6 +163,37 @@ class RegionAssembler:
 
     def release(self, buf: Buffer | None) -> None:
         release(buf)
+
+
+class BytesAssembler(RegionAssembler):
+    """For connections whose binary messages are delivered as `bytes` (fastws.asgi, to an
+    application that did not ask for the zero-copy extension): a message in one frame whose
+    payload is still arriving is received and unmasked straight into the `bytes` object the
+    application gets (a `BytesBuffer`), instead of into a region that is then copied. A
+    fragmented message (its size unknown until its last fragment) is assembled as
+    RegionAssembler does, and copied at delivery."""
+
+    __slots__ = ()
+
+    def admit(self, length: int, whole: bool, patient: bool) -> Blocked | None:
+        # A message in one frame takes no region: no released one to wait an iteration for.
+        return super().admit(length, whole, patient and not whole)
+
+    def begin(self, length: int, whole: bool, lazy: bool, limit: int) -> Buffer:
+        if not whole:
+            return super().begin(length, whole, lazy, limit)
+        # What admit() charged (a large message under a budget) stays charged until the
+        # application gets the bytes. Not zero-filled: lazy by nature (malloc; a large one's
+        # pages are committed as the kernel writes them).
+        charged = length if length >= MMAP_MIN and self.budget is not None else 0
+        return BytesBuffer.new(length, self.budget, charged)
+
+    def message(self, buf: Buffer | None, size: int) -> bytes | Message:
+        if type(buf) is BytesBuffer:
+            if buf.charged:  # charged until delivered: fastws.asgi takes it (see _large)
+                return Message(buf, size)
+            return buf.take()
+        return super().message(buf, size)
 
 
 #: For connections whose owner sets no memory budget (the clients): regions unmapped at

@@ -452,6 +452,11 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
 
     # -- application API ------------------------------------------------------------------
 
+    def use_assembler(self, assembler: RegionAssembler) -> None:
+        """Assemble the binary messages received from now on with `assembler` (fastws.asgi: a
+        `BytesAssembler` where the application gets `bytes`)."""
+        self._conn.assembler = assembler
+
     async def recv(self) -> str | bytes:
         """The next message: `str` for text, `bytes` for binary.
 

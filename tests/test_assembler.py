@@ -15,9 +15,10 @@ import os
 import numpy as np
 import pytest
 
-from fastws.assembler import RegionAssembler
-from fastws.buffers import MMAP_MIN, Budget, Region, RegionCache
+from fastws.assembler import BytesAssembler, RegionAssembler
+from fastws.buffers import MMAP_MIN, Budget, BytesBuffer, Region, RegionCache
 from fastws.message import Message, MessageReleased
+from fastws.protocol.accel import speedups
 from fastws.protocol.connection import DIRECT_MIN, STREAM_CHUNK, Chunk, Connection, Failure
 
 from .protocol.test_large_messages import header, masked, take, write_like_the_kernel
@@ -335,3 +336,105 @@ def test_a_region_still_held_by_a_write_is_waited_for_one_iteration(let_go: bool
     assert (again.data.obj is region) is let_go
     if not let_go:
         assert bytes(writing) == first  # what the transport still writes is untouched
+
+
+# -- BytesAssembler: messages delivered as bytes (fastws.asgi) ----------------------------------
+
+
+def bytes_connection(budget: Budget | None = None) -> Connection:
+    """A server-side core assembling as fastws.asgi does for an application that gets bytes."""
+    return Connection(assembler=BytesAssembler(budget))
+
+
+def _delivered(message: object) -> bytes:
+    """What fastws.asgi hands the application (Session._large): the bytes taken, the charge
+    given back."""
+    if type(message) is bytes:
+        return message
+    assert isinstance(message, Message) and type(message.buffer) is BytesBuffer
+    with message:
+        return message.buffer.take()
+
+
+@pytest.mark.parametrize("size", [DIRECT_MIN + 1, 200_000, 4 * MiB])
+def test_a_frame_is_received_into_the_bytes_delivered(size: int) -> None:
+    """A message in one frame is written by "the kernel" straight into the `bytes` the
+    application gets and unmasked there: the delivered object is that memory, not a copy of
+    a region (the same addresses as the targets written)."""
+    budget = Budget(64 * MiB, RegionCache(64 * MiB))
+    payload = os.urandom(size)
+    head, key = header(size)
+    conn = bytes_connection(budget)
+    conn.receive_data(head)
+    targets = write_like_the_kernel(conn, masked(payload, key), chunk=100_003)
+    (message,) = take(conn)
+    data = _delivered(message)
+    assert type(data) is bytes and data == payload
+    assert budget.held == 0 and budget.cache is not None and budget.cache.held == 0  # no region
+    if speedups is not None:  # (the pure-Python twin's take() copies)
+        received = np.frombuffer(data, np.uint8)
+        assert targets and all(
+            np.shares_memory(received, np.frombuffer(t, np.uint8)) for t in targets
+        )
+
+
+def test_bytes_frame_keeps_its_budget_charge_until_delivered() -> None:
+    """A large message received into bytes holds its budget charge while it waits to be
+    read (as a region would), and gives it back when the application gets it; a second large
+    message waits for the budget meanwhile."""
+    budget = Budget(6 * MiB)
+    first, second = bytes_connection(budget), bytes_connection(budget)
+    a, b = os.urandom(4 * MiB), os.urandom(4 * MiB)
+    head, key = header(len(a))
+    write_like_the_kernel(first, head + masked(a, key), chunk=1 << 20)
+    (message,) = take(first)
+    assert budget.held == 4 * MiB
+    head_b, key_b = header(len(b))
+    second.receive_data(head_b + masked(b, key_b)[:1000])
+    assert second.blocked  # the budget is taken by the message not yet delivered
+    assert _delivered(message) == a and budget.held == 0
+    assert second.resume()
+    write_like_the_kernel(second, masked(b, key_b)[1000:], chunk=1 << 20)
+    (message_b,) = take(second)
+    assert _delivered(message_b) == b and budget.held == 0
+
+
+def test_an_undelivered_bytes_message_gives_its_charge_back() -> None:
+    """Dropped without being read (the connection went away), a message's charge is given
+    back when it goes; a failure half-way through a frame gives it back at once."""
+    budget = Budget(64 * MiB)
+    conn = bytes_connection(budget)
+    payload = os.urandom(2 * MiB)
+    head, key = header(len(payload))
+    write_like_the_kernel(conn, head + masked(payload, key), chunk=1 << 20)
+    assert budget.held == 2 * MiB
+    take(conn).clear()
+    gc.collect()
+    assert budget.held == 0
+    head, key = header(3 * MiB)
+    conn.receive_data(head + masked(os.urandom(100_000), key))
+    assert budget.held == 3 * MiB and conn.payload_target() is not None
+    conn.receive_eof()
+    assert budget.held == 0
+
+
+def test_bytes_assembler_fragments_and_small_frames_as_before() -> None:
+    """A fragmented message (size unknown up front) is assembled as RegionAssembler does and
+    delivered as a Message in a region (fastws.asgi copies it); frames complete in one read
+    are bytes of their own; the assembler never waits a loop iteration for a region for a
+    message in one frame (it takes none)."""
+    budget = Budget(1 << 30, RegionCache(64 * MiB))
+    conn = bytes_connection(budget)
+    parts = [os.urandom(n) for n in (300_000, 900_000, 500_000)]
+    for i, part in enumerate(parts):
+        head, key = header(len(part), opcode=0 if i else 2, fin=i == 2)
+        write_like_the_kernel(conn, head + masked(part, key), chunk=65_537)
+    (message,) = take(conn)
+    assert isinstance(message, Message) and isinstance(message.buffer, Region)
+    assert message == b"".join(parts)
+    message.release()
+    head, key = header(1000)
+    conn.receive_data(head + masked(b"x" * 1000, key))
+    assert take(conn) == [b"x" * 1000]
+    assert BytesAssembler(budget).admit(2 * MiB, True, True) is None
+    budget.free(2 * MiB)

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from fastws.assembler import UNBOUNDED, RegionAssembler
-from fastws.buffers import Budget, RegionCache
+from fastws.assembler import UNBOUNDED, BytesAssembler, RegionAssembler
+from fastws.buffers import Budget, BytesBuffer, RegionCache
 from fastws.message import Message
 from fastws.protocol.connection import Connection
 from fastws.protocol.frames import encode_header
@@ -125,6 +125,33 @@ def test_receive_large(benchmark, size: int) -> None:
         max_message_size=size, assembler=RegionAssembler(Budget(1 << 30, RegionCache(64 << 20)))
     )
     assert benchmark(_receive_large, conn, frame, 256 * 1024, 1_000_003) == size
+
+
+def _receive_large_bytes(conn: Connection, frame: memoryview, first: int, read: int) -> int:
+    """_receive_large, then what fastws.asgi's receive() makes of the message: bytes (taken
+    where it was received, or copied out of its region, which goes back to the cache)."""
+    conn.receive_data(frame[:first])
+    pos = first
+    while not conn.events:
+        pos = _kernel_read(conn, frame, pos, read)
+    (message,) = conn.events
+    conn.events = []
+    assert isinstance(message, Message)
+    with message:
+        buffer = message.buffer
+        data = buffer.take() if type(buffer) is BytesBuffer else message.tobytes()
+    return len(data)
+
+
+@pytest.mark.parametrize("assembler", ["region-copy", "bytes"])
+@pytest.mark.parametrize("size", [1 << 20, 16 << 20])
+def test_receive_large_as_bytes(benchmark, size: int, assembler: str) -> None:
+    """test_receive_large delivered as ASGI's bytes: into a region then copied (region-copy,
+    RegionAssembler: before), or straight into the bytes delivered (BytesAssembler)."""
+    frame = memoryview(client_frame(2, os.urandom(size)))
+    kind = BytesAssembler if assembler == "bytes" else RegionAssembler
+    conn = Connection(max_message_size=size, assembler=kind(Budget(1 << 30, RegionCache(64 << 20))))
+    assert benchmark(_receive_large_bytes, conn, frame, 256 * 1024, 1_000_003) == size
 
 
 def _receive_stream(conn: Connection, frame: memoryview, first: int, read: int) -> int:

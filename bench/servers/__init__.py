@@ -383,9 +383,37 @@ def fastws_tree(tree: Path) -> ServerSpec:
     )
 
 
+def fastws_asgi_trees(tree: Path) -> list[ServerSpec]:
+    """`fastws-asgi-tree`, `fastws-asgi-zc-tree`: the ASGI servers of that name without
+    `-tree`, with fastws (and the Starlette app, if the tree has bench/) from another source
+    tree, for an A/B of the ASGI mode in one run (`--fastws-tree DIR --servers
+    fastws-asgi,fastws-asgi-tree`). `python -P`, PYTHONPATH the tree then this checkout."""
+    specs = []
+    for name in ("fastws-asgi", "fastws-asgi-zc"):
+        base = SERVERS[name]
+
+        def command(
+            host: str, port: int, bins: dict[str, Path], base: ServerSpec = base
+        ) -> list[str]:
+            argv = base.command(host, port, bins)  # env PYTHONPATH=REPO PY -m fastws serve ...
+            rest = argv[argv.index(PY) + 1 :]
+            return ["env", f"PYTHONPATH={tree.resolve()}:{REPO}", PY, "-P", *rest]
+
+        specs.append(
+            ServerSpec(
+                f"{name}-tree",
+                f"{base.description}, fastws from {tree}",
+                command,
+                modules=base.modules,
+                workers_args=base.workers_args,
+            )
+        )
+    return specs
+
+
 #: servers that are not fastws and not the physical limit: "the peers" of the ratios
 PEER_EXCLUDE = frozenset(
     {"fastws", "fastws-coroutine", "fastws-tree", "raw-tcp", "fastws-asgi", "fastws-asgi-zc"}
-    | {"fastws-asgi-raw"}
+    | {"fastws-asgi-raw", "fastws-asgi-tree", "fastws-asgi-zc-tree"}
     | FLOORS
 )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
+import sys
 from typing import TYPE_CHECKING, Any
 
+from ..assembler import BytesAssembler
 from . import scope as scopes
 from .lifespan import Lifespan
 from .websocket import run
@@ -15,6 +18,24 @@ if TYPE_CHECKING:
     from .http import HTTPConnection
 
 __all__ = ["ASGIApplication"]
+
+
+def _keep_malloc_memory(keep: int) -> None:
+    """Messages received into `bytes` live in malloc's heap, not in regions: let glibc keep up
+    to `keep` bytes (buffer_cache, what the RegionCache may keep mapped) free at the top of
+    its heap instead of trimming it after ~2 messages' worth, and serve allocations up to
+    32 MiB (its own dynamic maximum) from the heap. Without it, with several large messages
+    in flight, the heap is trimmed and grown again all the time: a page fault per 4 KiB
+    (d: 4 conns x 1 MiB, ~33 faults per message, -15 % per CPU)."""
+    if keep <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+    mallopt(-1, keep)  # M_TRIM_THRESHOLD
 
 
 class ASGIApplication:
@@ -37,6 +58,7 @@ class ASGIApplication:
         self._server_address: tuple[str, int] | None = None
         #: Open HTTP connections (WebSockets are the server's, in Server.connections).
         self.connections: set[HTTPConnection] = set()
+        self._bytes_assembler: BytesAssembler | None = None
 
     def front(self, server: Server) -> asyncio.BaseProtocol:
         from .http import HTTPConnection
@@ -49,6 +71,15 @@ class ASGIApplication:
         if address is None and server.sockets:
             address = self._server_address = scopes.address(server.sockets[0].getsockname())
         return address
+
+    def bytes_assembler(self, server: Server) -> BytesAssembler:
+        """The assembler of the WebSockets whose binary messages the application gets as
+        `bytes`: the server's budget, one instance for all of them."""
+        assembler = self._bytes_assembler
+        if assembler is None or assembler.budget is not server.budget:
+            assembler = self._bytes_assembler = BytesAssembler(server.budget)
+            _keep_malloc_memory(server.config.buffer_cache)
+        return assembler
 
     async def startup(self, server: Server) -> None:
         await self.lifespan.startup()

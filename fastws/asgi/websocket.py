@@ -23,6 +23,11 @@ Extensions the scope announces:
   is zero-copy too; ``{"type": "websocket.send", "bytes": view, "fastws.release": True}``
   with the view received last also gives its memory back once it is written (an echo or a
   relay then reuses one buffer instead of mapping a new one per message).
+
+Without the extension a binary message is `bytes`, as ASGI says; one that arrives in a
+single frame is received and unmasked straight into the bytes object delivered
+(`fastws.assembler.BytesAssembler`), so ASGI costs no copy for it either. A fragmented one
+(its size unknown up front) is assembled in a region and copied once.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import logging
 from asyncio import Future
 from typing import TYPE_CHECKING, Any
 
-from ..buffers import MMAP_MIN
+from ..buffers import MMAP_MIN, BytesBuffer
 from ..message import Message
 from ..protocol.connection import Chunk
 from ..protocol.handshake import Response, parse_header_list
@@ -63,10 +68,20 @@ def _str_headers(raw: Any) -> list[tuple[str, str]]:
 class Session:
     """One ASGI WebSocket: the scope, and the receive/send the application calls."""
 
-    __slots__ = ("_denial", "_disconnect", "_last", "_state", "_zero_copy", "scope", "ws")
+    __slots__ = (
+        "_application",
+        "_denial",
+        "_disconnect",
+        "_last",
+        "_state",
+        "_zero_copy",
+        "scope",
+        "ws",
+    )
 
     def __init__(self, ws: ServerProtocol, application: ASGIApplication) -> None:
         self.ws = ws
+        self._application = application
         request = ws.request
         assert request is not None
         server = ws.server
@@ -128,10 +143,14 @@ class Session:
         return self._large(message)  # type: ignore[arg-type]
 
     def _large(self, message: Message) -> dict[str, Any]:
-        """The receive event of a large binary message (in a memory region of its own): as
-        bytes, or, zero-copy, as its view."""
+        """The receive event of a large binary message (received into its bytes, or in a
+        memory region of its own): as bytes, or, zero-copy, as its view."""
         if not self._zero_copy or len(message) < MMAP_MIN:
-            with message:  # ASGI's one copy; the region goes back for the next message
+            with message:  # its memory (or budget charge) goes back for the next message
+                buffer = message.buffer
+                if type(buffer) is BytesBuffer:  # received into these bytes: no copy
+                    return {"type": "websocket.receive", "bytes": buffer.take()}
+                # ASGI's one copy (a fragmented message, assembled in a region)
                 return {"type": "websocket.receive", "bytes": message.tobytes()}
         view = message.data
         self._last = (view, message)
@@ -168,13 +187,16 @@ class Session:
             raise ClientDisconnected(f"cannot send {kind!r}: the WebSocket is closed")
         if kind == "websocket.accept":
             headers = _str_headers(message.get("headers") or ())
+            zero_copy = bool(message.get("fastws.message"))
+            if not zero_copy:  # large binary messages received into the bytes delivered
+                ws.use_assembler(self._application.bytes_assembler(ws.server))
             try:
                 ws.accept(message.get("subprotocol"), headers)
             except ConnectionClosed:
                 self._state = _CLOSED
                 raise ClientDisconnected("the client left before the handshake completed") from None
             self._state = _OPEN
-            self._zero_copy = bool(message.get("fastws.message"))
+            self._zero_copy = zero_copy
         elif kind == "websocket.close":
             # "If this is sent before the socket is accepted, the server must close the
             # connection with a HTTP 403 error code (Forbidden)".

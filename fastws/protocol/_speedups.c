@@ -5,7 +5,9 @@
  * picks this module when it was built and FASTWS_NO_SPEEDUPS is not set. Only what the
  * profile of the small-message path showed as Python's cost is here: unmasking a short
  * payload, recognising a lone small frame, the object every binary message is handed in
- * (MessageBase), and the run of a fragmented message's pieces in one read (unmask_fragments). Everything that decides (state, limits, close codes) stays in Python.
+ * (MessageBase), the run of a fragmented message's pieces in one read (unmask_fragments), and
+ * the bytes an ASGI application gets, received into in place (BytesTarget). Everything that
+ * decides (state, limits, close codes) stays in Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -468,6 +470,146 @@ static PyTypeObject MessageBaseType = {
     .tp_as_sequence = &MessageBase_as_sequence,
 };
 
+/* BytesTarget: a new bytes object of n bytes that is written in place before anybody else
+ * holds it, so that a received payload becomes the `bytes` an application gets without a
+ * copy (fastws.asgi: ASGI delivers bytes). Until take() it exports its memory as a writable
+ * buffer (the kernel reads into it, the unmasking runs on it); take() hands the bytes out
+ * and refuses every later export. A view exported before take() may outlive it (an event
+ * loop releases its read buffer after buffer_updated() returns): it keeps the bytes alive,
+ * and is never written through again (a read writes only before buffer_updated()). The
+ * pure-Python twin is fastws.buffers._BytesTarget (a bytearray, copied by take()). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *bytes; /* NULL once taken and no view is left */
+    Py_ssize_t size;
+    Py_ssize_t exports;
+    char taken;
+} BytesTarget;
+
+static PyObject *
+BytesTarget_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"size", NULL};
+    Py_ssize_t size;
+    BytesTarget *self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:BytesTarget", keywords, &size)) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    self = (BytesTarget *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    /* Not zero-filled (malloc'ed: a large one's pages are committed only when written);
+     * its own object even for sizes 0 and 1 (NULL contents are never a shared singleton
+     * but for size 0, which is never written). */
+    self->bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (self->bytes == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->size = size;
+    return (PyObject *)self;
+}
+
+static void
+BytesTarget_dealloc(BytesTarget *self)
+{
+    Py_CLEAR(self->bytes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+BytesTarget_getbuffer(BytesTarget *self, Py_buffer *view, int flags)
+{
+    if (self->taken || self->bytes == NULL) {
+        PyErr_SetString(PyExc_BufferError, "the bytes were taken: no more views");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(self->bytes), self->size,
+                          0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+BytesTarget_releasebuffer(BytesTarget *self, Py_buffer *view)
+{
+    if (--self->exports == 0 && self->taken) {
+        Py_CLEAR(self->bytes); /* the last view is gone: only the taker holds the bytes */
+    }
+}
+
+static Py_ssize_t
+BytesTarget_length(BytesTarget *self)
+{
+    return self->size;
+}
+
+PyDoc_STRVAR(BytesTarget_take_doc,
+"take()\n\nThe bytes, written: no view can be taken any more. Once only.");
+
+static PyObject *
+BytesTarget_take(BytesTarget *self, PyObject *unused)
+{
+    PyObject *bytes = self->bytes;
+    if (self->taken || bytes == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the bytes were taken already");
+        return NULL;
+    }
+    self->taken = 1;
+    if (self->exports) { /* a stale read view: keep the memory alive until it goes */
+        return Py_NewRef(bytes);
+    }
+    self->bytes = NULL;
+    return bytes;
+}
+
+static PyObject *
+BytesTarget_get_taken(BytesTarget *self, void *closure)
+{
+    return PyBool_FromLong(self->taken);
+}
+
+static PyGetSetDef BytesTarget_getset[] = {
+    {"taken", (getter)BytesTarget_get_taken, NULL, "Whether take() was called.", NULL},
+    {NULL},
+};
+
+static PyMethodDef BytesTarget_methods[] = {
+    {"take", (PyCFunction)BytesTarget_take, METH_NOARGS, BytesTarget_take_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods BytesTarget_as_sequence = {
+    .sq_length = (lenfunc)BytesTarget_length,
+};
+
+static PyBufferProcs BytesTarget_as_buffer = {
+    .bf_getbuffer = (getbufferproc)BytesTarget_getbuffer,
+    .bf_releasebuffer = (releasebufferproc)BytesTarget_releasebuffer,
+};
+
+static PyTypeObject BytesTargetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fastws.protocol._speedups.BytesTarget",
+    .tp_doc = "BytesTarget(size): a new bytes object, writable until take() hands it out.",
+    .tp_basicsize = sizeof(BytesTarget),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = BytesTarget_new,
+    .tp_dealloc = (destructor)BytesTarget_dealloc,
+    .tp_getset = BytesTarget_getset,
+    .tp_methods = BytesTarget_methods,
+    .tp_as_sequence = &BytesTarget_as_sequence,
+    .tp_as_buffer = &BytesTarget_as_buffer,
+};
+
 static PyMethodDef methods[] = {
     {"unmask", (PyCFunction)(void (*)(void))unmask, METH_FASTCALL, unmask_doc},
     {"unmask_inplace", (PyCFunction)(void (*)(void))unmask_inplace, METH_FASTCALL,
@@ -488,6 +630,14 @@ exec_module(PyObject *module)
     Py_INCREF(&MessageBaseType);
     if (PyModule_AddObject(module, "MessageBase", (PyObject *)&MessageBaseType) < 0) {
         Py_DECREF(&MessageBaseType);
+        return -1;
+    }
+    if (PyType_Ready(&BytesTargetType) < 0) {
+        return -1;
+    }
+    Py_INCREF(&BytesTargetType);
+    if (PyModule_AddObject(module, "BytesTarget", (PyObject *)&BytesTargetType) < 0) {
+        Py_DECREF(&BytesTargetType);
         return -1;
     }
     return 0;

@@ -5,6 +5,8 @@ where a test is about a fastws extension)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -206,6 +208,41 @@ async def ws_patient(websocket: StarletteWebSocket) -> None:
             await websocket.send_bytes(message["bytes"])
 
 
+async def ws_received(websocket: StarletteWebSocket) -> None:
+    """Answers each message with what it arrived as (type, size, SHA-256) and what the
+    worker's message memory holds right after: its budget's charge and the bytes kept in its
+    region cache (a message received into the bytes delivered maps no region). Text
+    commands: "gc" collects garbage first; "wait-held N" waits until the budget holds N
+    bytes before the next receive; "leave-held N" waits so, then leaves without reading."""
+    await websocket.accept()
+    budget = connection(websocket).server.budget
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text, data = message.get("text"), message.get("bytes")
+        if text is not None:
+            command, _, arg = text.partition(" ")
+            if command == "gc":
+                gc.collect()
+            elif command in ("wait-held", "leave-held"):
+                while budget.held < int(arg):
+                    await asyncio.sleep(0.01)
+                if command == "leave-held":
+                    return
+                continue
+            data = text.encode()
+        await websocket.send_json(
+            {
+                "type": type(message.get("bytes", message.get("text"))).__name__,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "held": budget.held,
+                "cached": budget.cache.held if budget.cache is not None else 0,
+            }
+        )
+
+
 async def ws_room(websocket: StarletteWebSocket) -> None:
     """fastws channels from an ASGI app: subscribe the connection, publish what it sends."""
     await websocket.accept()
@@ -240,6 +277,7 @@ starlette_app = Starlette(
         WebSocketRoute("/deny", ws_deny),
         WebSocketRoute("/close-before-accept", ws_close_before_accept),
         WebSocketRoute("/zero-copy", ws_zero_copy),
+        WebSocketRoute("/received", ws_received),
         WebSocketRoute("/room/{room}", ws_room),
         WebSocketRoute("/flood", ws_flood),
         WebSocketRoute("/ticker", ws_ticker),

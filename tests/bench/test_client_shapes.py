@@ -180,3 +180,18 @@ def test_fastws_tree_runs_another_checkout_beside_this_one(tmp_path: Path) -> No
     assert str(repo) in data["meta"]["servers"]["fastws-tree"]
     refused = run_bench("run", "--fastws-tree", str(tmp_path), "--servers", "fastws-tree")
     assert refused.returncode == 2 and "no fastws/ package" in refused.stdout
+
+
+def test_fastws_tree_adds_the_asgi_servers_of_that_tree(tmp_path: Path) -> None:
+    """--fastws-tree DIR also adds fastws-asgi-tree and fastws-asgi-zc-tree: the same ASGI
+    servers with DIR first on PYTHONPATH (then this checkout, for the app) and `python -P`
+    (the working directory off sys.path), so fastws is imported from DIR."""
+    from bench.servers import PEER_EXCLUDE, SERVERS, fastws_asgi_trees
+
+    specs = {s.name: s for s in fastws_asgi_trees(tmp_path)}
+    assert set(specs) == {"fastws-asgi-tree", "fastws-asgi-zc-tree"} <= PEER_EXCLUDE
+    for name, spec in specs.items():
+        argv = spec.argv("127.0.0.1", 9999, {}, None)
+        base = SERVERS[name.removesuffix("-tree")].argv("127.0.0.1", 9999, {}, None)
+        assert argv[1] == f"PYTHONPATH={tmp_path.resolve()}:{base[1].split('=', 1)[1]}"
+        assert argv[3] == "-P" and argv[4:] == base[3:]

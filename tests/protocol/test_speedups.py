@@ -235,6 +235,37 @@ def test_message_base_twins_agree(buffer: bytes | bytearray, size: int | None) -
     assert results[0][4] == ([] if type(buffer) is bytes else [True])
 
 
+@given(st.binary(max_size=300), st.integers(0, 300))
+def test_bytes_target_twins_agree(data: bytes, cut: int) -> None:
+    """The compiled BytesTarget (fastws.asgi receives a large message straight into the
+    bytes it delivers) and its pure-Python twin: `size` writable bytes, then take() returns
+    what was written as bytes, once. The compiled one hands out the object written (no copy)
+    and refuses views from then on; a view taken before stays valid."""
+    from fastws.buffers import _BytesTarget
+
+    c = _compiled()
+    results = []
+    for kind in (c.BytesTarget, _BytesTarget):
+        target = kind(len(data))
+        view = memoryview(target)
+        view[:cut] = data[:cut]
+        view[cut:] = data[cut:]
+        assert len(target) == len(data) and not target.taken
+        taken = target.take()
+        results.append((type(taken), taken, len(target), target.taken))
+        with pytest.raises(RuntimeError):
+            target.take()
+        assert bytes(view) == data
+    assert results[0] == results[1] == (bytes, data, len(data), True)
+    target = c.BytesTarget(len(data))
+    memoryview(target)[:] = data
+    assert target.take() == data
+    with pytest.raises(BufferError):
+        memoryview(target)
+    with pytest.raises(ValueError):
+        c.BytesTarget(-1)
+
+
 def test_pure_python_path_passes_the_suites() -> None:
     """FASTWS_NO_SPEEDUPS=1 runs the twins: the protocol core's tests, the callback
     handler's and Message's (real server processes, which inherit the variable) pass on
