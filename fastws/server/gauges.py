@@ -7,7 +7,7 @@ buffers take a pass over the connections (~170 ns each: 17 ms at 100,000 connect
 that pass is spaced out to cost at most `MAX_SHARE` of the machine's time, split among the
 workers that share its cores: every beat on a small server, every ~1.7 s for a worker of
 100,000 connections with a core of its own, and for 63 workers of 16,000 connections on 2
-cores (a million) every ~1.8 s each, not every beat (which was ~7 % of the machine).
+cores (a million) every ~1.8 s each, not every beat (an estimated ~7 % of the machine).
 """
 
 from __future__ import annotations
