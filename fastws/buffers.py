@@ -109,7 +109,24 @@ class Budget:
         return f"Budget(held={self.held}, limit={self.limit}, waiting={len(self._waiters)})"
 
 
-class Region(mmap.mmap):
+class _Charged:
+    """A message buffer's `Budget` charge, given back when the buffer is released or goes
+    away (Region, BytesBuffer)."""
+
+    budget: Budget | None
+    charged: int
+
+    def uncharge(self) -> None:
+        """Give the charge back to its budget (this is no message's memory now)."""
+        charged, self.charged = self.charged, 0
+        if charged and self.budget is not None:
+            self.budget.free(charged)
+
+    def __del__(self) -> None:
+        self.uncharge()
+
+
+class Region(_Charged, mmap.mmap):
     """An anonymous mapping that gives its charge back to a `Budget` when it goes away."""
 
     budget: Budget | None = None
@@ -147,15 +164,6 @@ class Region(mmap.mmap):
             return True
         return False
 
-    def uncharge(self) -> None:
-        """Give this region's charge back to its budget (it is no message's memory now)."""
-        charged, self.charged = self.charged, 0
-        if charged and self.budget is not None:
-            self.budget.free(charged)
-
-    def __del__(self) -> None:
-        self.uncharge()
-
 
 class _BytesTarget(bytearray):
     """The pure-Python twin of the compiled `_speedups.BytesTarget`: `size` writable bytes
@@ -183,7 +191,7 @@ else:
     _BytesBase = _BytesTarget if speedups is None else speedups.BytesTarget
 
 
-class BytesBuffer(_BytesBase):
+class BytesBuffer(_Charged, _BytesBase):
     """`size` bytes a payload is received and unmasked into, then handed out by `take()` as
     the `bytes` object itself (no copy). Like a Region it holds a `Budget` charge until
     it is released or goes away."""
@@ -199,15 +207,6 @@ class BytesBuffer(_BytesBase):
         buf.budget = budget
         buf.charged = charged
         return buf
-
-    def uncharge(self) -> None:
-        """Give its charge back to its budget (the bytes are nobody's message memory now)."""
-        charged, self.charged = self.charged, 0
-        if charged and self.budget is not None:
-            self.budget.free(charged)
-
-    def __del__(self) -> None:
-        self.uncharge()
 
 
 class RegionCache:

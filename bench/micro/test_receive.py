@@ -99,7 +99,7 @@ def _kernel_read(conn: Connection, frame: memoryview, pos: int, read: int) -> in
     return pos + k
 
 
-def _receive_large(conn: Connection, frame: memoryview, first: int, read: int) -> int:
+def _large_message(conn: Connection, frame: memoryview, first: int, read: int) -> Message:
     """What WebSocket.get_buffer/buffer_updated do for a large frame: the first read (header
     and the start of the payload) is parsed from the shared buffer, the rest is written by
     "the kernel" (a copy here) at payload_target() in reads of `read` bytes."""
@@ -110,6 +110,12 @@ def _receive_large(conn: Connection, frame: memoryview, first: int, read: int) -
     (message,) = conn.events
     conn.events = []
     assert isinstance(message, Message)
+    return message
+
+
+def _receive_large(conn: Connection, frame: memoryview, first: int, read: int) -> int:
+    """_large_message, released."""
+    message = _large_message(conn, frame, first, read)
     size = len(message)
     message.release()
     return size
@@ -128,15 +134,9 @@ def test_receive_large(benchmark, size: int) -> None:
 
 
 def _receive_large_bytes(conn: Connection, frame: memoryview, first: int, read: int) -> int:
-    """_receive_large, then what fastws.asgi's receive() makes of the message: bytes (taken
-    where it was received, or copied out of its region, which goes back to the cache)."""
-    conn.receive_data(frame[:first])
-    pos = first
-    while not conn.events:
-        pos = _kernel_read(conn, frame, pos, read)
-    (message,) = conn.events
-    conn.events = []
-    assert isinstance(message, Message)
+    """_large_message, then what fastws.asgi's receive() makes of it: bytes (taken where it
+    was received, or copied out of its region, which goes back to the cache)."""
+    message = _large_message(conn, frame, first, read)
     with message:
         buffer = message.buffer
         data = buffer.take() if type(buffer) is BytesBuffer else message.tobytes()
