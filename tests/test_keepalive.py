@@ -178,6 +178,37 @@ def test_a_loop_that_fell_behind_does_not_make_up_for_missed_visits() -> None:
     asyncio.run(main())
 
 
+def test_visits_more_than_a_tick_late_are_counted_as_late() -> None:
+    """/metrics counts every wheel visit, and apart the visits that came more than a tick
+    after they were due (the worker's loop was behind: its pings left late)."""
+    from fastws.stats import counters
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        keepalive = KeepaliveWheel(loop, tick=0.01)
+        on_time = [FakeConnection(loop) for _ in range(3)]
+        for conn in on_time:
+            keepalive.add(conn, 0.01)
+        while not all(conn.pinged_at for conn in on_time):
+            await asyncio.sleep(0.002)
+        visits = counters.values[counters.KEEPALIVE_VISITS]
+        late = counters.values[counters.KEEPALIVE_VISITS_LATE]
+        stalled = [FakeConnection(loop) for _ in range(2)]
+        for conn in stalled:
+            keepalive.add(conn, 0.01)
+        time.sleep(0.1)  # the loop stalls for 10 ticks
+        while not all(conn.pinged_at for conn in stalled):
+            await asyncio.sleep(0.002)
+        return (
+            counters.values[counters.KEEPALIVE_VISITS] - visits,
+            counters.values[counters.KEEPALIVE_VISITS_LATE] - late,
+        )
+
+    before = counters.values[counters.KEEPALIVE_VISITS]
+    assert asyncio.run(main()) == (2, 2)
+    assert counters.values[counters.KEEPALIVE_VISITS] - before == 5
+
+
 def test_ticks_round_up_and_never_reach_zero() -> None:
     """A ping_timeout in ticks is never shorter than asked (a peer is not failed early), and a
     period shorter than a tick still means one tick later, not now."""

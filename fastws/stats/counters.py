@@ -27,6 +27,8 @@ NAMES = (
     "published",  # messages published on a channel by this worker
     "publish_failed",  # publishes the broker refused (PublishError)
     "pubsub_lagged",  # times this worker fell behind the channels' ring (subscribers: 1013)
+    "keepalive_visits",  # connections the keepalive wheel visited (a ping, or its pong checked)
+    "keepalive_visits_late",  # of them, visited more than a tick after due: the loop was behind
     # Budgets, sampled at heartbeat time by server.gauges (never on the message path):
     "max_connections",  # gauge: the configured limit (0: none)
     "message_memory_bytes",  # gauge: held in large-message regions (buffers.Budget)
@@ -62,6 +64,8 @@ GAUGES = frozenset(
     PUBLISHED,
     PUBLISH_FAILED,
     PUBSUB_LAGGED,
+    KEEPALIVE_VISITS,
+    KEEPALIVE_VISITS_LATE,
     MAX_CONNECTIONS,
     MESSAGE_MEMORY,
     MESSAGE_MEMORY_LIMIT,

@@ -42,6 +42,9 @@ _HELP = {
     "publish_failed": "Publishes the broker could not take (PublishError raised).",
     "pubsub_lagged": "Times a worker fell behind the shared ring and closed its subscribers"
     " with 1013.",
+    "keepalive_visits": "Keepalive visits to connections (a ping sent, or its pong checked).",
+    "keepalive_visits_late": "Keepalive visits more than a tick (at most 1 s) after they were"
+    " due: the worker's event loop was behind, its pings left late.",
     "max_connections": "Connections a worker may hold (max_connections; 0: no limit).",
     "message_memory_bytes": "Bytes held by large received messages (max_message_memory budget).",
     "message_memory_limit_bytes": "max_message_memory: the large-message budget of a worker.",
