@@ -175,6 +175,39 @@ def proc_memory(pids: list[int], pss: bool) -> tuple[int, int]:
     return rss, total_pss
 
 
+def monitoring(port: int) -> dict[str, Any]:
+    """/metrics and the dashboard's feed with every connection open: how long each takes to
+    answer, how big it is, and whether it accounts for every worker and connection. The
+    dashboard's viewer is not counted among the connections it shows."""
+    out: dict[str, Any] = {}
+    start = time.monotonic()
+    try:
+        m = metrics(port)
+    except OSError as exc:
+        out["metrics_error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        open_ = per_worker(m, "fastws_connections_open")
+        out["metrics_s"] = round(time.monotonic() - start, 3)
+        out["metrics_workers"] = len(open_)
+        out["metrics_connections_open"] = round(sum(open_.values()))
+    try:
+        from websockets.sync.client import connect
+
+        start = time.monotonic()
+        with connect(f"ws://127.0.0.1:{port}/dashboard", open_timeout=30, max_size=None) as ws:
+            out["dashboard_open_s"] = round(time.monotonic() - start, 3)
+            texts = [ws.recv(timeout=30) for _ in range(3)]
+            out["dashboard_three_snapshots_s"] = round(time.monotonic() - start, 3)
+        snap = json.loads(texts[-1])
+        out["dashboard_snapshot_bytes"] = len(texts[-1])
+        out["dashboard_workers"] = len(snap["workers"])
+        out["dashboard_connections_open"] = snap["total"]["counters"]["connections_open"]
+        out["dashboard_rss"] = snap["total"]["rss"]
+    except Exception as exc:  # reported, never fatal: the run's other figures stand
+        out["dashboard_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 def metrics_or_empty(port: int) -> dict[tuple[str, str], float]:
     """/metrics, or nothing when the server is too busy to answer in time (reported as such)."""
     try:
@@ -548,7 +581,7 @@ class Run:
             "--port", str(self.port), "--workers", str(a.workers), "--log-level", "warning",
             "--ping-interval", f"{a.ping_interval}s", "--graceful-timeout", f"{a.graceful_timeout}s",
             "--worker-timeout", f"{a.worker_timeout}s",
-            "--backlog", str(a.backlog),
+            "--backlog", str(a.backlog), "--dashboard",
         ]  # fmt: skip
         self.server_log = open(self.out / "server.log", "wb")  # noqa: SIM115 - closed in stop
         self.server = subprocess.Popen(
@@ -790,6 +823,8 @@ class Run:
             if a.count_syscalls
             else None
         )
+        self.result["monitoring"] = monitoring(self.port)
+        log(f"/metrics and the dashboard at N: {self.result['monitoring']}")
         for c in self.clients:  # the gaps between pings from here on are the hold's
             c.command("G")
         end = time.monotonic() + a.hold
@@ -839,6 +874,10 @@ class Run:
             "server_pss_end": last.get("server_pss"),
             "per_ping": per_ping(snap0, snap1, pings, syscalls),
             "ping_gaps": self._ping_gaps(),
+            # The server's side of late pings: its wheels' visits that came more than a tick
+            # after they were due (the worker's loop was behind), from /metrics.
+            "keepalive_visits": _delta(m0, m1, "fastws_keepalive_visits_total"),
+            "keepalive_visits_late": _delta(m0, m1, "fastws_keepalive_visits_late_total"),
         }
         h = self.result["hold"]
         log(
@@ -1261,15 +1300,46 @@ def _per_ping_rows(pp: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _gap_rows(g: dict[str, Any]) -> list[str]:
+def _delta(m0: dict[tuple[str, str], float], m1: dict[tuple[str, str], float], name: str) -> int:
+    """A counter's growth between two /metrics reads, summed over the workers."""
+    return round(sum(per_worker(m1, name).values()) - sum(per_worker(m0, name).values()))
+
+
+def _gap_rows(g: dict[str, Any], hold: dict[str, Any] | None = None) -> list[str]:
     if not g.get("gaps"):
         return []
     q = g.get("quantiles_s", {})
-    return [
+    rows = [
         f"| time between two pings on a connection during the hold: gaps, longer than"
         f" {g['within_s']:g} s, longest; p50 / p99 | {g['gaps']:,}, {g['over']:,}, {g['max_s']} s;"
         f" {q.get('p50')} / {q.get('p99')} s |"
     ]
+    if hold and hold.get("keepalive_visits"):
+        rows.append(
+            f"| the server's keepalive visits during the hold; of them more than a tick late"
+            f" (the worker's loop behind) | {hold['keepalive_visits']:,};"
+            f" {hold['keepalive_visits_late']:,} |"
+        )
+    return rows
+
+
+def _monitoring_rows(mo: dict[str, Any]) -> list[str]:
+    if not mo:
+        return []
+    metrics_part = (
+        f"/metrics in {mo['metrics_s']} s, {mo['metrics_workers']} workers,"
+        f" {mo['metrics_connections_open']:,} open"
+        if "metrics_s" in mo
+        else f"/metrics failed: {mo.get('metrics_error')}"
+    )
+    dash = (
+        f"dashboard feed open in {mo['dashboard_open_s']} s, 3 snapshots in"
+        f" {mo['dashboard_three_snapshots_s']} s ({mo['dashboard_snapshot_bytes']:,} B each,"
+        f" {mo['dashboard_workers']} workers, {mo['dashboard_connections_open']:,} open)"
+        if "dashboard_open_s" in mo
+        else f"dashboard failed: {mo.get('dashboard_error')}"
+    )
+    return [f"| monitoring at N (start of the hold) | {metrics_part}; {dash} |"]
 
 
 def _shutdown_rows(sd: dict[str, Any]) -> list[str]:
@@ -1331,10 +1401,11 @@ def report_md(r: dict[str, Any], command: str) -> str:
         f"| load generator RSS per connection | {n.get('client_rss_per_conn')} B |",
         f"| worker spread (min / max, max/mean) | {n.get('worker_min')} / {n.get('worker_max')},"
         f" {n.get('worker_max_over_mean')} |",
+        *_monitoring_rows(r.get("monitoring") or {}),
         f"| hold | {h.get('seconds')} s, {h.get('connections_lost')} connections lost |",
         f"| keepalive pings/s, pings per connection per interval | {h.get('pings_per_s')},"
         f" {h.get('pings_per_conn_per_interval')} |",
-        *_gap_rows(h.get("ping_gaps") or {}),
+        *_gap_rows(h.get("ping_gaps") or {}, h),
         f"| server CPU during hold (pings + sample echoes) | {h.get('server_cpu_cores')} cores,"
         f" {h.get('server_cpu_us_per_ping_incl_echo')} us per ping; whole machine busy"
         f" {h.get('machine_busy_cores')} of {r['machine']['cpus']} cores |",

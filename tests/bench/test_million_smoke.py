@@ -60,6 +60,14 @@ def test_million_smoke(tmp_path: Path, batch: str | None) -> None:
     assert gaps["generators_reporting"] == r["clients"]["processes"] and gaps["gaps"] > 0
     assert gaps["max_s"] > 0 and 0 <= gaps["over"] <= gaps["gaps"]
     assert gaps["quantiles_s"]["count"] == gaps["gaps"]
+    # /metrics and the dashboard's feed with every connection open: all workers, all
+    # connections (the viewer not among them)
+    mo = r["monitoring"]
+    assert mo["metrics_workers"] == mo["dashboard_workers"] == 4, mo
+    assert mo["metrics_connections_open"] == mo["dashboard_connections_open"] == n, mo
+    # the server's side, from /metrics: its keepalive wheels visited connections
+    assert r["hold"]["keepalive_visits"] > 0
+    assert 0 <= r["hold"]["keepalive_visits_late"] <= r["hold"]["keepalive_visits"]
     clients = r["clients"]
     # batched: 3 generator processes + the sample's own
     assert clients["processes"] == clients["reported"] == (4 if r["plan"]["batch_ms"] else 3)
