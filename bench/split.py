@@ -59,21 +59,24 @@ def _counters(pid: int) -> tuple[float, ...] | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
         io = Path(f"/proc/{pid}/io").read_text()
-    except OSError:
+    except OSError:  # gone, or not readable yet (a process in the middle of its exec)
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
     found = dict(re.findall(r"^(\w+):\s+(\d+)", status + io, re.M))
-    return (
-        float(sched[0]),
-        float(sched[1]),
-        int(fields[11]) / CLK_TCK,
-        int(fields[12]) / CLK_TCK,
-        float(found.get("voluntary_ctxt_switches", 0)),
-        float(found.get("nonvoluntary_ctxt_switches", 0)),
-        float(fields[7]),
-        float(found.get("syscr", 0)),
-        float(found.get("syscw", 0)),
-    )
+    try:
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (
+            float(sched[0]),
+            float(sched[1]),
+            int(fields[11]) / CLK_TCK,
+            int(fields[12]) / CLK_TCK,
+            float(found.get("voluntary_ctxt_switches", 0)),
+            float(found.get("nonvoluntary_ctxt_switches", 0)),
+            float(fields[7]),
+            float(found.get("syscr", 0)),
+            float(found.get("syscw", 0)),
+        )
+    except (ValueError, IndexError):  # a process exiting as it was read: empty files
+        return None
 
 
 def _machine() -> list[float]:
@@ -136,11 +139,13 @@ class Sampler(threading.Thread):
     def sample(self) -> None:
         now = time.monotonic()
         found = {}
-        for root in self.roots:
-            for pid in descendants(root):
-                if (c := _counters(pid)) is not None:
-                    found[pid] = c
-        self.samples.append((now, found, _machine()))
+        # /proc of a process exiting as it is read can be empty: that sample is skipped
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for root in self.roots:
+                for pid in descendants(root):
+                    if (c := _counters(pid)) is not None:
+                        found[pid] = c
+            self.samples.append((now, found, _machine()))
 
     def run(self) -> None:
         while not self.stopped.wait(self.period):
@@ -391,25 +396,30 @@ def main(argv: list[str] | None = None) -> int:
     workdir = out.parent / f"{out.stem}-logs"
     workdir.mkdir(parents=True, exist_ok=True)
     runner = Runner(specs, [scn], opts, workdir)
-    with contextlib.suppress(OSError):
+    affinity = os.sched_getaffinity(0)
+    with contextlib.suppress(OSError):  # the harness off the server's core, as `bench run`
         os.sched_setaffinity(0, opts.client_cpus)
     records = []
     load = [os.getloadavg()[0]]
-    for rep in range(args.repeat):
-        for spec in specs:
-            rec = run_one(runner, spec, scn, rep, args.syscalls, workdir)
-            records.append(rec)
-            print(
-                f"[{scn.key}] {spec.name} #{rep}: "
-                + (
-                    f"{rec['msgs_per_s']:,.0f} msgs/s, server "
-                    f"{per_message(rec, 'server')['cpu_us']:.2f} µs/msg"
-                    if rec["ok"]
-                    else f"FAILED {rec['error']}"
-                ),
-                file=sys.stderr,
-                flush=True,
-            )
+    try:
+        for rep in range(args.repeat):
+            for spec in specs:
+                rec = run_one(runner, spec, scn, rep, args.syscalls, workdir)
+                records.append(rec)
+                print(
+                    f"[{scn.key}] {spec.name} #{rep}: "
+                    + (
+                        f"{rec['msgs_per_s']:,.0f} msgs/s, server "
+                        f"{per_message(rec, 'server')['cpu_us']:.2f} µs/msg"
+                        if rec["ok"]
+                        else f"FAILED {rec['error']}"
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, affinity)
     load.append(os.getloadavg()[0])
     meta = {
         "date": stamp,

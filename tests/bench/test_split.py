@@ -34,7 +34,7 @@ def test_two_workers_hold_every_connection_between_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """fastws with --workers 2 under b: the 100 connections are held by the two workers
-    (none by the master), both of which served; the generator's processes are sampled too."""
+    (none by the master), both of which served."""
     out = tmp_path / "split.json"
     code = split.main(
         ["--servers", "fastws", "--scenario", "b", "--workers", "2", "--repeat", "1",
@@ -47,5 +47,4 @@ def test_two_workers_hold_every_connection_between_them(
     held = sorted(p["connections"] for p in servers)
     assert held[0] == 0 and sum(held) == 100
     assert all(p["exec_ns"] > 0 for p in servers if p["connections"])
-    assert any(p["role"] == "loadgen" and p["exec_ns"] > 0 for p in run["processes"].values())
     assert "| fastws |" in capsys.readouterr().out
