@@ -124,6 +124,12 @@ def make_parser() -> argparse.ArgumentParser:
     prof.add_argument("--duration", type=float, default=5.0)
     prof.add_argument("--top", type=int, default=30)
     prof.add_argument("--native", action="store_true", help="py-spy: sample C frames too")
+    prof.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes, as `run --workers N` (sharing every cpu)",
+    )
     prof.add_argument("--out", type=Path, default=None)
     rep = sub.add_parser("report", help="render results.md and plots again from results.json")
     rep.add_argument("dir", type=Path)

@@ -77,7 +77,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out: Path = args.out or RESULTS / "tmp" / f"profile-{scn.key}-{args.tool}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     spec = SERVERS[args.server or os.environ.get("FASTWS_PROFILE_SERVER", "fastws")]
-    opts = Options(duration=args.duration, warmup=1.0)
+    opts = Options(duration=args.duration, warmup=1.0, workers=args.workers)
+    if args.workers > 1:  # as `bench run --workers N`: server and generator share every cpu
+        opts.server_cpus = opts.client_cpus = set(os.sched_getaffinity(0))
     runner = Runner([spec], [scn], opts, out)
     if args.tool == "cprofile":
         prof = out / "fastws.prof"
@@ -177,7 +179,8 @@ def _sampled(
     measured window (started after the warm-up); the run's record."""
     port = free_port(HOST)
     server = ServerProcess(
-        spec.argv(HOST, port, runner.bins, scn.deflate), HOST, port, opts.server_cpus,
+        spec.argv(HOST, port, runner.bins, scn.deflate, opts.workers), HOST, port,
+        opts.server_cpus,
         out / "server.log",
     )  # fmt: skip
     rec: dict[str, Any] = {"ok": True, "metrics": {}, "error": None}

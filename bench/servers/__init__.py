@@ -340,6 +340,7 @@ SERVERS: dict[str, ServerSpec] = {
             _script("uvloop_echo.py"),
             websocket=False,
             modules=("uvloop",),
+            workers_args=_processes,
         ),
         ServerSpec(
             "uvloop-reader",
@@ -348,6 +349,7 @@ SERVERS: dict[str, ServerSpec] = {
             _script("uvloop_echo.py", "--reader"),
             websocket=False,
             modules=("uvloop",),
+            workers_args=_processes,
         ),
     )
 }

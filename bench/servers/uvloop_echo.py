@@ -1,6 +1,6 @@
 """A raw TCP echo in Python on uvloop, two ways: the floor of any Python server on uvloop.
 
-    python bench/servers/uvloop_echo.py PORT [--host HOST] [--reader]
+    python bench/servers/uvloop_echo.py PORT [--host HOST] [--reader] [--processes N]
 
 No WebSocket at all (the generator's frames come back as they were sent, as from the C echo
 `raw-tcp`): what one read and one write per message cost a Python program on uvloop before
@@ -13,6 +13,10 @@ it does anything of its own. A WebSocket server written in Python cannot do less
   aiofastnet does in Cython — here in Python: `loop.add_reader(fd)`, `sock.recv_into`,
   `sock.send` (recv(2)/send(2), which skip the VFS layer read(2)/write(2) go through).
   Measured against the first, it says whether such a transport pays when written in Python.
+
+--processes N: N processes, each its own server on its own SO_REUSEPORT socket
+(multiproc.py, as picows and aiohttp run with `bench run --workers N`): the floor of the
+multi-process runs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import sys
+from pathlib import Path
 
 import uvloop
 
@@ -106,14 +112,17 @@ class ReaderEcho:
         self.sock.close()
 
 
-async def main(host: str, port: int, reader: bool) -> None:
+async def main(host: str, port: int, reader: bool, sock: socket.socket | None = None) -> None:
     loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen(2048)
-    listener.setblocking(False)
+    if sock is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+        listener.setblocking(False)
+    else:  # one of --processes N: bound and listening already
+        listener = sock
     if not reader:
         server = await loop.create_server(Echo, sock=listener)
     else:
@@ -129,7 +138,8 @@ async def main(host: str, port: int, reader: bool) -> None:
                 ReaderEcho(loop, sock)
 
         loop.add_reader(listener.fileno(), accept)
-    print("listening", flush=True)
+    if sock is None:
+        print("listening", flush=True)
     await loop.create_future()  # until SIGTERM
     if not reader:
         server.close()
@@ -140,5 +150,17 @@ if __name__ == "__main__":
     parser.add_argument("port", type=int)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--reader", action="store_true", help="add_reader + recv_into/send")
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
-    uvloop.run(main(args.host, args.port, args.reader))
+    if args.processes > 1:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from multiproc import serve
+
+        serve(
+            args.host,
+            args.port,
+            args.processes,
+            lambda s: uvloop.run(main("", 0, args.reader, s)),
+        )
+    else:
+        uvloop.run(main(args.host, args.port, args.reader))

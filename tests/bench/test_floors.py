@@ -35,3 +35,16 @@ def test_floors_are_neither_defaults_nor_peers() -> None:
     """The floors run only when asked for and never stand in a ratio's denominator."""
     assert FLOORS.isdisjoint(DEFAULT_SERVERS)
     assert FLOORS <= PEER_EXCLUDE
+
+
+def test_floors_run_as_two_serving_processes(tmp_path: Path) -> None:
+    """--workers 2: each floor is two SO_REUSEPORT processes (as picows and aiohttp are), both
+    of which served: the floor of the two-process runs."""
+    runs = _bench(
+        tmp_path, sorted(FLOORS), "--scenarios", "b", "--duration", "0.3", "--workers", "2"
+    )
+    for name in FLOORS:
+        run = runs["b", name]
+        assert run["ok"], run
+        busy = [c for c in run["server_stats"]["cpu_by_process"].values() if c > 0.02]
+        assert len(busy) == 2, (name, run["server_stats"])
