@@ -439,6 +439,13 @@ class Connection(FrameChecks, Closing, Compression):
             and self.state is _OPEN
         )
 
+    def payload_room(self) -> int:
+        """How many bytes `payload_target()` would take now (0: it offers none). All of them
+        are still to come from the peer: an I/O layer may wait for that many at once."""
+        if self.target is None or self._remaining < DIRECT_MIN or self.state is _CLOSED:
+            return 0
+        return min(self._remaining, len(self.target) - self._mlen)
+
     def payload_target(self) -> memoryview | None:
         """Where the next payload bytes may be written directly, if that is worth it."""
         if self.target is None or self._remaining < DIRECT_MIN or self.state is _CLOSED:
