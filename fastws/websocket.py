@@ -296,7 +296,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         if want == self._read_ahead:
             return
         transport = self._transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock: Any = transport.get_extra_info("socket") if transport is not None else None
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
         except (OSError, AttributeError):  # not a socket that has it: never again
