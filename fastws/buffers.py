@@ -168,7 +168,8 @@ class Region(_Charged, mmap.mmap):
 class _BytesTarget(bytearray):
     """The pure-Python twin of the compiled `_speedups.BytesTarget`: `size` writable bytes
     until `take()` returns them as `bytes` (here a copy; the compiled one hands out the
-    bytes object that was written, and refuses views after take())."""
+    bytes object that was written, and refuses views after take()); `resize()` grows or
+    shrinks them while no view is held (the compiled one reallocs the bytes object)."""
 
     __slots__ = ("taken",)
 
@@ -183,6 +184,17 @@ class _BytesTarget(bytearray):
             raise RuntimeError("the bytes were taken already")
         self.taken = True
         return bytes(self)
+
+    def resize(self, size: int) -> None:
+        """`size` bytes, the first min(len, size) kept; BufferError while a view is held."""
+        if size < 0:
+            raise ValueError("negative size")
+        if self.taken:
+            raise RuntimeError("the bytes were taken already")
+        if size > len(self):
+            self.extend(bytes(size - len(self)))  # raises BufferError while exported
+        elif size < len(self):
+            del self[size:]
 
 
 if TYPE_CHECKING:

@@ -17,6 +17,8 @@ import asyncio
 import logging
 import mmap
 import os
+import socket
+import sys
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
@@ -79,6 +81,12 @@ def receive_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
 
 _NO_QUEUE: tuple[()] = ()
 
+# While a large payload arrives straight into its buffer, the kernel wakes the connection
+# only once this much of it (or all the frame still lacks) is queued (SO_RCVLOWAT), instead
+# of every few 64 KiB segments: fewer wake-ups and reads, each a pass of Python, per message.
+READ_AHEAD = 1 << 20
+_READ_AHEAD_OK = sys.platform.startswith("linux")
+
 
 class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
     """An open WebSocket connection: `recv`/`send`/`ping`/`close`, and `async for`."""
@@ -110,6 +118,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         "_pings",
         "_queue",
         "_rbuf",
+        "_read_ahead",
         "_reading_paused",
         "_stall_size",
         "_stall_timer",
@@ -188,6 +197,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         self._holding = False
         self._rbuf = receive_buffer(self._loop)
         self._direct = False  # the last get_buffer() handed out a payload destination
+        self._read_ahead = 0  # the socket's SO_RCVLOWAT; 0: not used (see _set_read_ahead)
         self._open = False  # the opening handshake is done
         # Received messages not yet read; an empty deque costs ~600 B, so a connection with
         # nothing waiting holds the shared empty tuple instead (see _dispatch and _next).
@@ -217,6 +227,10 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         self._out = Outbox(transport, self._flusher)
         transport.set_write_buffer_limits(high=self._write_limit)
         self.remote_address = transport.get_extra_info("peername")
+        # A plain TCP socket (under TLS the kernel counts encrypted bytes, some of which the
+        # TLS layer may hold already: waiting for a count could wait forever).
+        if _READ_AHEAD_OK and transport.get_extra_info("sslcontext") is None:
+            self._read_ahead = 1
 
     def get_buffer(self, sizehint: int) -> memoryview:
         conn = self._conn
@@ -267,10 +281,28 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             if nbytes < 132 and rbuf[0] == 0x8A and self._pong_only(nbytes):
                 return  # a lone pong, keepalive's (see Keepalive._pong_only)
             conn.receive_data(rbuf[:nbytes])
+        if self._read_ahead and (conn.target is not None or self._read_ahead != 1):
+            self._set_read_ahead()
         if conn.events or conn.out:
             self._dispatch()
         if conn.blocked:
             self._wait_for_memory()
+
+    def _set_read_ahead(self) -> None:
+        """SO_RCVLOWAT: READ_AHEAD bytes, never more than the frame in progress still lacks
+        (the peer may send nothing more before it gets an answer), 1 between frames. Measured
+        on e (16 MiB messages, ASGI): ~15 % less server CPU per MB."""
+        want = min(self._conn.payload_room(), READ_AHEAD) or 1
+        if want == self._read_ahead:
+            return
+        transport = self._transport
+        sock: Any = transport.get_extra_info("socket") if transport is not None else None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+        except (OSError, AttributeError):  # not a socket that has it: never again
+            self._read_ahead = 0
+        else:
+            self._read_ahead = want
 
     def eof_received(self) -> bool | None:
         if self._open:

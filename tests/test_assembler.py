@@ -418,23 +418,104 @@ def test_an_undelivered_bytes_message_gives_its_charge_back() -> None:
     assert budget.held == 0
 
 
-def test_bytes_assembler_fragments_and_small_frames_as_before() -> None:
-    """A fragmented message (size unknown up front) is assembled as RegionAssembler does and
-    delivered as a Message in a region (fastws.asgi copies it); frames complete in one read
-    are bytes of their own; the assembler never waits a loop iteration for a region for a
-    message in one frame (it takes none)."""
+def _fragments(payload: bytes, size: int, empty_last: bool = False) -> bytes:
+    """`payload` as masked fragments of `size` bytes (Chromium: 131,000), each under its own
+    key; `empty_last`: then a final CONTINUATION without payload."""
+    out = []
+    for i in range(0, len(payload), size):
+        part = payload[i : i + size]
+        fin = i + size >= len(payload) and not empty_last
+        head, key = header(len(part), opcode=0 if i else 2, fin=fin)
+        out.append(head + masked(part, key))
+    if empty_last:
+        out.append(header(0, opcode=0)[0])
+    return b"".join(out)
+
+
+def _feed(conn: Connection, data: bytes, chunk: int) -> memoryview | None:
+    """write_like_the_kernel, letting go of each target view at once (as uvloop does after
+    buffer_updated); returns the last one."""
+    last = None
+    pos = 0
+    while pos < len(data):
+        if last is not None:
+            last.release()
+            last = None
+        target = conn.payload_target()
+        if target is None:
+            n = min(chunk, len(data) - pos)
+            conn.receive_data(data[pos : pos + n])
+        else:
+            n = min(chunk, len(target), len(data) - pos)
+            target[:n] = data[pos : pos + n]
+            conn.payload_written(n)
+            last = target
+        pos += n
+    return last
+
+
+@pytest.mark.parametrize("fragment", [131_000, 16_384, 1_000])
+def test_fragments_are_received_into_the_bytes_delivered(fragment: int) -> None:
+    """A fragmented message (its size unknown until its last fragment) grows in the bytes
+    object it is delivered as (BytesBuffer.resize), not in a region copied at the end: no
+    region is mapped, the budget is charged with what arrived until the application gets it,
+    and the bytes delivered are the memory the last fragment was written into."""
+    budget = Budget(64 * MiB, RegionCache(64 * MiB))
+    payload = os.urandom(2 * MiB + 12_345)
+    conn = bytes_connection(budget)
+    last = _feed(conn, _fragments(payload, fragment), chunk=131_000)
+    (message,) = take(conn)
+    assert isinstance(message, Message) and type(message.buffer) is BytesBuffer
+    assert budget.held == len(payload) and len(message.buffer) == len(payload)
+    data = _delivered(message)
+    assert type(data) is bytes and data == payload
+    assert budget.held == 0 and budget.cache is not None and budget.cache.held == 0
+    if speedups is not None and last is not None:
+        assert np.shares_memory(np.frombuffer(data, np.uint8), np.frombuffer(last, np.uint8))
+
+
+def test_fragments_into_bytes_when_views_are_held_or_the_last_is_empty() -> None:
+    """Views of the message's bytes still held (an event loop that keeps its read buffer
+    longer) make it move instead of growing in place; a final fragment without payload cuts
+    the bytes to size at delivery; a small fragmented message is bytes of its own. Each
+    arrives whole and its charge goes back."""
+    budget = Budget(64 * MiB, RegionCache(64 * MiB))
+    conn = bytes_connection(budget)
+    payload = os.urandom(1_500_000)
+    views = write_like_the_kernel(conn, _fragments(payload, 131_000), chunk=65_537)
+    assert views  # still held: every growth was a move
+    assert _delivered(take(conn)[0]) == payload and budget.held == 0
+    _feed(conn, _fragments(payload, 131_000, empty_last=True), chunk=200_000)
+    assert _delivered(take(conn)[0]) == payload and budget.held == 0
+    small = os.urandom(5000)
+    _feed(conn, _fragments(small, 700, empty_last=True), chunk=4096)
+    assert take(conn) == [small]
+    assert budget.held == 0 and budget.cache is not None and budget.cache.held == 0
+
+
+def test_fragments_over_the_limit_fail_1009_and_give_the_charge_back() -> None:
+    """max_message_size holds across fragments grown in bytes (1009), and the bytes
+    received so far give their charge back."""
+    budget = Budget(64 * MiB)
+    conn = Connection(assembler=BytesAssembler(budget), max_message_size=2 * MiB)
+    data = _fragments(os.urandom(3 * MiB), 131_000)
+    _feed(conn, data[:1_400_000], chunk=131_000)
+    assert budget.held > MiB
+    _feed(conn, data[1_400_000:], chunk=131_000)
+    failures = [e for e in take(conn) if isinstance(e, Failure)]
+    assert failures and failures[0].code == 1009
+    gc.collect()
+    assert budget.held == 0
+
+
+def test_bytes_assembler_small_frames_and_no_region_wait() -> None:
+    """Frames complete in one read are bytes of their own; the assembler never waits a loop
+    iteration for a region (it takes none)."""
     budget = Budget(1 << 30, RegionCache(64 * MiB))
     conn = bytes_connection(budget)
-    parts = [os.urandom(n) for n in (300_000, 900_000, 500_000)]
-    for i, part in enumerate(parts):
-        head, key = header(len(part), opcode=0 if i else 2, fin=i == 2)
-        write_like_the_kernel(conn, head + masked(part, key), chunk=65_537)
-    (message,) = take(conn)
-    assert isinstance(message, Message) and isinstance(message.buffer, Region)
-    assert message == b"".join(parts)
-    message.release()
     head, key = header(1000)
     conn.receive_data(head + masked(b"x" * 1000, key))
     assert take(conn) == [b"x" * 1000]
     assert BytesAssembler(budget).admit(2 * MiB, True, True) is None
-    budget.free(2 * MiB)
+    assert BytesAssembler(budget).admit(2 * MiB, False, True) is None
+    budget.free(4 * MiB)

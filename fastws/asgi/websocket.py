@@ -24,10 +24,10 @@ Extensions the scope announces:
   with the view received last also gives its memory back once it is written (an echo or a
   relay then reuses one buffer instead of mapping a new one per message).
 
-Without the extension a binary message is `bytes`, as ASGI says; one that arrives in a
-single frame is received and unmasked straight into the bytes object delivered
-(`fastws.assembler.BytesAssembler`), so ASGI costs no copy for it either. A fragmented one
-(its size unknown up front) is assembled in a region and copied once.
+Without the extension a binary message is `bytes`, as ASGI says, received and unmasked
+straight into the bytes object delivered (`fastws.assembler.BytesAssembler`), so ASGI costs
+no copy for it either: one in a single frame gets its size up front, a fragmented one (its
+size unknown until its last fragment) grows in it by realloc.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ class Session:
                 buffer = message.buffer
                 if type(buffer) is BytesBuffer:  # received into these bytes: no copy
                     return {"type": "websocket.receive", "bytes": buffer.take()}
-                # ASGI's one copy (a fragmented message, assembled in a region)
+                # ASGI's one copy: a zero-copy application's message under MMAP_MIN that
+                # was assembled in a region (fragments from RESERVE_FROM on)
                 return {"type": "websocket.receive", "bytes": message.tobytes()}
         view = message.data
         self._last = (view, message)

@@ -571,6 +571,46 @@ BytesTarget_take(BytesTarget *self, PyObject *unused)
     return bytes;
 }
 
+PyDoc_STRVAR(BytesTarget_resize_doc,
+"resize(size)\n\nMake it `size` bytes, keeping the first min(len, size) (the bytes after them\n"
+"are not zero-filled). realloc: a large block at the top of malloc's heap grows in place\n"
+"(no copy), an mmapped one by mremap. BufferError while a view is exported (its pointer\n"
+"would dangle), RuntimeError once taken; the same size is a no-op.");
+
+static PyObject *
+BytesTarget_resize(BytesTarget *self, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    if (self->taken || self->bytes == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the bytes were taken already");
+        return NULL;
+    }
+    if (size == self->size) {
+        Py_RETURN_NONE;
+    }
+    if (self->exports) {
+        PyErr_SetString(PyExc_BufferError, "cannot resize while a view is exported");
+        return NULL;
+    }
+    /* Nobody else holds the bytes (refcount 1): _PyBytes_Resize may realloc it. On failure
+     * it frees the object and leaves NULL; the contents are lost, as any failed growth of
+     * a message's buffer loses the message (the connection fails with 1011 / MemoryError). */
+    if (_PyBytes_Resize(&self->bytes, size) < 0) {
+        self->size = 0;
+        self->taken = 1;
+        return NULL;
+    }
+    self->size = size;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 BytesTarget_get_taken(BytesTarget *self, void *closure)
 {
@@ -584,6 +624,7 @@ static PyGetSetDef BytesTarget_getset[] = {
 
 static PyMethodDef BytesTarget_methods[] = {
     {"take", (PyCFunction)BytesTarget_take, METH_NOARGS, BytesTarget_take_doc},
+    {"resize", (PyCFunction)BytesTarget_resize, METH_O, BytesTarget_resize_doc},
     {NULL, NULL, 0, NULL},
 };
 

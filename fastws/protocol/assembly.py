@@ -48,14 +48,29 @@ class Assembler(Protocol):
         max_message_size, for a message of unknown size."""
         ...
 
-    def room(self, buf: Buffer | None, filled: int, length: int, lazy: bool, limit: int) -> Buffer:
-        """`buf` (or a new buffer holding its `filled` bytes) with room for `length` more."""
+    def room(
+        self,
+        buf: Buffer | None,
+        filled: int,
+        length: int,
+        lazy: bool,
+        limit: int,
+        final: bool = False,
+    ) -> Buffer:
+        """`buf` (or a new buffer holding its `filled` bytes) with room for `length` more.
+        `final`: they are the message's last (its size is `filled + length`)."""
         ...
 
     def append(
-        self, buf: Buffer | None, filled: int, payload: bytes | bytearray | memoryview, limit: int
+        self,
+        buf: Buffer | None,
+        filled: int,
+        payload: bytes | bytearray | memoryview,
+        limit: int,
+        final: bool = False,
     ) -> Buffer:
-        """`payload` copied after the `filled` bytes of `buf`; the buffer that holds them."""
+        """`payload` copied after the `filled` bytes of `buf`; the buffer that holds them.
+        `final`: the message's last bytes."""
         ...
 
     def piece(self, size: int) -> Buffer:
@@ -93,7 +108,15 @@ class PlainAssembler:
     def begin(self, length: int, whole: bool, lazy: bool, limit: int) -> Buffer:
         return self.room(None, 0, length, lazy, limit)
 
-    def room(self, buf: Buffer | None, filled: int, length: int, lazy: bool, limit: int) -> Buffer:
+    def room(
+        self,
+        buf: Buffer | None,
+        filled: int,
+        length: int,
+        lazy: bool,
+        limit: int,
+        final: bool = False,
+    ) -> Buffer:
         need = filled + length
         if buf is None:
             return mmap.mmap(-1, need) if lazy and need >= LAZY_MIN else bytearray(need)
@@ -112,7 +135,12 @@ class PlainAssembler:
         return grown
 
     def append(
-        self, buf: Buffer | None, filled: int, payload: bytes | bytearray | memoryview, limit: int
+        self,
+        buf: Buffer | None,
+        filled: int,
+        payload: bytes | bytearray | memoryview,
+        limit: int,
+        final: bool = False,
     ) -> Buffer:
         if type(buf) is bytearray and len(buf) == filled:
             try:

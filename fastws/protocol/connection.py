@@ -358,7 +358,7 @@ class Connection(FrameChecks, Closing, Compression):
                     self._mbuf = assembler.begin(length, self._ffin, lazy, self.max_message_size)
                 else:
                     self._mbuf = assembler.room(
-                        self._mbuf, self._mlen, length, lazy, self.max_message_size
+                        self._mbuf, self._mlen, length, lazy, self.max_message_size, self._ffin
                     )
                 self.target = self._mbuf
         elif opcode == Opcode.TEXT:
@@ -439,6 +439,13 @@ class Connection(FrameChecks, Closing, Compression):
             and self.state is _OPEN
         )
 
+    def payload_room(self) -> int:
+        """How many bytes `payload_target()` would take now (0: it offers none). All of them
+        are still to come from the peer: an I/O layer may wait for that many at once."""
+        if self.target is None or self._remaining < DIRECT_MIN or self.state is _CLOSED:
+            return 0
+        return min(self._remaining, len(self.target) - self._mlen)
+
     def payload_target(self) -> memoryview | None:
         """Where the next payload bytes may be written directly, if that is worth it."""
         if self.target is None or self._remaining < DIRECT_MIN or self.state is _CLOSED:
@@ -502,7 +509,7 @@ class Connection(FrameChecks, Closing, Compression):
             assert self._decoder is not None
             self._decoder.decode(payload)
         else:
-            self._append(payload)
+            self._append(payload, bool(fin))
         if fin:
             self._end_message()
 
@@ -521,7 +528,7 @@ class Connection(FrameChecks, Closing, Compression):
             return False
         n = len(masked)
         buf = self._mbuf = self.assembler.room(
-            self._mbuf, self._mlen, n, False, self.max_message_size
+            self._mbuf, self._mlen, n, False, self.max_message_size, bool(fin)
         )
         _c_unmask_into(masked, mask, memoryview(buf)[self._mlen : self._mlen + n])
         self._mlen += n
@@ -549,11 +556,11 @@ class Connection(FrameChecks, Closing, Compression):
         # First count what the run takes, so the buffer grows by exactly that (a message
         # still in a bytearray would otherwise be extended, zero-filled, by the whole read).
         filled = self._mlen
-        _, size, frames, _ = run(data, pos, end, None, 0, room, self.max_frame_size, frames)
+        _, size, frames, last = run(data, pos, end, None, 0, room, self.max_frame_size, frames)
         if not frames:
             return pos, quota
         buf = self._mbuf = self.assembler.room(
-            self._mbuf, filled, size, False, self.max_message_size
+            self._mbuf, filled, size, False, self.max_message_size, bool(last)
         )
         pos, mlen, taken, fin = run(
             data, pos, end, buf, filled, filled + size, self.max_frame_size, frames
@@ -565,8 +572,8 @@ class Connection(FrameChecks, Closing, Compression):
             self._end_message()
         return pos, (quota - taken if quota > 0 else quota)
 
-    def _append(self, payload: bytes | bytearray | memoryview) -> None:
-        """Copy a complete payload piece to the end of the binary message."""
+    def _append(self, payload: bytes | bytearray | memoryview, final: bool = False) -> None:
+        """Copy a complete payload piece to the end of the binary message (`final`: its last)."""
         n = len(payload)
         if not n:
             return
@@ -581,7 +588,9 @@ class Connection(FrameChecks, Closing, Compression):
                 self._mlen += k
                 done += k
             return
-        self._mbuf = self.assembler.append(self._mbuf, self._mlen, payload, self.max_message_size)
+        self._mbuf = self.assembler.append(
+            self._mbuf, self._mlen, payload, self.max_message_size, final
+        )
         self._mlen += n
 
     def _next_chunk(self, coming: int) -> None:

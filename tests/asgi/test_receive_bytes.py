@@ -1,8 +1,9 @@
 """Large binary messages delivered to an ASGI application as `bytes` (fastws/asgi/websocket.py
 with fastws.assembler.BytesAssembler): a message in one frame is received straight into the
-bytes object delivered (no region mapped, no copy), a fragmented or compressed one as
-before; every limit holds, and the memory budget is charged until the application gets the
-message. Real server processes, the `websockets` client."""
+bytes object delivered, a fragmented one grows in it (no region mapped, no copy at
+delivery), a compressed one is inflated as before; every limit holds, and the memory budget
+is charged until the application gets the message. Real server processes, the `websockets`
+client and raw frames."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.wire import WireClient
+from tests.wire import WireClient, encode_frame
 
 MiB = 1 << 20
 APP = "tests.asgi.apps:starlette_app"
@@ -69,17 +70,63 @@ def test_one_frame_is_received_into_the_bytes_delivered(server: Any) -> None:
 
 
 def test_fragmented_text_and_at_the_limit(server: Any) -> None:
-    """A fragmented message (its size unknown until its last fragment: assembled in a
-    region, then copied), a 2 MiB text message, and one of exactly max_message_size arrive
-    whole and with nothing held after."""
+    """A fragmented message (its size unknown until its last fragment: grown in the bytes
+    delivered, no region mapped), a 2 MiB text message, and one of exactly max_message_size
+    arrive whole and with nothing held after."""
     parts = [os.urandom(n) for n in (200_000, 1_500_000, 700_000)]
     text = "é" * MiB
     limit = os.urandom(4 * MiB)
-    reports = asyncio.run(exchange(server, parts, text, limit))
+    reports = asyncio.run(exchange(server, "gc", parts, text, limit))[1:]
     expected = [("bytes", b"".join(parts)), ("str", text.encode()), ("bytes", limit)]
     assert [(r["type"], r["size"], r["sha256"], r["held"]) for r in reports] == [
         (kind, len(data), digest(data), 0) for kind, data in expected
     ]
+    assert reports[0]["cached"] == 0  # no region: the fragments grew in the bytes
+
+
+def _chromium_frames(data: bytes, size: int = 131_000, empty_last: bool = False) -> list[bytes]:
+    """`data` as Chromium sends a large ArrayBuffer: BINARY then CONTINUATION frames of
+    131,000 payload bytes, each masked under its own key (written one frame per write);
+    `empty_last`: then an empty final CONTINUATION."""
+    frames = []
+    for i in range(0, len(data), size):
+        fin = i + size >= len(data) and not empty_last
+        frames.append(encode_frame(0 if i else 2, data[i : i + size], fin=fin, mask=True))
+    if empty_last:
+        frames.append(encode_frame(0, b"", fin=True, mask=True))
+    return frames
+
+
+@pytest.mark.parametrize("empty_last", [False, True])
+def test_chromium_fragments_arrive_whole(server: Any, empty_last: bool) -> None:
+    """Chromium's shape, frame by frame on the wire: 131,000-byte fragments (and a final
+    empty one) arrive as the whole message's bytes, with nothing held or cached after."""
+    data = os.urandom(3 * MiB + 777)
+    with WireClient(server.port, server.host) as client:
+        client.handshake("/received")
+        client.send_text("gc")
+        client.recv_message()
+        for frame in _chromium_frames(data, empty_last=empty_last):
+            client.send_raw(frame)
+        _, payload = client.recv_message()
+    report = json.loads(payload)
+    assert (report["type"], report["size"], report["sha256"]) == ("bytes", len(data), digest(data))
+    assert (report["held"], report["cached"]) == (0, 0)
+
+
+def test_fragments_over_the_limit_close_1009_and_give_the_memory_back(server: Any) -> None:
+    """Fragments that take a message past max_message_size (4 MiB) close the connection
+    with 1009; what they had received is given back to the budget."""
+    with WireClient(server.port, server.host) as client:
+        client.handshake("/received")
+        for frame in _chromium_frames(os.urandom(5 * MiB))[:-1]:  # no final fragment
+            try:
+                client.send_raw(frame)
+            except OSError:  # the server closed while we were still sending
+                break
+        assert client.expect_close(1009)[0] == 1009
+    (report,) = asyncio.run(exchange(server, "gc", b"x"))[1:]
+    assert report["held"] == 0
 
 
 def test_compressed_message(deflate_server: Any) -> None:

@@ -162,6 +162,30 @@ def test_large_receive_assembles_every_fragment_size(capsys: pytest.CaptureFixtu
     large_receive.main(["--size", "2MiB", "--rounds", "1", "--frag", "0,131000"])
     out = capsys.readouterr().out
     assert "one frame" in out and "131,000-byte frames" in out
+    # --asgi: assembled into the bytes delivered (BytesAssembler), whatever the framing
+    budget = Budget(1 << 30, RegionCache(64 << 20))
+    for frag in (0, 131_000, 16_384, 1000):
+        conns = [large_receive.server_connection(budget, "bytes") for _ in range(3)]
+        feeds = [
+            large_receive.reads(conn, large_receive.frames(payload, frag), 65_536) for conn in conns
+        ]
+        received = []
+        while feeds:
+            for feed in list(feeds):
+                message = next(feed)
+                if message is not None:
+                    received.append(message)
+                    feeds.remove(feed)
+        for message in received:
+            assert isinstance(message, Message)  # charged until delivered
+            with message:
+                data = message.buffer.take()
+            assert type(data) is bytes and data == payload
+    assert budget.held == 0
+    large_receive.main(
+        ["--asgi", "--conns", "2", "--size", "2MiB", "--rounds", "1", "--frag", "0,131000"]
+    )
+    assert "131,000-byte frames" in capsys.readouterr().out
 
 
 def test_fastws_tree_runs_another_checkout_beside_this_one(tmp_path: Path) -> None:

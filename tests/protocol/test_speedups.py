@@ -266,6 +266,43 @@ def test_bytes_target_twins_agree(data: bytes, cut: int) -> None:
         c.BytesTarget(-1)
 
 
+@given(st.binary(max_size=300), st.lists(st.integers(0, 400), max_size=6))
+def test_bytes_target_resize_twins_agree(data: bytes, sizes: list[int]) -> None:
+    """BytesTarget.resize (a fragmented message grows in the bytes it is delivered in): both
+    keep the first min(old, new) bytes written, refuse while a view is held (BufferError)
+    unless the size does not change, and after take(); the new bytes are written before
+    they are read (the compiled one does not zero them)."""
+    from fastws.buffers import _BytesTarget
+
+    c = _compiled()
+    results = []
+    for kind in (c.BytesTarget, _BytesTarget):
+        target = kind(len(data))
+        memoryview(target)[:] = data
+        kept = data
+        log = []
+        for size in sizes:
+            view = memoryview(target)
+            target.resize(len(target))  # the same size: no-op, even with a view held
+            if size != len(target):
+                with pytest.raises(BufferError):
+                    target.resize(size)
+            view.release()
+            target.resize(size)
+            kept = kept[:size]
+            memoryview(target)[len(kept) :] = bytes(i % 251 for i in range(size - len(kept)))
+            kept = bytes(memoryview(target))
+            log.append((len(target), kept))
+        with pytest.raises(ValueError):
+            target.resize(-1)
+        taken = target.take()
+        with pytest.raises(RuntimeError):
+            target.resize(1)
+        results.append((taken, log))
+    assert results[0] == results[1]
+    assert results[0][0] == (results[0][1][-1][1] if sizes else data)
+
+
 def test_pure_python_path_passes_the_suites() -> None:
     """FASTWS_NO_SPEEDUPS=1 runs the twins: the protocol core's tests, the callback
     handler's and Message's (real server processes, which inherit the variable) pass on
