@@ -592,13 +592,12 @@ class Run:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        client_nice = a.nice if a.client_nice is None else a.client_nice
-        if a.nice or client_nice:
+        if a.nice:
             self.result["autogroup_nice"] = {
                 "server": set_autogroup_nice(self.server.pid, a.nice),
-                "load_generator": set_autogroup_nice(os.getpid(), client_nice),
+                "load_generator": set_autogroup_nice(os.getpid(), a.nice),
             }
-            log(f"autogroup nice {a.nice} / {client_nice}: {self.result['autogroup_nice']}")
+            log(f"autogroup nice {a.nice}: {self.result['autogroup_nice']}")
         deadline = time.monotonic() + 60 + a.workers
         while True:
             with contextlib.suppress(OSError):
@@ -1127,7 +1126,7 @@ class Run:
                 "connections", "app", "workers", "client_processes", "sources", "sample", "batch_ms",
                 "echo_interval", "echo_size", "hold", "broadcasts", "ping_interval",
                 "hs_concurrency", "ephemeral", "min_free_gib", "max_minutes", "worker_timeout",
-                "nice", "client_nice",
+                "nice",
             )
         }  # fmt: skip
         self.result["machine"] = {
@@ -1165,7 +1164,7 @@ class Run:
             self.finish_clients()
             self.stop_server()
             kernel.restore()
-            if a.nice or a.client_nice:  # our own session outlives the run: its weight back
+            if a.nice:  # our own session outlives the run: give its weight back
                 set_autogroup_nice(os.getpid(), 0)
             self.result["kernel"]["changed"] = kernel.changed
             counters1 = kernel_counters()
@@ -1372,7 +1371,7 @@ def report_md(r: dict[str, Any], command: str) -> str:
         "",
     ]
     if r.get("autogroup_nice"):
-        lines += [f"Scheduler autogroup nice (--nice, --client-nice): {r['autogroup_nice']}.", ""]
+        lines += [f"Scheduler autogroup nice (--nice): {r['autogroup_nice']}.", ""]
     if r.get("stop_reason"):
         lines += [f"**Stopped:** {r['stop_reason']}", ""]
     if r.get("error"):
@@ -1516,12 +1515,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="nice value for the server's and the generators' scheduler autogroups (root)",
-    )
-    p.add_argument(
-        "--client-nice",
-        type=int,
-        help="the generators' autogroup nice value, if not --nice's: clients on other machines"
-        " would not compete with the server for its cores; a lower weight here comes closer",
     )
     p.add_argument("--ehash", type=int, default=0,
                    help="run in a network namespace whose TCP established hash has this many"
