@@ -190,6 +190,16 @@ def _first_size(length: int, limit: int) -> int:
     return max(length, min(limit, MMAP_MIN))
 
 
+#: Why a fragmented message whose first fragment is under RESERVE_FROM is assembled as
+#: before (bytearray, then a region; one copy at delivery), not grown in its bytes: from small
+#: fragments (WebSocket-Node's 16 KiB) the bytes double a dozen times, and with several
+#: large messages in flight the heap outgrows what malloc keeps, faulted in afresh for every
+#: message (`python -P bench/large_receive.py --asgi --conns 4 --size 16MiB --frag 16384`:
+#: 3.07 ms per message through a region, 14.03 grown in the bytes). Browsers' fragments
+#: (Chromium's 131,000 bytes) start at MMAP_MIN and take the bytes path.
+_SMALL_FIRST = RESERVE_FROM
+
+
 class BytesAssembler(RegionAssembler):
     """For connections whose binary messages are delivered as `bytes` (fastws.asgi, to an
     application that did not ask for the zero-copy extension): a binary message is received
@@ -197,7 +207,8 @@ class BytesAssembler(RegionAssembler):
     instead of into a region that is then copied.
 
     A message in one frame gets exactly its size. A fragmented one (its size unknown until
-    its last fragment: Chromium sends 131,000-byte ones) starts at its first fragment's size
+    its last fragment: Chromium sends 131,000-byte ones) whose first fragment is RESERVE_FROM
+    or more (smaller ones: see `_SMALL_FIRST`) starts at its first fragment's size
     (at least MMAP_MIN from a fragment of RESERVE_FROM on: `_first_size`) and grows by
     realloc (`BytesBuffer.resize`), at least doubling, so a block that cannot grow where it
     is (malloc copies it) is copied at most about once over the message; the last
@@ -216,6 +227,8 @@ class BytesAssembler(RegionAssembler):
         # What admit() charged (a large message under a budget) stays charged until the
         # application gets the bytes. Not zero-filled: lazy by nature (malloc; a large one's
         # pages are committed as the kernel writes them).
+        if not whole and length < _SMALL_FIRST:
+            return super().begin(length, whole, lazy, limit)
         charged = length if length >= MMAP_MIN and self.budget is not None else 0
         size = length if whole else _first_size(length, limit)
         return BytesBuffer.new(size, self.budget, charged)
@@ -231,7 +244,9 @@ class BytesAssembler(RegionAssembler):
     ) -> Buffer:
         need = filled + length
         if type(buf) is not BytesBuffer:
-            if buf is not None:  # not one of ours: assembled as a region would be
+            if buf is not None or (need < _SMALL_FIRST and not final):
+                # not one of ours, or a message whose first fragment is small (see
+                # _SMALL_FIRST): assembled as a region would be, copied at delivery
                 return super().room(buf, filled, length, lazy, limit, final)
             buf = BytesBuffer.new(need if final else _first_size(need, limit), self.budget)
         else:

@@ -454,7 +454,7 @@ def _feed(conn: Connection, data: bytes, chunk: int) -> memoryview | None:
     return last
 
 
-@pytest.mark.parametrize("fragment", [131_000, 16_384, 1_000])
+@pytest.mark.parametrize("fragment", [131_000, 65_536])
 def test_fragments_are_received_into_the_bytes_delivered(fragment: int) -> None:
     """A fragmented message (its size unknown until its last fragment) grows in the bytes
     object it is delivered as (BytesBuffer.resize), not in a region copied at the end: no
@@ -472,6 +472,24 @@ def test_fragments_are_received_into_the_bytes_delivered(fragment: int) -> None:
     assert budget.held == 0 and budget.cache is not None and budget.cache.held == 0
     if speedups is not None and last is not None:
         assert np.shares_memory(np.frombuffer(data, np.uint8), np.frombuffer(last, np.uint8))
+
+
+@pytest.mark.parametrize("fragment", [16_384, 1_000])
+def test_small_first_fragments_are_assembled_in_a_region_and_copied(fragment: int) -> None:
+    """A fragmented message whose first fragment is small (WebSocket-Node's 16 KiB) is not
+    grown in its bytes from that size (a dozen doublings; several such messages at once
+    outgrew malloc's kept heap, 4.5x the time per message): it is assembled in a region as
+    for the zero-copy path and copied at delivery, intact, the budget given back."""
+    budget = Budget(64 * MiB, RegionCache(64 * MiB))
+    payload = os.urandom(2 * MiB + 12_345)
+    conn = bytes_connection(budget)
+    _feed(conn, _fragments(payload, fragment), chunk=131_000)
+    (message,) = take(conn)
+    assert isinstance(message, Message) and type(message.buffer) is not BytesBuffer
+    with message:  # what fastws.asgi does with a region: one copy, then released
+        data = bytes(message)
+    assert data == payload
+    assert budget.held == 0
 
 
 def test_fragments_into_bytes_when_views_are_held_or_the_last_is_empty() -> None:
