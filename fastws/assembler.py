@@ -256,13 +256,19 @@ class BytesAssembler(RegionAssembler):
             elif size < need:
                 size = max(need, min(2 * size, limit))
             if size != len(buf):
-                try:
-                    buf.resize(size)
-                except BufferError:  # a view of it is still held: move it instead
-                    buf = self._moved(buf, filled, size)
+                buf = self._resized(buf, filled, size)
         if need >= MMAP_MIN and self.budget is not None and need > buf.charged:
             self.budget.charge(need - buf.charged)
             buf.charged = need
+        return buf
+
+    def _resized(self, buf: BytesBuffer, filled: int, size: int) -> BytesBuffer:
+        """`buf` made `size` bytes long in place (realloc), or, while a view of it is still
+        held, a new BytesBuffer of `size` bytes holding its first `filled` and its charge."""
+        try:
+            buf.resize(size)
+        except BufferError:
+            return self._moved(buf, filled, size)
         return buf
 
     def _moved(self, buf: BytesBuffer, filled: int, size: int) -> BytesBuffer:
@@ -288,10 +294,7 @@ class BytesAssembler(RegionAssembler):
     def message(self, buf: Buffer | None, size: int) -> bytes | Message:
         if type(buf) is BytesBuffer:
             if len(buf) != size:  # a final fragment without payload: not cut to size yet
-                try:
-                    buf.resize(size)
-                except BufferError:
-                    buf = self._moved(buf, size, size)
+                buf = self._resized(buf, size, size)
             if buf.charged:  # charged until delivered: fastws.asgi takes it (see _large)
                 return Message(buf, size)
             return buf.take()
