@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from fastws.protocol.frames import encode_header
 from fastws.protocol.mask import unmask
-from fastws.websocket import READ_AHEAD, WebSocket
+from fastws.websocket import READ_AHEAD, READ_AHEAD_MIN, WebSocket
 from tests.conftest import ServerFactory
 from tests.wire import WireClient
 
@@ -140,18 +140,21 @@ async def _make_ws() -> WebSocket:
 
 def test_read_ahead_waits_for_no_more_than_the_frame_lacks() -> None:
     """While a large payload arrives, the socket's SO_RCVLOWAT asks the kernel to wake the
-    connection for READ_AHEAD bytes at a time, never for more than the frame still lacks
-    after the read that set it (the peer may send nothing more before it gets an answer),
-    and is 1 again once the frame is complete; under TLS (encrypted byte counts) never."""
+    connection for READ_AHEAD bytes at a time, never for more than half of what the frame
+    still lacks after the read that set it (the peer may send nothing more before it gets an
+    answer, and the connection keeps reading while the rest arrives), never for less than
+    READ_AHEAD_MIN, and is 1 again once the frame is complete; under TLS (encrypted byte
+    counts) never."""
     for size, read in ((5 * READ_AHEAD + 12_345, 700_001), (300_000, 65_536)):
         lowat, lacked = _receive_large_frame(False, size, read)
         values = [value for _, value in lowat]
         assert values and values[-1] == 1 and max(values) <= READ_AHEAD
-        assert READ_AHEAD in values or size < READ_AHEAD
-        assert lowat[-1][0] == len(lacked) - 1  # back to 1 by the read that completed it
-        for i, value in lowat:  # in force for the next read: at most what it lacked then
-            if i + 1 < len(lacked):
-                assert value <= lacked[i + 1], (i, value, lacked[i + 1])
+        assert READ_AHEAD in values or size < 2 * READ_AHEAD
+        assert all(value == 1 or value >= READ_AHEAD_MIN for value in values)
+        assert lowat[-1][0] <= len(lacked) - 1  # back to 1 by the read that completed it
+        for i, value in lowat:  # in force for the next read: at most half of what it lacked
+            if i + 1 < len(lacked) and value > 1:
+                assert value <= lacked[i + 1] // 2, (i, value, lacked[i + 1])
     assert _receive_large_frame(True, 3 * READ_AHEAD, 700_001)[0] == []
 
 
