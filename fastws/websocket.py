@@ -106,7 +106,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         "_failure_grace",
         "_flusher",
         "_holding",
-        "_ka_sent",
+        "_ka_awaiting",
         "_listener",
         "_loop",
         "_lost",
@@ -212,7 +212,7 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
         # never pinged does not carry an empty dict).
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] | None = None
         self.keepalive_bucket: set[Any] | None = None  # our bucket in the loop's KeepaliveWheel
-        self._ka_sent: int | None = None  # the keepalive ping in flight (see keepalive.py)
+        self._ka_awaiting: set[Any] | None = None  # a keepalive ping in flight (keepalive.py)
         self._close_timer: asyncio.TimerHandle | None = None
         # Made when someone waits for the end (close(), wait_closed()): an idle connection
         # does not carry a Future of its own.
@@ -326,6 +326,9 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             assert period is not None
             wheel(self._loop, period).discard(self, self.keepalive_bucket)
             self.keepalive_bucket = None
+        if self._ka_awaiting is not None:
+            self._ka_awaiting.discard(self)  # not held (nor failed) until its ping_timeout
+            self._ka_awaiting = None
         for timer in (self._close_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()

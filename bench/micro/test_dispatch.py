@@ -56,12 +56,12 @@ def client_frame(payload: bytes) -> bytes:
     return encode_header(1, len(payload), fin=True, mask=key) + unmask(payload, key)
 
 
-@pytest.fixture
-def ws() -> Iterator[WebSocket]:
-    loop = asyncio.new_event_loop()
+def open_ws(loop: asyncio.AbstractEventLoop, transport: Any = None) -> WebSocket:
+    """A server's WebSocket made on `loop` and open, writing to `transport` (by default one
+    whose writes go nowhere); no keepalive."""
 
     async def make() -> WebSocket:
-        return WebSocket(
+        ws = WebSocket(
             max_message_size=1 << 20,
             max_frame_size=None,
             max_fragments=1000,
@@ -72,11 +72,17 @@ def ws() -> Iterator[WebSocket]:
             ping_timeout=None,
             client=False,
         )
+        ws.connection_made(transport or NullTransport())
+        ws._opened(b"")
+        return ws
 
-    sock = loop.run_until_complete(make())
-    sock.connection_made(NullTransport())  # type: ignore[arg-type]
-    sock._opened(b"")
-    yield sock
+    return loop.run_until_complete(make())
+
+
+@pytest.fixture
+def ws() -> Iterator[WebSocket]:
+    loop = asyncio.new_event_loop()
+    yield open_ws(loop)
     loop.close()
 
 
@@ -164,24 +170,7 @@ def _coroutine_echo_ws() -> tuple[asyncio.AbstractEventLoop, WebSocket]:
     import uvloop
 
     loop = uvloop.new_event_loop()
-
-    async def make() -> WebSocket:
-        ws = WebSocket(
-            max_message_size=1 << 20,
-            max_frame_size=None,
-            max_fragments=1000,
-            max_queue=1 << 30,
-            write_limit=1 << 20,
-            close_timeout=1.0,
-            ping_interval=None,
-            ping_timeout=None,
-            client=False,
-        )
-        ws.connection_made(NullTransport())  # type: ignore[arg-type]
-        ws._opened(b"")
-        return ws
-
-    return loop, loop.run_until_complete(make())
+    return loop, open_ws(loop)
 
 
 def test_coroutine_echo_one(benchmark: Any) -> None:

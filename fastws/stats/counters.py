@@ -27,7 +27,7 @@ NAMES = (
     "published",  # messages published on a channel by this worker
     "publish_failed",  # publishes the broker refused (PublishError)
     "pubsub_lagged",  # times this worker fell behind the channels' ring (subscribers: 1013)
-    "keepalive_visits",  # connections the keepalive wheel visited (a ping, or its pong checked)
+    "keepalive_visits",  # connections the keepalive wheel visited (a ping, or a pong missing)
     "keepalive_visits_late",  # of them, visited more than a tick after due: the loop was behind
     # Budgets, sampled at heartbeat time by server.gauges (never on the message path):
     "max_connections",  # gauge: the configured limit (0: none)

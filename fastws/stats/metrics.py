@@ -42,7 +42,7 @@ _HELP = {
     "publish_failed": "Publishes the broker could not take (PublishError raised).",
     "pubsub_lagged": "Times a worker fell behind the shared ring and closed its subscribers"
     " with 1013.",
-    "keepalive_visits": "Keepalive visits to connections (a ping sent, or its pong checked).",
+    "keepalive_visits": "Keepalive visits to connections (a ping sent, or its pong found missing).",
     "keepalive_visits_late": "Keepalive visits more than a tick (at most 1 s) after they were"
     " due: the worker's event loop was behind, its pings left late.",
     "max_connections": "Connections a worker may hold (max_connections; 0: no limit).",
