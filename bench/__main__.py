@@ -91,7 +91,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--servers", type=_csv, default=DEFAULT_SERVERS, help="comma-separated (see list)"
     )
-    run.add_argument("--scenarios", type=_csv, default=list("abcdefg"), help="comma-separated, a-h")
+    run.add_argument("--scenarios", type=_csv, default=list("abcdefg"), help="comma-separated, a-i")
     run.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     run.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
     run.add_argument("--repeat", type=int, default=1, help="runs per server and scenario (median)")

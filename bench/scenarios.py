@@ -169,5 +169,14 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("f", "idle connections", (HS, HS_CPU, RSS_CONN), idle=True),
         _compressed("g", "no context takeover", "no-takeover", "server_no_context_takeover"),
         _compressed("h", "server context takeover", "server-takeover", "compression"),
+        # Not in the default matrix: several large messages at once (i@chromium: what a
+        # worker's heap holds while they grow in their bytes, fastws.assembler.BytesAssembler)
+        Scenario(
+            "i",
+            "16 MiB binary, 4 conns x 1 in flight",
+            (MBS, MBS_CPU, PEAK),
+            size=16 * MiB,
+            conns=4,
+        ),
     )
 }

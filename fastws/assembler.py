@@ -199,6 +199,14 @@ def _first_size(length: int, limit: int) -> int:
 #: (Chromium's 131,000 bytes) start at MMAP_MIN and take the bytes path.
 _SMALL_FIRST = RESERVE_FROM
 
+#: The largest block malloc serves from its heap once a worker has set M_MMAP_THRESHOLD to
+#: it (glibc's maximum, see fastws.asgi.app): bytes that grow to it would be mapped afresh,
+#: and faulted in page by page, for every message. A fragmented message that grows past 16
+#: MiB moves into a region instead (`python -P bench/large_receive.py --asgi --conns 2 --size
+#: 32MiB --frag 131000`: 18.7 ms per message grown in the bytes, 4,096 faults each; 7.4 ms
+#: through a region with one copy).
+_HEAP_BLOCK_MAX = 32 << 20
+
 
 class BytesAssembler(RegionAssembler):
     """For connections whose binary messages are delivered as `bytes` (fastws.asgi, to an
@@ -215,9 +223,31 @@ class BytesAssembler(RegionAssembler):
     fragment's header gives the exact size (`final`), and the bytes are cut to it then,
     before its payload is read into them. The budget is charged with the bytes
     received from MMAP_MIN on, as a region's reservation is, until the application gets
-    them."""
+    them.
 
-    __slots__ = ()
+    Bounded by the heap malloc keeps (see `_HEAP_BLOCK_MAX`, `growing`): a growth that
+    would take the bytes of the messages growing at once past the budget's cache limit
+    (buffer_cache), or one message's past `_HEAP_BLOCK_MAX`, moves that message into a
+    region instead (its bytes so far copied once), and it is copied at delivery as before."""
+
+    __slots__ = ("growing",)
+
+    def __init__(self, budget: Budget | None = None) -> None:
+        super().__init__(budget)
+        #: The bytes of the fragmented messages growing in their BytesBuffers now.
+        self.growing = 0
+
+    def _heap_room(self, more: int) -> bool:
+        """Whether the messages growing in bytes may take `more` bytes: within what malloc
+        keeps of a worker's heap (buffer_cache, `fastws.asgi.app._keep_malloc_memory`)."""
+        budget = self.budget
+        cache = budget.cache if budget is not None else None
+        return cache is None or self.growing + more <= cache.limit
+
+    def _count(self, buf: BytesBuffer, size: int) -> None:
+        """`buf`, still growing, now `size` bytes in the total (0: no longer counted)."""
+        self.growing += size - buf.growing
+        buf.growing = size
 
     def admit(self, length: int, whole: bool, patient: bool) -> Blocked | None:
         # No region is taken: none to wait an iteration for.
@@ -227,11 +257,14 @@ class BytesAssembler(RegionAssembler):
         # What admit() charged (a large message under a budget) stays charged until the
         # application gets the bytes. Not zero-filled: lazy by nature (malloc; a large one's
         # pages are committed as the kernel writes them).
-        if not whole and length < _SMALL_FIRST:
+        size = length if whole else _first_size(length, limit)
+        if not whole and (length < _SMALL_FIRST or not self._heap_room(size)):
             return super().begin(length, whole, lazy, limit)
         charged = length if length >= MMAP_MIN and self.budget is not None else 0
-        size = length if whole else _first_size(length, limit)
-        return BytesBuffer.new(size, self.budget, charged)
+        buf = BytesBuffer.new(size, self.budget, charged)
+        if not whole:
+            self._count(buf, size)
+        return buf
 
     def room(
         self,
@@ -244,19 +277,26 @@ class BytesAssembler(RegionAssembler):
     ) -> Buffer:
         need = filled + length
         if type(buf) is not BytesBuffer:
-            if buf is not None or (need < _SMALL_FIRST and not final):
-                # not one of ours, or a message whose first fragment is small (see
-                # _SMALL_FIRST): assembled as a region would be, copied at delivery
+            size = need if final else _first_size(need, limit)
+            if buf is not None or not (final or (need >= _SMALL_FIRST and self._heap_room(size))):
+                # not one of ours, a message whose first fragment is small (see
+                # _SMALL_FIRST), or no heap left for it: assembled as a region would be,
+                # copied at delivery
                 return super().room(buf, filled, length, lazy, limit, final)
-            buf = BytesBuffer.new(need if final else _first_size(need, limit), self.budget)
+            buf = BytesBuffer.new(size, self.budget)
+            self._count(buf, 0 if final else size)
         else:
             size = len(buf)
             if final:
                 size = need
             elif size < need:
                 size = max(need, min(2 * size, limit))
+                if size >= _HEAP_BLOCK_MAX or not self._heap_room(size - buf.growing):
+                    self._count(buf, 0)  # into a region: this copy now, one at delivery
+                    return self._room(buf, filled, length, limit)
             if size != len(buf):
                 buf = self._resized(buf, filled, size)
+            self._count(buf, 0 if final else size)
         if need >= MMAP_MIN and self.budget is not None and need > buf.charged:
             self.budget.charge(need - buf.charged)
             buf.charged = need
@@ -275,6 +315,7 @@ class BytesAssembler(RegionAssembler):
         """A new BytesBuffer of `size` bytes holding `buf`'s first `filled`, and its charge."""
         moved = BytesBuffer.new(size, self.budget, buf.charged)
         buf.charged = 0
+        moved.growing, buf.growing = buf.growing, 0
         memoryview(moved)[:filled] = memoryview(buf)[:filled]
         return moved
 
@@ -295,10 +336,16 @@ class BytesAssembler(RegionAssembler):
         if type(buf) is BytesBuffer:
             if len(buf) != size:  # a final fragment without payload: not cut to size yet
                 buf = self._resized(buf, size, size)
+            self._count(buf, 0)
             if buf.charged:  # charged until delivered: fastws.asgi takes it (see _large)
                 return Message(buf, size)
             return buf.take()
         return super().message(buf, size)
+
+    def release(self, buf: Buffer | None) -> None:
+        if type(buf) is BytesBuffer:
+            self._count(buf, 0)
+        release(buf)
 
 
 #: For connections whose owner sets no memory budget (the clients): regions unmapped at

@@ -208,9 +208,11 @@ class BytesBuffer(_Charged, _BytesBase):
     the `bytes` object itself (no copy). Like a Region it holds a `Budget` charge until
     it is released or goes away."""
 
-    __slots__ = ("budget", "charged")
+    __slots__ = ("budget", "charged", "growing")
     budget: Budget | None
     charged: int
+    #: the bytes its assembler counts as growing (BytesAssembler.growing), 0 once complete
+    growing: int
 
     @classmethod
     def new(cls, size: int, budget: Budget | None = None, charged: int = 0) -> BytesBuffer:
@@ -218,6 +220,7 @@ class BytesBuffer(_Charged, _BytesBase):
         buf = cls(size)
         buf.budget = budget
         buf.charged = charged
+        buf.growing = 0
         return buf
 
 
