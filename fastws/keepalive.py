@@ -330,8 +330,8 @@ class Keepalive(asyncio.BufferedProtocol):
         return True
 
     def _answered(self, awaiting: set[Any]) -> None:
-        """The keepalive ping got its pong: out of the wheel's set of those awaiting one (so
-        not visited at ping_timeout). The last one out clears the set: a set never shrinks as
+        """The keepalive ping got its pong (or the connection is gone): out of the wheel's set
+        of those awaiting one (so not visited at ping_timeout). The last one out clears the set: a set never shrinks as
         its members go, and the ~550 a worker pings per tick at a million grow it to 32 KB,
         which would otherwise stay until ping_timeout's tick (20 of them alive per worker:
         ~40 B per connection)."""

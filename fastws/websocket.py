@@ -326,9 +326,8 @@ class WebSocket(FlowControl, Keepalive, Closing, Fragmenting):
             assert period is not None
             wheel(self._loop, period).discard(self, self.keepalive_bucket)
             self.keepalive_bucket = None
-        if self._ka_awaiting is not None:
-            self._ka_awaiting.discard(self)  # not held (nor failed) until its ping_timeout
-            self._ka_awaiting = None
+        if self._ka_awaiting is not None:  # not held (nor failed) until its ping_timeout
+            self._answered(self._ka_awaiting)
         for timer in (self._close_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
